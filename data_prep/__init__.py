@@ -1,0 +1,1 @@
+"""Data preparation: manifests, synthetic corpus, latent extraction."""

@@ -1,0 +1,1 @@
+"""Gradio demo: voice cloning and transcription."""

@@ -1,0 +1,1 @@
+"""Evaluation: Seed-TTS-Eval, ASR WER, reconstruction metrics."""

@@ -1,0 +1,1 @@
+"""Unified AR+DiT spoken-language model (TTS + ASR) on HoliTok latents."""

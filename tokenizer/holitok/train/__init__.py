@@ -1,0 +1,1 @@
+"""HoliTok training: discriminators, losses, the three progressive stages."""
