@@ -1,0 +1,7 @@
+"""HoliTok: a continuous speech tokenizer (48 kHz audio <-> 25 Hz x 128-dim latents), exact on the released weights."""
+from .config import HoliTokConfig, SemanticConfig, get_preset_config, load_model_config, preset_names
+from .model import HoliTok
+from .semantic import SemanticModule
+
+__all__ = ["HoliTok", "HoliTokConfig", "SemanticModule", "SemanticConfig", "get_preset_config",
+           "load_model_config", "preset_names"]

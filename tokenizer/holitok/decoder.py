@@ -1,0 +1,83 @@
+"""BigVGAN-style causal decoder: latents -> 48 kHz waveform via transposed-conv stages refined by AMP blocks."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .activations import Activation1d
+from .config import HoliTokConfig
+from .layers import Conv1d, ConvTranspose1d
+
+
+class AMPBlock1(nn.Module):
+    """Three residual pairs: x += conv(act(conv_dilated(act(x)))), dilations from the config, all causal."""
+
+    def __init__(self, channels: int, kernel_size: int, dilations: list[int], learnable_filters: bool) -> None:
+        super().__init__()
+        self.convs1 = nn.ModuleList(Conv1d(channels, channels, kernel_size, dilation=d) for d in dilations)
+        self.convs2 = nn.ModuleList(Conv1d(channels, channels, kernel_size) for _ in dilations)
+        # Interleaved as in the released checkpoints: activations[2i] precedes convs1[i], [2i+1] precedes convs2[i].
+        self.activations = nn.ModuleList(Activation1d(channels, learnable_filters) for _ in range(2 * len(dilations)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, (c1, c2) in enumerate(zip(self.convs1, self.convs2)):
+            x = x + c2(self.activations[2 * i + 1](c1(self.activations[2 * i](x))))
+        return x
+
+    def step(self, x: Tensor, state: dict) -> Tensor:
+        for i, (c1, c2) in enumerate(zip(self.convs1, self.convs2)):
+            h = c1.step(self.activations[2 * i].step(x, state), state)
+            x = x + c2.step(self.activations[2 * i + 1].step(h, state), state)
+        return x
+
+
+class Decoder(nn.Module):
+    """conv_pre (k5, 2-frame lookahead) -> [causal transposed conv -> mean of AMP blocks] x stages -> act -> conv_post."""
+
+    def __init__(self, config: HoliTokConfig) -> None:
+        super().__init__()
+        lookahead = config.num_decoder_lookahead
+        self.conv_pre = Conv1d(config.latent_dim, config.upsample_initial_channel, 2 * lookahead + 1,
+                               lookahead=lookahead)
+        self.num_kernels = len(config.resblock_kernel_sizes)
+        self.ups = nn.ModuleList()
+        self.resblocks = nn.ModuleList()
+        channels = config.upsample_initial_channel
+        for rate, kernel in zip(config.upsample_rates, config.upsample_kernel_sizes):
+            out = channels // 2
+            self.ups.append(nn.ModuleList([ConvTranspose1d(channels, out, kernel, rate)]))
+            for k, dilations in zip(config.resblock_kernel_sizes, config.resblock_dilation_sizes):
+                self.resblocks.append(AMPBlock1(out, k, dilations, learnable_filters=not config.fixed_filter))
+            channels = out
+        self.activation_post = Activation1d(channels, learnable_filters=not config.fixed_filter1)
+        self.conv_post = Conv1d(channels, 1, 7, bias=config.use_bias_at_final)
+        self.use_tanh = config.use_tanh_at_final
+
+    def _finish(self, x: Tensor) -> Tensor:
+        return torch.tanh(x) if self.use_tanh else x.clamp(-1.0, 1.0)
+
+    def _stage_blocks(self, i: int):
+        return self.resblocks[i * self.num_kernels: (i + 1) * self.num_kernels]
+
+    def body(self, x: Tensor) -> Tensor:
+        """Everything after conv_pre: strictly causal."""
+        for i, up in enumerate(self.ups):
+            x = up[0](x)
+            blocks = self._stage_blocks(i)
+            x = sum(block(x) for block in blocks) / self.num_kernels
+        return self._finish(self.conv_post(self.activation_post(x)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(self.conv_pre(x))
+
+    def _body_step(self, x: Tensor, state: dict) -> Tensor:
+        for i, up in enumerate(self.ups):
+            x = up[0].step(x, state)
+            x = sum(block.step(x, state) for block in self._stage_blocks(i)) / self.num_kernels
+        return self._finish(self.conv_post.step(self.activation_post.step(x, state), state))
+
+    def step(self, x: Tensor, state: dict) -> Tensor:
+        return self._body_step(self.conv_pre.step(x, state), state)
+
+    def flush(self, state: dict) -> Tensor:
+        return self._body_step(self.conv_pre.flush(state), state)

@@ -1,0 +1,100 @@
+"""Causal convolutional encoder: 48 kHz waveform -> latent_dim x 25 Hz, with a 2-frame lookahead at the very end."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .config import HoliTokConfig
+from .layers import Conv1d
+
+STEM_CHANNELS = 12  # fixed by the released architecture, whatever the config's ladder says
+RESIDUAL_DILATIONS = (1, 2, 4, 8, 16, 32)
+
+
+class ConvLayer(nn.Module):
+    """Wraps a conv as `.layer` (the released checkpoints nest the encoder's plain convs one level down)."""
+
+    def __init__(self, conv: Conv1d) -> None:
+        super().__init__()
+        self.layer = conv
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layer(x)
+
+    def step(self, x: Tensor, state: dict) -> Tensor:
+        return self.layer.step(x, state)
+
+    def flush(self, state: dict) -> Tensor:
+        return self.layer.flush(state)
+
+
+class ResidualUnit(nn.Module):
+    """x + conv(lrelu(conv_dilated(lrelu(x)))), both convs causal with kernel 3.
+
+    Children are named "2" and "5": their positions in the authors' Sequential (the causal pads sat at 1 and 4).
+    """
+
+    def __init__(self, channels: int, dilation: int) -> None:
+        super().__init__()
+        self.add_module("2", Conv1d(channels, channels, 3, dilation=dilation))
+        self.add_module("5", Conv1d(channels, channels, 3))
+        self.act = nn.LeakyReLU()  # slope 0.01, torch's default, as released
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self._modules["5"](self.act(self._modules["2"](self.act(x))))
+
+    def step(self, x: Tensor, state: dict) -> Tensor:
+        return x + self._modules["5"].step(self.act(self._modules["2"].step(self.act(x), state)), state)
+
+
+class ResStack(nn.Module):
+    """Six dilated residual units (dilations 1..32) after each downsampling conv."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(ResidualUnit(channels, d) for d in RESIDUAL_DILATIONS)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for unit in self.layers:
+            x = unit(x)
+        return x
+
+    def step(self, x: Tensor, state: dict) -> Tensor:
+        for unit in self.layers:
+            x = unit.step(x, state)
+        return x
+
+
+class AudioEncoder(nn.Module):
+    """stem conv -> [strided causal conv (k = 2 * stride) -> ResStack -> LeakyReLU(0.2)] x 6 -> k5 lookahead conv."""
+
+    def __init__(self, config: HoliTokConfig) -> None:
+        super().__init__()
+        channels = config.downsample_channels
+        layers: list[nn.Module] = [ConvLayer(Conv1d(1, STEM_CHANNELS, 3)), nn.LeakyReLU(0.2)]
+        for i, rate in enumerate(config.downsample_rates):
+            layers += [ConvLayer(Conv1d(channels[i], channels[i + 1], 2 * rate, stride=rate)),
+                       ResStack(channels[i + 1]), nn.LeakyReLU(0.2)]
+        lookahead = config.num_encoder_lookahead
+        layers.append(ConvLayer(Conv1d(channels[-1], config.latent_dim, 2 * lookahead + 1, lookahead=lookahead)))
+        self.generator = nn.Sequential(*layers)
+
+    @property
+    def lookahead_conv(self) -> ConvLayer:
+        return self.generator[-1]
+
+    def features(self, audio: Tensor) -> Tensor:
+        """Everything before the lookahead conv: strictly causal, so padding after an item never leaks into it."""
+        for layer in self.generator[:-1]:
+            audio = layer(audio)
+        return audio
+
+    def forward(self, audio: Tensor) -> Tensor:
+        return self.lookahead_conv(self.features(audio))
+
+    def step(self, audio: Tensor, state: dict) -> Tensor:
+        for layer in self.generator[:-1]:
+            audio = layer.step(audio, state) if hasattr(layer, "step") else layer(audio)
+        return self.lookahead_conv.step(audio, state)
+
+    def flush(self, state: dict) -> Tensor:
+        return self.lookahead_conv.flush(state)

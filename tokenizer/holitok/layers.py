@@ -1,0 +1,164 @@
+"""Weight-normed causal (and lookahead) convolutions that run offline or as a stream with carried state.
+
+Weight norm lives here and only here: layers store `weight_g`/`weight_v` (the authors' checkpoint layout, norm over
+every dim but 0) until `fold_weight_norm()` replaces them by a plain `weight` for inference.
+
+Streaming: `step(x, state)` takes any number of new frames and returns every output frame that those inputs fully
+determine; `flush(state)` feeds the right-hand (lookahead) zero padding at the true end of the signal. The concatenated
+stream outputs equal the offline `forward` on the whole input. `state` is a dict owned by the caller, keyed by module.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _norm_except_dim0(v: Tensor) -> Tensor:
+    return v.norm(dim=tuple(range(1, v.dim())), keepdim=True)
+
+
+class WeightNormed(nn.Module):
+    """A layer whose weight is `weight_g * weight_v / ||weight_v||` until folded."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, weight_norm: bool = True) -> None:
+        super().__init__()
+        if weight_norm:
+            self.weight_g = nn.Parameter(_norm_except_dim0(weight).detach().clone())
+            self.weight_v = nn.Parameter(weight.detach().clone())
+        else:
+            self.weight = nn.Parameter(weight.detach().clone())
+        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+
+    @property
+    def has_weight_norm(self) -> bool:
+        return "weight_v" in self._parameters
+
+    def get_weight(self) -> Tensor:
+        if self.has_weight_norm:
+            return self.weight_v * (self.weight_g / _norm_except_dim0(self.weight_v))
+        return self.weight
+
+    def fold_weight_norm(self) -> None:
+        if not self.has_weight_norm:
+            return
+        with torch.no_grad():
+            w = self.get_weight().detach().clone()
+        del self.weight_g, self.weight_v
+        self.weight = nn.Parameter(w)
+
+    def unfold_weight_norm(self) -> None:
+        """Back to the g/v layout (g = ||w||, v = w): what the authors' checkpoint format stores."""
+        if self.has_weight_norm:
+            return
+        w = self.weight.detach().clone()
+        del self.weight
+        self.weight_g = nn.Parameter(_norm_except_dim0(w))
+        self.weight_v = nn.Parameter(w)
+
+
+def _stream_buffer(module: nn.Module, x: Tensor, state: dict, pad_left: int, replicate: bool) -> Tensor:
+    """The not-yet-consumed input of `module` with `x` appended (left padding added on the first call)."""
+    buf = state.get(module)
+    if buf is None:
+        if replicate:
+            if x.shape[-1] == 0:
+                return x  # replicate padding needs the first sample: wait for it
+            pad = x[..., :1].expand(*x.shape[:-1], pad_left)
+        else:
+            pad = x.new_zeros(*x.shape[:-1], pad_left)
+        buf = pad
+    return torch.cat([buf, x], dim=-1)
+
+
+def stream_conv1d(module: nn.Module, x: Tensor, state: dict, weight: Tensor, bias: Tensor | None, *, stride: int,
+                  dilation: int, groups: int, pad_left: int, replicate: bool = False) -> Tensor:
+    """One streaming step of a left-padded conv: emits every output whose receptive field is complete."""
+    buf = _stream_buffer(module, x, state, pad_left, replicate)
+    if module not in state and buf is x:  # replicate padding still waiting for a first sample
+        return x.new_zeros(x.shape[0], weight.shape[0], 0)
+    span = dilation * (weight.shape[-1] - 1) + 1
+    n_out = (buf.shape[-1] - span) // stride + 1 if buf.shape[-1] >= span else 0
+    state[module] = buf[..., n_out * stride:]
+    if n_out == 0:
+        return buf.new_zeros(buf.shape[0], weight.shape[0], 0)
+    used = buf[..., : (n_out - 1) * stride + span]
+    return F.conv1d(used, weight, bias, stride=stride, dilation=dilation, groups=groups)
+
+
+def stream_conv_transpose1d(module: nn.Module, x: Tensor, state: dict, weight: Tensor, bias: Tensor | None, *,
+                            stride: int, groups: int = 1) -> Tensor:
+    """One streaming step of a causal transposed conv (output trimmed to len(x) * stride).
+
+    The last `ceil(k / stride) - 1` input frames are carried, so each output sample is computed by one kernel call
+    over the same inputs as offline.
+    """
+    ctx = -(-weight.shape[-1] // stride) - 1
+    prev = state.get(module)
+    if prev is None:
+        prev = x.new_zeros(*x.shape[:-1], ctx)
+    if x.shape[-1] == 0:
+        return x.new_zeros(x.shape[0], weight.shape[1] * groups, 0)
+    z = torch.cat([prev, x], dim=-1)
+    state[module] = z[..., z.shape[-1] - ctx:]
+    y = F.conv_transpose1d(z, weight, bias, stride=stride, groups=groups)
+    return y[..., ctx * stride: (ctx + x.shape[-1]) * stride]
+
+
+class Conv1d(WeightNormed):
+    """Conv1d with causal left padding and an optional `lookahead` of future frames (symmetric part of the pad)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
+                 dilation: int = 1, lookahead: int = 0, bias: bool = True, weight_norm: bool = True) -> None:
+        proto = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, bias=bias)
+        super().__init__(proto.weight, proto.bias, weight_norm)
+        self.stride, self.dilation, self.lookahead = stride, dilation, lookahead
+        self.pad_left = dilation * (kernel_size - 1) - lookahead
+        if self.pad_left < 0:
+            raise ValueError(f"lookahead {lookahead} exceeds the receptive field of kernel {kernel_size}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.pad(x, (self.pad_left, self.lookahead))
+        return F.conv1d(x, self.get_weight(), self.bias, stride=self.stride, dilation=self.dilation)
+
+    def step(self, x: Tensor, state: dict) -> Tensor:
+        return stream_conv1d(self, x, state, self.get_weight(), self.bias, stride=self.stride,
+                             dilation=self.dilation, groups=1, pad_left=self.pad_left)
+
+    def flush(self, state: dict) -> Tensor:
+        """Outputs held back for the lookahead, computed with the zero padding of the true end."""
+        buf = state.get(self)
+        if buf is None:
+            raise RuntimeError("flush() before any step(): nothing was streamed")
+        return self.step(buf.new_zeros(*buf.shape[:-1], self.lookahead), state)
+
+
+class ConvTranspose1d(WeightNormed):
+    """Causal transposed conv (kernel 2 * stride): the overlap into the future is dropped, length T -> T * stride."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int,
+                 weight_norm: bool = True) -> None:
+        proto = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride=stride)
+        super().__init__(proto.weight, proto.bias, weight_norm)
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.conv_transpose1d(x, self.get_weight(), self.bias, stride=self.stride)
+        return y[..., : x.shape[-1] * self.stride]
+
+    def step(self, x: Tensor, state: dict) -> Tensor:
+        return stream_conv_transpose1d(self, x, state, self.get_weight(), self.bias, stride=self.stride)
+
+
+def fold_weight_norm(module: nn.Module) -> nn.Module:
+    for m in module.modules():
+        if isinstance(m, WeightNormed):
+            m.fold_weight_norm()
+    return module
+
+
+def unfold_weight_norm(module: nn.Module) -> nn.Module:
+    for m in module.modules():
+        if isinstance(m, WeightNormed):
+            m.unfold_weight_norm()
+    return module
