@@ -32,6 +32,8 @@ class StreamingEncoder:
 
     def _bottleneck(self, h: Tensor) -> Tensor:
         m = self.model
+        if h.shape[-1] == 0:
+            return h.new_zeros(h.shape[0], 2 * m.latent_dim, 0)
         h = m.enc_mi_layer.step(h.transpose(1, 2), self.state).transpose(1, 2)
         return m._posterior_layout(m.pre_proj(h))
 
@@ -71,6 +73,8 @@ class StreamingDecoder:
         z = torch.as_tensor(latents, device=next(m.parameters()).device, dtype=torch.float32)
         if z.dim() != 3 or z.shape[1] != m.latent_dim:
             raise ValueError(f"expected latents [B, {m.latent_dim}, n], got {tuple(z.shape)}")
+        if z.shape[-1] == 0:
+            return z.new_zeros(z.shape[0], 1, 0)
         h = m.dec_mi_layer.step(m.post_proj(z).transpose(1, 2), self.state).transpose(1, 2)
         if self.frame_lengths is not None and h.shape[-1]:
             idx = torch.arange(self.frames_seen, self.frames_seen + h.shape[-1], device=h.device)
