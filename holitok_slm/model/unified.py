@@ -1,0 +1,312 @@
+"""UnifiedModel: Qwen2 backbone + audio input path + DiT flow head + stop/LM heads; batching, losses, checkpoints."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_model
+from torch import nn
+
+from .. import prompts
+from ..config import UnifiedConfig
+from ..text_tokenizer import AUDIO_PAD, PAD, TextTokenizer
+from .backbone import Backbone
+from .dit_head import DiTHead
+from .heads import ConditionBridge, StopHead
+from .patch_encoder import PatchEncoder
+from .semantic_input import SemanticInput
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_DIR = "tokenizer"
+# Speaking rate prior (patches per text token) used until fit_data_statistics measures it: ~0.27 s per
+# Qwen2.5 token in read English/Chinese speech at 6.25 patches per second.
+DEFAULT_PATCHES_PER_TOKEN = 1.7
+
+
+class UnifiedModel(nn.Module):
+    """One set of weights for TTS (next-patch flow matching + stop head) and ASR (next-token prediction).
+
+    Latents enter in raw HoliTok scale and are normalised inside by a global scale and bias (buffers set
+    from data with `fit_data_statistics`), so flow-matching targets are roughly unit variance.
+    """
+
+    def __init__(self, cfg: UnifiedConfig, text_tokenizer: TextTokenizer | None = None):
+        super().__init__()
+        self.config = cfg
+        self.text_tokenizer = text_tokenizer
+        if text_tokenizer is None and cfg.backbone.vocab_size is None and cfg.backbone.pretrained_path is None:
+            raise ValueError("without a text tokenizer, backbone.vocab_size must be set")
+        vocab = len(text_tokenizer) if text_tokenizer is not None else (cfg.backbone.vocab_size or 0)
+        self.backbone = Backbone(cfg.backbone, vocab)
+        llm_width = self.backbone.hidden_size
+        if cfg.audio_input == "patch":
+            self.patch_encoder = PatchEncoder(cfg.patch_encoder, cfg.latent_dim, cfg.patch_size, llm_width)
+            self.semantic_input = None
+        else:
+            self.patch_encoder = None
+            self.semantic_input = SemanticInput(cfg.semantic_input, cfg.latent_dim, cfg.patch_size, llm_width)
+        self.bridge = ConditionBridge(llm_width, cfg.dit.hidden_size)
+        self.stop_head = StopHead(llm_width)
+        self.dit = DiTHead(cfg.dit, cfg.latent_dim, cfg.patch_size)
+        self.register_buffer("latent_bias", torch.zeros(()))
+        self.register_buffer("latent_scale", torch.ones(()))
+        self.register_buffer("patches_per_token", torch.tensor(DEFAULT_PATCHES_PER_TOKEN))
+
+    # ---- construction and checkpoints ----------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg: UnifiedConfig, text_tokenizer: TextTokenizer | None = None) -> "UnifiedModel":
+        """Builds the model; the text tokenizer is built from `cfg.tokenizer` unless one is given."""
+        return cls(cfg, text_tokenizer if text_tokenizer is not None else TextTokenizer.build(cfg.tokenizer))
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2), encoding="utf-8")
+        save_model(self, str(directory / WEIGHTS_FILE))  # handles the tied embedding / LM head
+        if self.text_tokenizer is not None:
+            self.text_tokenizer.save(directory / TOKENIZER_DIR)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "UnifiedModel":
+        directory = Path(directory)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"{directory} is not a UnifiedModel checkpoint ({name} missing)")
+        cfg = UnifiedConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8")))
+        model = cls(cfg, TextTokenizer.load(directory / TOKENIZER_DIR))
+        state = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
+        model.load_checked_state_dict(state)
+        return model.to(map_location)
+
+    def load_checked_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Strict load that names every missing/unexpected key and every shape mismatch."""
+        own = self.state_dict()
+        # save_model stores a tied tensor once; restore the alias before comparing.
+        tied = [k for k in own if k not in state and k == "backbone.lm.lm_head.weight"
+                and self.config.backbone.tie_word_embeddings]
+        for key in tied:
+            state[key] = state["backbone.lm.model.embed_tokens.weight"]
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        shapes = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                        for k in set(own) & set(state) if state[k].shape != own[k].shape)
+        if missing or unexpected or shapes:
+            raise ValueError(f"checkpoint does not match the model: missing={missing[:20]} "
+                             f"unexpected={unexpected[:20]} shape_mismatch={shapes[:20]}")
+        self.load_state_dict(state, strict=True)
+
+    # ---- latent normalisation and data statistics ------------------------------------------------------------
+    def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return (latents - self.latent_bias) * self.latent_scale
+
+    def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents / self.latent_scale + self.latent_bias
+
+    @torch.no_grad()
+    def fit_data_statistics(self, items: Sequence[dict[str, Any]]) -> dict[str, float]:
+        """Sets the global latent bias/scale (mean/std over all frames) and the TTS speaking rate from items."""
+        frames = torch.cat([item["latents"].reshape(-1).double() for item in items])
+        mean, std = frames.mean(), frames.std()
+        if not torch.isfinite(std) or std <= 0:
+            raise ValueError(f"latent statistics are degenerate (mean={mean.item()}, std={std.item()})")
+        self.latent_bias.fill_(mean.item())
+        self.latent_scale.fill_(1.0 / std.item())
+        tts = [item for item in items if item["task"] == "tts"]
+        if tts and self.text_tokenizer is not None:
+            patches = sum(math.ceil(item["latents"].shape[0] / self.config.patch_size) for item in tts)
+            tokens = sum(max(1, len(self.text_tokenizer.encode(item["text"]))) for item in tts)
+            self.patches_per_token.fill_(patches / tokens)
+        return {"latent_mean": mean.item(), "latent_std": std.item(), "patches_per_token": self.patches_per_token.item()}
+
+    # ---- batching ---------------------------------------------------------------------------------------------
+    def _require_tokenizer(self) -> TextTokenizer:
+        if self.text_tokenizer is None:
+            raise RuntimeError("this model was built without a text tokenizer")
+        return self.text_tokenizer
+
+    def _check_item(self, item: dict[str, Any]) -> torch.Tensor:
+        name = item.get("id", "<no id>")
+        if item.get("task") not in ("tts", "asr"):
+            raise ValueError(f"item {name}: task must be 'tts' or 'asr', got {item.get('task')!r}")
+        if not isinstance(item.get("text"), str) or not item["text"].strip():
+            raise ValueError(f"item {name}: empty or missing text")
+        latents = item.get("latents")
+        if not isinstance(latents, torch.Tensor) or latents.dim() != 2 or latents.shape[1] != self.config.latent_dim:
+            shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ValueError(f"item {name}: latents must be a [T, {self.config.latent_dim}] tensor, got {shape}")
+        if latents.shape[0] == 0:
+            raise ValueError(f"item {name}: latents have no frames")
+        if not torch.isfinite(latents).all():
+            raise ValueError(f"item {name}: latents contain NaN or inf")
+        return latents.float()
+
+    def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Training items (see CONTEXT.md) -> a right-padded batch for `forward` (prompts, patching, masks)."""
+        if not items:
+            raise ValueError("collate needs at least one item")
+        tok = self._require_tokenizer()
+        patch = self.config.patch_size
+        sequences, offsets, patch_counts, latents_list = [], [], [], []
+        stop_spans, text_spans = [], []
+        for item in items:
+            latents = self._check_item(item)
+            n_patches = math.ceil(latents.shape[0] / patch)
+            if item["task"] == "tts":
+                prefix = prompts.tts_prefix_ids(tok, item["text"], item.get("instruction"))
+                ids = prefix + [tok.id(AUDIO_PAD)] * n_patches
+                # Hidden states from <|audio_start|> through the last patch predict "continue"... "stop".
+                stop_spans.append((len(prefix) - 1, n_patches + 1))
+                text_spans.append(None)
+            else:
+                prefix = prompts.asr_prefix_ids(tok)
+                target = prompts.asr_target_ids(tok, item["text"])
+                ids = prefix + [tok.id(AUDIO_PAD)] * n_patches + prompts.asr_suffix_ids(tok)
+                text_spans.append((len(ids) - 1, target))
+                ids = ids + target[:-1]
+                stop_spans.append(None)
+            sequences.append(ids)
+            offsets.append(len(prefix))
+            patch_counts.append(n_patches)
+            latents_list.append(latents)
+
+        batch, length, max_patches = len(items), max(map(len, sequences)), max(patch_counts)
+        input_ids = torch.full((batch, length), tok.id(PAD), dtype=torch.long)
+        attention_mask = torch.zeros(batch, length, dtype=torch.long)
+        latents = torch.zeros(batch, max_patches * patch, self.config.latent_dim)
+        frame_mask = torch.zeros(batch, max_patches * patch, dtype=torch.bool)
+        stop_labels = torch.full((batch, length), -1.0)
+        text_labels = torch.full((batch, length), -100, dtype=torch.long)
+        for i, ids in enumerate(sequences):
+            input_ids[i, :len(ids)] = torch.tensor(ids)
+            attention_mask[i, :len(ids)] = 1
+            latents[i, :latents_list[i].shape[0]] = latents_list[i]
+            frame_mask[i, :latents_list[i].shape[0]] = True
+            if stop_spans[i] is not None:
+                start, count = stop_spans[i]
+                stop_labels[i, start:start + count] = 0.0
+                stop_labels[i, start + count - 1] = 1.0
+            if text_spans[i] is not None:
+                start, target = text_spans[i]
+                text_labels[i, start:start + len(target)] = torch.tensor(target)
+        out = {
+            "input_ids": input_ids, "attention_mask": attention_mask, "latents": latents, "frame_mask": frame_mask,
+            "audio_offset": torch.tensor(offsets), "num_patches": torch.tensor(patch_counts),
+            "is_tts": torch.tensor([item["task"] == "tts" for item in items]),
+            "stop_labels": stop_labels, "text_labels": text_labels,
+        }
+        if all(item.get("semantic") is not None for item in items):
+            width = items[0]["semantic"].shape[-1]
+            semantic = torch.zeros(batch, max_patches * patch, width)
+            for i, item in enumerate(items):
+                semantic[i, :item["semantic"].shape[0]] = item["semantic"].float()
+            out["semantic"] = semantic
+        return out
+
+    # ---- shared pieces used by training and generation ----------------------------------------------------------
+    def embed_audio(self, latents: torch.Tensor, frame_mask: torch.Tensor, num_patches: torch.Tensor,
+                    semantic: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw latents [B, N*P, D] (+ mask, patch counts) -> LLM input embeddings [B, N, H] (zeros past the end)."""
+        batch, frames, dim = latents.shape
+        n_max, patch = frames // self.config.patch_size, self.config.patch_size
+        valid = torch.arange(n_max, device=latents.device)[None] < num_patches[:, None]
+        if self.patch_encoder is not None:
+            normalized = self.normalize_latents(latents) * frame_mask[..., None]
+            patches = normalized.view(batch, n_max, patch, dim)[valid]
+            encoded = self.patch_encoder(patches, frame_mask.view(batch, n_max, patch)[valid])
+            out = encoded.new_zeros(batch, n_max, encoded.shape[-1])
+            return out.index_put(tuple(valid.nonzero(as_tuple=True)), encoded)
+        if semantic is None or self.semantic_input.trainable:
+            semantic = self.semantic_input.encode(latents, lengths=frame_mask.sum(1))
+        return self.semantic_input.pool_project(semantic, frame_mask) * valid[..., None]
+
+    def embed_patch(self, patch_normalized: torch.Tensor, semantic_cache=None) -> torch.Tensor:
+        """One generated patch (normalised) [B, P, D] -> next LLM input [B, H]; Unite uses the encoder's cache."""
+        if self.patch_encoder is not None:
+            return self.patch_encoder(patch_normalized)
+        return self.semantic_input.step(self.denormalize_latents(patch_normalized), semantic_cache)
+
+    def merge_embeddings(self, input_ids: torch.Tensor, audio_embeds: torch.Tensor, audio_offset: torch.Tensor,
+                         num_patches: torch.Tensor) -> torch.Tensor:
+        """Token embeddings with the audio embeddings written at each item's contiguous audio positions."""
+        embeds = self.backbone.embed(input_ids)
+        n_max = audio_embeds.shape[1]
+        valid = torch.arange(n_max, device=input_ids.device)[None] < num_patches[:, None]
+        rows, cols = valid.nonzero(as_tuple=True)
+        return embeds.index_put((rows, audio_offset[rows] + cols), audio_embeds[rows, cols].to(embeds.dtype))
+
+    # ---- training forward ----------------------------------------------------------------------------------------
+    def forward(self, batch: dict[str, torch.Tensor] | None = None, **tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Losses of a collated batch, called as model(**batch) or model(batch): total `loss` plus detached
+        flow/stop/text losses and their counts."""
+        return self.compute_losses(**(batch if batch is not None else {}), **tensors)
+
+    def compute_losses(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, latents: torch.Tensor,
+                       frame_mask: torch.Tensor, audio_offset: torch.Tensor, num_patches: torch.Tensor,
+                       is_tts: torch.Tensor, stop_labels: torch.Tensor, text_labels: torch.Tensor,
+                       semantic: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        cfg = self.config.flow
+        audio_embeds = self.embed_audio(latents, frame_mask, num_patches, semantic)
+        embeds = self.merge_embeddings(input_ids, audio_embeds, audio_offset, num_patches)
+        position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        hidden = self.backbone(embeds, attention_mask, position_ids)
+
+        flow_loss, flow_count = self._flow_loss(hidden, latents, frame_mask, audio_offset, num_patches, is_tts)
+        stop_loss, stop_count = self._stop_loss(hidden, stop_labels)
+        text_loss, text_count = self._text_loss(hidden, text_labels)
+        total = cfg.flow_weight * flow_loss + cfg.stop_weight * stop_loss + cfg.text_weight * text_loss
+        return {"loss": total, "flow_loss": flow_loss.detach(), "stop_loss": stop_loss.detach(),
+                "text_loss": text_loss.detach(), "num_flow_frames": flow_count, "num_stop_positions": stop_count,
+                "num_text_tokens": text_count}
+
+    def _unused_branch_term(self, *modules: nn.Module) -> torch.Tensor:
+        """0 x (sum of parameters): gives a branch that this batch did not use a gradient path (DDP/ZeRO)."""
+        params = [p for m in modules for p in m.parameters() if p.requires_grad]
+        return sum((p.sum() for p in params), torch.zeros((), device=self.latent_scale.device)) * 0.0
+
+    def _flow_loss(self, hidden, latents, frame_mask, audio_offset, num_patches, is_tts):
+        batch, frames, dim = latents.shape
+        patch = self.config.patch_size
+        n_max = frames // patch
+        targets_mask = (torch.arange(n_max, device=latents.device)[None] < num_patches[:, None]) & is_tts[:, None]
+        rows, cols = targets_mask.nonzero(as_tuple=True)
+        count = frame_mask.view(batch, n_max, patch)[rows, cols].sum()
+        if rows.numel() == 0:
+            return self._unused_branch_term(self.bridge, self.dit), count
+        normalized = (self.normalize_latents(latents) * frame_mask[..., None]).view(batch, n_max, patch, dim)
+        target = normalized[rows, cols]
+        history = torch.where((cols > 0)[:, None, None], normalized[rows, (cols - 1).clamp(min=0)], 0.0)
+        condition = self.bridge(hidden[rows, audio_offset[rows] + cols - 1])
+        if self.training and self.config.flow.cfg_dropout > 0:
+            keep = torch.rand(condition.shape[0], device=condition.device) >= self.config.flow.cfg_dropout
+            condition = condition * keep[:, None].to(condition.dtype)
+        t = torch.sigmoid(torch.randn(target.shape[0], device=target.device) * self.config.flow.time_sigma
+                          + self.config.flow.time_mu)
+        noise = torch.randn_like(target)
+        noisy = (1 - t)[:, None, None] * noise + t[:, None, None] * target
+        predicted = self.dit(noisy, t, condition, history)
+        frame_errors = (predicted.float() - (target - noise).float()).pow(2).mean(-1)
+        weights = frame_mask.view(batch, n_max, patch)[rows, cols].to(frame_errors.dtype)
+        return (frame_errors * weights).sum() / weights.sum(), count
+
+    def _stop_loss(self, hidden, stop_labels):
+        valid = stop_labels >= 0
+        count = valid.sum()
+        if not bool(valid.any()):
+            return self._unused_branch_term(self.stop_head), count
+        logits = self.stop_head(hidden[valid]).float()
+        pos_weight = torch.tensor(self.config.flow.stop_pos_weight, device=logits.device)
+        return F.binary_cross_entropy_with_logits(logits, stop_labels[valid].float(), pos_weight=pos_weight), count
+
+    def _text_loss(self, hidden, text_labels):
+        valid = text_labels != -100
+        count = valid.sum()
+        if not bool(valid.any()):
+            return self._unused_branch_term(self.backbone.lm.lm_head), count
+        logits = self.backbone.text_logits(hidden[valid]).float()
+        return F.cross_entropy(logits, text_labels[valid]), count

@@ -1,0 +1,117 @@
+"""Typed `data:` and `train:` sections of a unified training YAML (the `model:` section is holitok_slm.config's)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from holitok_slm.config import UnifiedConfig, _build_dataclass
+
+
+@dataclass
+class DatasetSpec:
+    """One latent store (written by data_prep.extract_latents) and the tasks it feeds."""
+
+    name: str
+    latents: str                   # store folder; relative paths are relative to the YAML file's folder
+    tasks: list[str] = field(default_factory=lambda: ["tts", "asr"])
+    # Relative share among the datasets of the same task; None = proportional to the number of usable items.
+    weight: float | None = None
+
+
+@dataclass
+class DataConfig:
+    datasets: list[DatasetSpec] = field(default_factory=list)
+    task_ratio: dict[str, float] = field(default_factory=lambda: {"tts": 5.0, "asr": 1.0})  # paper: TTS:ASR near 5:1
+    max_frames_per_batch: int = 6000   # padded latent frames per micro-batch per process (25 frames = 1 s)
+    max_items_per_batch: int = 64
+    max_frames_per_item: int = 750     # 30 s; longer items are skipped and reported
+    min_frames_per_item: int = 8       # shorter than one prompt+target split is useless
+    use_semantic_features: bool = False  # read precomputed "semantic" tensors (Unite with a frozen encoder)
+
+    def __post_init__(self) -> None:
+        self.datasets = [d if isinstance(d, DatasetSpec) else _build_dataclass(DatasetSpec, d, "data.datasets")
+                         for d in self.datasets]
+        for spec in self.datasets:
+            bad = set(spec.tasks) - {"tts", "asr"}
+            if bad:
+                raise ValueError(f"data.datasets[{spec.name}].tasks: unknown {sorted(bad)} (use tts/asr)")
+        if self.max_frames_per_batch < self.max_frames_per_item:
+            raise ValueError(f"data.max_frames_per_batch ({self.max_frames_per_batch}) must be >= "
+                             f"data.max_frames_per_item ({self.max_frames_per_item}) or long items never fit")
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/unified"
+    seed: int = 1234
+    max_steps: int = 200000            # optimizer steps (paper: 200k for TTS)
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "bf16"      # bf16 | fp16 | no ; on CPU without bf16 units use "no"
+    # AdamW. The paper's values are lost in our copy of its appendix; these are common LLM fine-tuning defaults.
+    learning_rate: float = 1.0e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1.0e-8
+    weight_decay: float = 0.01
+    warmup_steps: int = 5000           # paper: 5000 warmup batches
+    min_lr_ratio: float = 0.1          # cosine decays to learning_rate * min_lr_ratio
+    grad_clip: float = 2.0             # paper
+    deepspeed_config: str | None = None  # e.g. configs/deepspeed/zero2.json; or use `accelerate launch --use_deepspeed`
+    log_every: int = 10
+    save_every: int = 5000
+    keep_last_checkpoints: int = 3
+    export_model_in_checkpoints: bool = True  # also write save_pretrained() weights into every checkpoint
+    # Paper Table 8 options.
+    init_dit_from: str | None = None   # a TTS-only run's checkpoint or save_pretrained dir: copy its DiT head weights
+    init_dit_prefixes: list[str] = field(default_factory=lambda: ["dit."])
+    freeze_semantic_encoder: bool | None = None  # None keeps model.semantic_input.trainable
+    # Robustness.
+    max_consecutive_nonfinite: int = 20  # stop (with a checkpoint) after this many skipped non-finite steps in a row
+    inject_nonfinite_at_steps: list[int] = field(default_factory=list)  # fault injection for tests only
+    ddp_find_unused_parameters: bool = False
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        if self.mixed_precision not in ("bf16", "fp16", "no"):
+            raise ValueError(f"train.mixed_precision must be bf16, fp16 or no, got {self.mixed_precision!r}")
+
+
+@dataclass
+class TrainingRun:
+    model: UnifiedConfig
+    data: DataConfig
+    train: TrainConfig
+    source: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "data": asdict(self.data), "train": asdict(self.train)}
+
+
+def apply_override(doc: dict, assignment: str) -> None:
+    """`a.b.c=value` (value parsed as YAML) into the nested dict."""
+    key, sep, raw = assignment.partition("=")
+    if not sep:
+        raise ValueError(f"override {assignment!r} must look like section.key=value")
+    *parents, leaf = key.split(".")
+    node = doc
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = yaml.safe_load(raw)
+
+
+def load_training_run(path: str | Path, overrides: list[str] | None = None) -> TrainingRun:
+    path = Path(path)
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for assignment in overrides or []:
+        apply_override(doc, assignment)
+    unknown = set(doc) - {"model", "data", "train"}
+    if unknown:
+        raise ValueError(f"{path}: unknown top-level sections {sorted(unknown)}; expected model, data, train")
+    data = _build_dataclass(DataConfig, doc.get("data") or {}, "data")
+    for spec in data.datasets:  # datasets are found relative to the YAML so configs are portable
+        if not Path(spec.latents).is_absolute() and not Path(spec.latents).exists():
+            spec.latents = str((path.parent / spec.latents).resolve())
+    return TrainingRun(model=UnifiedConfig.from_dict(doc.get("model") or {}), data=data,
+                       train=_build_dataclass(TrainConfig, doc.get("train") or {}, "train"), source=path)

@@ -1,0 +1,140 @@
+"""On-disk store of pre-extracted HoliTok latents: sharded safetensors written once, read lazily during training.
+
+Layout of a store folder:
+  shard-00000.safetensors   "latents" [sum T, D] float32 (posterior mean, raw scale), "offsets" [n+1] int64,
+                            optional "semantic" [sum T, H] (Unite features)
+  shard-00000.json          {"items": [{id, text, language, speaker, task, num_frames}], "skipped": [{id, reason}]}
+  index.json                written last by the extractor: format, dims, frame rate, shard count, tokenizer info
+A shard's JSON is written after its tensors, each through a rename, so a killed extraction never leaves a half shard.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+FORMAT = "holitok-latents-v1"
+TASK_BITS = {"tts": 1, "asr": 2, "both": 3}
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}"
+
+
+def shard_complete(store: Path, index: int) -> bool:
+    return (store / f"{shard_name(index)}.json").exists() and (store / f"{shard_name(index)}.safetensors").exists()
+
+
+def write_shard(store: str | Path, index: int, items: list[dict], latents: list[torch.Tensor],
+                semantic: list[torch.Tensor] | None, skipped: list[dict]) -> None:
+    """Writes one shard atomically. `items[i]["num_frames"]` must equal latents[i].shape[0]."""
+    store = Path(store)
+    store.mkdir(parents=True, exist_ok=True)
+    lengths = [int(x.shape[0]) for x in latents]
+    offsets = torch.tensor(np.concatenate([[0], np.cumsum(lengths)]) if lengths else [0], dtype=torch.int64)
+    dim = int(latents[0].shape[1]) if latents else 0
+    tensors = {"latents": torch.cat(latents).float().contiguous() if latents else torch.zeros(0, dim),
+               "offsets": offsets}
+    if semantic is not None:
+        hidden = int(semantic[0].shape[1]) if semantic else 0
+        tensors["semantic"] = torch.cat(semantic).float().contiguous() if semantic else torch.zeros(0, hidden)
+    name = shard_name(index)
+    tmp = store / f"{name}.safetensors.partial"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, store / f"{name}.safetensors")
+    tmp = store / f"{name}.json.partial"
+    tmp.write_text(json.dumps({"items": items, "skipped": skipped}, ensure_ascii=False))
+    os.replace(tmp, store / f"{name}.json")
+
+
+class BadItem(Exception):
+    """An item that cannot be trained on; the message is "<category>: <details>"."""
+
+
+class LatentStore:
+    """Random access to the items of one store. Cheap per-item facts (frames, task bits, shard position) live in
+    numpy arrays; texts and tensors are read from the shard files on demand (memory-mapped safetensors)."""
+
+    def __init__(self, path: str | Path, max_shards_open: int = 16):
+        self.path = Path(path)
+        index_path = self.path / "index.json"
+        if not index_path.exists():
+            raise FileNotFoundError(f"{index_path} not found: the latent extraction of {self.path} is missing or "
+                                    "unfinished; run (or resume) `python -m data_prep.extract_latents`")
+        self.index = json.loads(index_path.read_text())
+        if self.index.get("format") != FORMAT:
+            raise ValueError(f"{index_path}: format {self.index.get('format')!r}, expected {FORMAT!r}")
+        self.latent_dim = int(self.index["latent_dim"])
+        self.semantic_dim = self.index.get("semantic_dim")
+        shard_ids, positions, frames, tasks, ids = [], [], [], [], []
+        self.missing_shards: list[int] = []
+        for shard in range(int(self.index["num_shards"])):
+            meta_path = self.path / f"{shard_name(shard)}.json"
+            if not meta_path.exists():  # deleted after extraction: its items are simply absent, reported once
+                self.missing_shards.append(shard)
+                continue
+            items = json.loads(meta_path.read_text())["items"]
+            shard_ids.extend([shard] * len(items))
+            positions.extend(range(len(items)))
+            frames.extend(item["num_frames"] for item in items)
+            tasks.extend(TASK_BITS[item.get("task", "both")] for item in items)
+            ids.extend(item["id"] for item in items)
+        self.shard_of = np.asarray(shard_ids, dtype=np.int32)
+        self.position = np.asarray(positions, dtype=np.int32)
+        self.num_frames = np.asarray(frames, dtype=np.int64)
+        self.task_bits = np.asarray(tasks, dtype=np.int8)
+        self.ids = ids
+        self._meta: OrderedDict[int, list[dict]] = OrderedDict()
+        self._handles: OrderedDict[int, object] = OrderedDict()
+        self.max_open = max_shards_open
+
+    def __len__(self) -> int:
+        return len(self.shard_of)
+
+    def _cached(self, cache: OrderedDict, key: int, make):
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        value = make()
+        cache[key] = value
+        if len(cache) > self.max_open:
+            cache.popitem(last=False)
+        return value
+
+    def meta(self, i: int) -> dict:
+        shard = int(self.shard_of[i])
+        items = self._cached(self._meta, shard, lambda: json.loads(
+            (self.path / f"{shard_name(shard)}.json").read_text())["items"])
+        return items[int(self.position[i])]
+
+    def load(self, i: int, with_semantic: bool = False) -> dict:
+        """The training item dict of the model contract; raises BadItem for unusable data."""
+        meta = self.meta(i)
+        shard = int(self.shard_of[i])
+        tensor_path = self.path / f"{shard_name(shard)}.safetensors"
+        try:
+            handle = self._cached(self._handles, shard, lambda: safe_open(str(tensor_path), framework="pt"))
+            start, end = (int(x) for x in handle.get_slice("offsets")[self.position[i]: self.position[i] + 2])
+            latents = handle.get_slice("latents")[start:end]
+            semantic = handle.get_slice("semantic")[start:end] if with_semantic else None
+        except (SafetensorError, OSError, ValueError, KeyError) as err:
+            raise BadItem(f"corrupt: {tensor_path.name}: {err}") from None
+        if latents.dim() != 2 or latents.shape[1] != self.latent_dim or latents.shape[0] != meta["num_frames"]:
+            raise BadItem(f"corrupt: latents shape {tuple(latents.shape)}, expected [{meta['num_frames']}, "
+                          f"{self.latent_dim}]")
+        if not torch.isfinite(latents).all():
+            raise BadItem("non-finite: latents contain NaN or inf")
+        item = {"id": meta["id"], "text": meta["text"], "latents": latents}
+        if meta.get("speaker"):
+            item["speaker"] = meta["speaker"]
+        if semantic is not None:
+            if not torch.isfinite(semantic).all():
+                raise BadItem("non-finite: semantic features contain NaN or inf")
+            item["semantic"] = semantic
+        return item

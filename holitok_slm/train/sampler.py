@@ -1,0 +1,148 @@
+"""Task sampler (TTS:ASR ratio over any number of datasets) and frame-budget dynamic batching, both resumable.
+
+Every rank owns one sampler. The task of each draw comes from the rank's own PCG64 generator; the item comes from
+its stream's per-epoch permutation, which is identical on all ranks and split rank::world, so ranks never share
+items within an epoch. The whole position (generator state, epoch and cursor per stream, a held-back item) is a
+small JSON-able dict, so a resumed run continues with exactly the batches an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from holitok_slm.train.bad_items import BadItemLog
+from holitok_slm.train.latent_store import BadItem, LatentStore
+
+
+@dataclass
+class Stream:
+    """The items of one dataset usable for one task."""
+
+    name: str
+    task: str
+    dataset: int
+    indices: np.ndarray
+    weight: float
+
+
+class TaskSampler:
+    def __init__(self, streams: list[Stream], task_ratio: dict[str, float], seed: int, rank: int = 0,
+                 world_size: int = 1):
+        self.streams = streams
+        self.tasks = [t for t, r in task_ratio.items() if r > 0]
+        for task in self.tasks:
+            if not any(s.task == task and len(s.indices) for s in streams):
+                raise ValueError(f"task {task!r} has ratio {task_ratio[task]} but no dataset provides usable "
+                                 f"{task} items; add one under data.datasets or set its ratio to 0")
+        ratios = np.array([task_ratio[t] for t in self.tasks], dtype=np.float64)
+        self.task_cdf = np.cumsum(ratios / ratios.sum())
+        self.task_streams = {}
+        for task in self.tasks:
+            members = [i for i, s in enumerate(streams) if s.task == task and len(s.indices)]
+            weights = np.array([streams[i].weight for i in members], dtype=np.float64)
+            self.task_streams[task] = (members, np.cumsum(weights / weights.sum()))
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.rng = np.random.Generator(np.random.PCG64([seed, rank]))
+        self.epoch = [0] * len(streams)
+        self.cursor = [0] * len(streams)
+        self._orders: dict[int, tuple[int, np.ndarray]] = {}
+
+    @staticmethod
+    def _pick(cdf: np.ndarray, u: float) -> int:
+        return min(int(np.searchsorted(cdf, u, side="right")), len(cdf) - 1)
+
+    def _order(self, s: int) -> np.ndarray:
+        cached = self._orders.get(s)
+        if cached is not None and cached[0] == self.epoch[s]:
+            return cached[1]
+        indices = self.streams[s].indices
+        perm = np.random.Generator(np.random.PCG64([self.seed, s, self.epoch[s], 7919])).permutation(len(indices))
+        # Tiny datasets (fewer items than ranks) are shared rather than leaving a rank with nothing.
+        mine = perm[self.rank::self.world_size] if len(perm) >= self.world_size else perm
+        order = indices[mine]
+        self._orders[s] = (self.epoch[s], order)
+        return order
+
+    def draw(self) -> tuple[int, int]:
+        """(stream index, item index in that stream's dataset)."""
+        task = self.tasks[self._pick(self.task_cdf, self.rng.random())]
+        members, cdf = self.task_streams[task]
+        s = members[self._pick(cdf, self.rng.random())] if len(members) > 1 else members[0]
+        order = self._order(s)
+        if self.cursor[s] >= len(order):
+            self.epoch[s] += 1
+            self.cursor[s] = 0
+            order = self._order(s)
+        item = int(order[self.cursor[s]])
+        self.cursor[s] += 1
+        return s, item
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "epoch": list(self.epoch), "cursor": list(self.cursor),
+                "rank": self.rank, "world_size": self.world_size, "seed": self.seed,
+                "streams": [s.name for s in self.streams]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["streams"] != [s.name for s in self.streams] or state["world_size"] != self.world_size:
+            raise ValueError(
+                f"sampler state does not fit this run: saved streams {state['streams']} on {state['world_size']} "
+                f"ranks, now {[s.name for s in self.streams]} on {self.world_size} ranks. Resume with the same "
+                "data section and number of processes (or start a new run initialised from the checkpoint's model).")
+        self.rng.bit_generator.state = state["rng"]
+        self.epoch = list(state["epoch"])
+        self.cursor = list(state["cursor"])
+        self._orders.clear()
+
+
+class FrameBudgetBatcher:
+    """Draws items until the padded batch (items x longest item, in latent frames) would exceed the budget; the item
+    that did not fit opens the next batch. Items that fail to load are logged in `bad_items` and replaced."""
+
+    def __init__(self, sampler: TaskSampler, stores: list[LatentStore], max_frames_per_batch: int,
+                 max_items_per_batch: int, bad_items: BadItemLog, with_semantic: bool = False,
+                 max_consecutive_bad: int = 10000):
+        self.sampler, self.stores = sampler, stores
+        self.max_frames, self.max_items = max_frames_per_batch, max_items_per_batch
+        self.bad_items, self.with_semantic = bad_items, with_semantic
+        self.max_consecutive_bad = max_consecutive_bad
+        self.pending: tuple[int, int] | None = None
+
+    def next_batch(self) -> list[dict]:
+        items: list[dict] = []
+        longest = 0
+        bad_run = 0
+        while True:
+            ref, self.pending = (self.pending or self.sampler.draw()), None
+            stream = self.sampler.streams[ref[0]]
+            store = self.stores[stream.dataset]
+            item_id = store.ids[ref[1]]
+            if item_id in self.bad_items:
+                bad_run += 1
+            else:
+                frames = int(store.num_frames[ref[1]])
+                if items and (len(items) >= self.max_items or max(longest, frames) * (len(items) + 1) > self.max_frames):
+                    self.pending = ref
+                    return items
+                try:
+                    item = store.load(ref[1], with_semantic=self.with_semantic)
+                    if not item["text"].strip():
+                        raise BadItem("empty-text: transcript is empty")
+                except BadItem as err:
+                    self.bad_items.add(item_id, str(err))
+                    bad_run += 1
+                else:
+                    item["task"] = stream.task
+                    items.append(item)
+                    longest = max(longest, frames)
+                    bad_run = 0
+            if bad_run >= self.max_consecutive_bad:
+                raise RuntimeError(f"{bad_run} consecutive bad items drawn; the data is unusable:\n"
+                                   f"{self.bad_items.report(limit=20)}")
+
+    def state_dict(self) -> dict:
+        return {"sampler": self.sampler.state_dict(), "pending": list(self.pending) if self.pending else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state["sampler"])
+        self.pending = tuple(state["pending"]) if state["pending"] else None
