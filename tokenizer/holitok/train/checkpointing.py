@@ -1,0 +1,107 @@
+"""Stage checkpoints: the ``final/`` hand-over between stages, initialisation from a previous stage, resume points."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..checkpoint import CheckpointError, load_holitok, load_state_dict_strict
+from .config import TokenizerTrainConfig, save_config
+
+logger = logging.getLogger(__name__)
+TRAIN_STATE = "train_state.safetensors"  # the whole TokenizerTrainModel (HoliTok + flow/heads/supervision)
+DISCRIMINATOR_STATE = "discriminators.safetensors"
+CONFIG_YAML = "config.yaml"
+TRAINER_STATE = "trainer_state.json"
+CHECKPOINT_PREFIX = "step_"
+
+
+def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # Cloning gives tied weights (e.g. a decoder's embeddings/lm_head) separate storage, which safetensors requires.
+    return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def save_stage_state(model: torch.nn.Module, discriminators: torch.nn.Module, config: TokenizerTrainConfig,
+                     directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(_tensors(model), str(directory / TRAIN_STATE))
+    save_file(_tensors(discriminators), str(directory / DISCRIMINATOR_STATE))
+    save_config(config, directory / CONFIG_YAML)
+
+
+def find_stage_dir(path: str | Path) -> Path | None:
+    """``path`` or ``path/final`` if it holds a stage hand-over (train_state.safetensors), else None."""
+    path = Path(path)
+    for candidate in (path / "final", path):
+        if (candidate / TRAIN_STATE).is_file():
+            return candidate
+    return None
+
+
+def _load_child(child: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str, source: str) -> bool:
+    part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not part:
+        return False
+    load_state_dict_strict(child, part, f"{source} [{prefix}*]")
+    return True
+
+
+def initialise_from(path: str | Path, model: torch.nn.Module, discriminators: torch.nn.Module) -> list[str]:
+    """Load a previous stage into ``model`` (HoliTok strictly, other parts when present) and the discriminators.
+
+    ``path`` may also be any HoliTok checkpoint ``HoliTok.from_pretrained`` reads (our directory or the authors'
+    model.pt), e.g. to fine-tune released weights. Returns human-readable notes on what was (not) loaded.
+    """
+    stage_dir = find_stage_dir(path)
+    notes = []
+    if stage_dir is None:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"init_from {path} does not exist")
+        source = load_holitok(str(path))
+        load_state_dict_strict(model.holitok, source.state_dict(), str(path))
+        return [f"HoliTok weights from {path}; everything else (flow, heads, discriminators) freshly initialised"]
+    state = load_file(str(stage_dir / TRAIN_STATE))
+    source = str(stage_dir / TRAIN_STATE)
+    for name, child in model.named_children():
+        if child is None:
+            continue
+        if _load_child(child, state, f"{name}.", source):
+            notes.append(f"{name} from {stage_dir}")
+        elif name == "holitok":
+            raise CheckpointError(f"{source} has no holitok.* tensors")
+        else:
+            notes.append(f"{name} freshly initialised (not in {stage_dir})")
+    discriminator_file = stage_dir / DISCRIMINATOR_STATE
+    if discriminator_file.is_file():
+        load_state_dict_strict(discriminators, load_file(str(discriminator_file)), str(discriminator_file))
+        notes.append(f"discriminators from {stage_dir}")
+    else:
+        notes.append("discriminators freshly initialised")
+    return notes
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest complete ``step_N`` directory (complete = its trainer_state.json was written last)."""
+    if not checkpoint_dir.is_dir():
+        return None
+    done = [p for p in checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*") if (p / TRAINER_STATE).is_file()]
+    return max(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), default=None)
+
+
+def write_trainer_state(directory: Path, step: int) -> None:
+    (directory / TRAINER_STATE).write_text(json.dumps({"step": step}))
+
+
+def read_trainer_state(directory: Path) -> int:
+    return int(json.loads((directory / TRAINER_STATE).read_text())["step"])
+
+
+def prune_checkpoints(checkpoint_dir: Path, keep: int) -> None:
+    steps = sorted(checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*"), key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+    for old in steps[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)

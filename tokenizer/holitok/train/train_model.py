@@ -1,0 +1,89 @@
+"""HoliTok plus the training-only parts each stage needs, with the stage's generator forward pass and freezing rules.
+
+Stage I   deterministic autoencoder: z = mu (posterior mean), no sampling, no KL; everything in HoliTok trains.
+Stage II  encoder and decoder frozen; enc_mi_layer, pre_proj, post_proj, dec_mi_layer (+ the training-only flow)
+          train on z = mu + sigma * eps decoded by the frozen decoder, with a weak KL through the flow.
+Stage III encoder + bottleneck (+ decoder if stage_options.train_decoder) train with a stronger KL, WavLM and
+          x-vector distillation and the supervision network's text cross-entropy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..model import HoliTok
+from .config import TokenizerTrainConfig
+from .distill import FrameDistillHead, UtteranceDistillHead, frame_distill_loss, utterance_distill_loss
+from .flow import LatentFlow, flow_kl, sample_posterior
+from .supervision import SupervisionNetwork
+from .teachers import TeacherTargets
+
+BOTTLENECK_MODULES = ("enc_mi_layer", "pre_proj", "post_proj", "dec_mi_layer")
+
+
+@dataclass
+class GeneratorOutput:
+    audio: torch.Tensor  # [B, 1, L] reconstruction
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # the stage's non-GAN terms (kl, wavlm, ...)
+
+
+class TokenizerTrainModel(torch.nn.Module):
+    def __init__(self, config: TokenizerTrainConfig, teacher_dims: tuple[int, int] | None = None):
+        super().__init__()
+        self.stage = config.stage
+        self.holitok = HoliTok(config.model.build())
+        latent_dim = self.holitok.latent_dim
+        self.flow = LatentFlow(latent_dim, config.flow) if self.stage >= 2 else None
+        if self.stage == 3:
+            if teacher_dims is None:
+                raise ValueError("stage 3 needs the teachers' output sizes (frame_dim, xvector_dim)")
+            frame_dim, xvector_dim = teacher_dims
+            self.frame_head = FrameDistillHead(latent_dim, config.distill.head_hidden, frame_dim)
+            self.utterance_head = UtteranceDistillHead(latent_dim, config.distill.head_hidden, xvector_dim)
+            self.supervision = SupervisionNetwork(latent_dim, config.supervision)
+        self.train_decoder = config.stage_options.train_decoder
+        self.apply_freezing()
+
+    def apply_freezing(self) -> None:
+        """Sets requires_grad per stage. Frozen tensors are never handed to an optimizer, so they stay bit-identical."""
+        model = self.holitok
+        if self.stage == 1:
+            model.requires_grad_(True)
+        elif self.stage == 2:
+            model.requires_grad_(False)
+            for name in BOTTLENECK_MODULES:
+                getattr(model, name).requires_grad_(True)
+        else:
+            model.requires_grad_(True)
+            model.decoder.requires_grad_(self.train_decoder)
+
+    def reset_log_std_head(self, value: float) -> None:
+        """Make pre_proj predict log_std = value everywhere (weights 0), leaving the mean half untouched."""
+        dim = self.holitok.latent_dim
+        with torch.no_grad():
+            self.holitok.pre_proj.weight[dim:].zero_()
+            self.holitok.pre_proj.bias[dim:].fill_(value)
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor, targets: TeacherTargets | None = None,
+                supervision_targets: list | None = None) -> GeneratorOutput:
+        model = self.holitok
+        frame_lengths = model.num_frames(lengths)
+        posterior = model.forward_posterior(audio, lengths)
+        mu, log_std = posterior.chunk(2, dim=1)
+        mask = (torch.arange(mu.shape[-1], device=mu.device)[None] < frame_lengths[:, None])[:, None].to(mu.dtype)
+        losses = {}
+        if self.stage == 1:
+            z = mu
+        else:
+            z, _ = sample_posterior(mu, log_std)
+            losses["kl"] = flow_kl(z, log_std, mask, self.flow)
+        reconstruction = model.forward_decode(z, frame_lengths)
+        if self.stage == 3:
+            if targets is None or supervision_targets is None:
+                raise ValueError("stage 3 needs teacher targets and supervision targets for every batch")
+            losses["wavlm"] = frame_distill_loss(self.frame_head(z), frame_lengths, targets)
+            losses["xvector"] = utterance_distill_loss(self.utterance_head(z, mask), targets)
+            losses["ce"] = self.supervision(z, frame_lengths, supervision_targets)
+        return GeneratorOutput(reconstruction, losses)
