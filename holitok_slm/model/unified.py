@@ -156,6 +156,11 @@ class UnifiedModel(nn.Module):
         stop_spans, text_spans = [], []
         for item in items:
             latents = self._check_item(item)
+            if item["task"] == "tts" and latents.shape[0] > patch:
+                # Generation only ever produces whole patches, so TTS trains on whole patches too: a trailing
+                # partial patch (< 160 ms, normally silence) is dropped rather than padded with frames the
+                # model could never produce (a padded last patch made the stop head miss at inference).
+                latents = latents[: latents.shape[0] // patch * patch]
             n_patches = math.ceil(latents.shape[0] / patch)
             if item["task"] == "tts":
                 prefix = prompts.tts_prefix_ids(tok, item["text"], item.get("instruction"))

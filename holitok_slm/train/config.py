@@ -15,7 +15,7 @@ class DatasetSpec:
     """One latent store (written by data_prep.extract_latents) and the tasks it feeds."""
 
     name: str
-    latents: str                   # store folder; relative paths are relative to the YAML file's folder
+    latents: str                   # store folder (relative paths: relative to the working directory)
     tasks: list[str] = field(default_factory=lambda: ["tts", "asr"])
     # Relative share among the datasets of the same task; None = proportional to the number of usable items.
     weight: float | None = None
@@ -90,28 +90,33 @@ class TrainingRun:
 
 
 def apply_override(doc: dict, assignment: str) -> None:
-    """`a.b.c=value` (value parsed as YAML) into the nested dict."""
+    """`a.b.c=value` (value parsed as YAML) into the nested dict; integer parts index lists (data.datasets.0.x)."""
     key, sep, raw = assignment.partition("=")
     if not sep:
         raise ValueError(f"override {assignment!r} must look like section.key=value")
     *parents, leaf = key.split(".")
     node = doc
     for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = yaml.safe_load(raw)
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+    if isinstance(node, list):
+        node[int(leaf)] = yaml.safe_load(raw)
+    else:
+        node[leaf] = yaml.safe_load(raw)
 
 
 def load_training_run(path: str | Path, overrides: list[str] | None = None) -> TrainingRun:
     path = Path(path)
     doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if isinstance(doc.get("model"), str):  # `model: model_tiny.yaml` reuses another file's model section
+        model_path = path.parent / doc["model"]
+        doc["model"] = (yaml.safe_load(model_path.read_text(encoding="utf-8")) or {}).get("model")
+        if doc["model"] is None:
+            raise ValueError(f"{model_path} (named by {path}) has no model: section")
     for assignment in overrides or []:
         apply_override(doc, assignment)
     unknown = set(doc) - {"model", "data", "train"}
     if unknown:
         raise ValueError(f"{path}: unknown top-level sections {sorted(unknown)}; expected model, data, train")
-    data = _build_dataclass(DataConfig, doc.get("data") or {}, "data")
-    for spec in data.datasets:  # datasets are found relative to the YAML so configs are portable
-        if not Path(spec.latents).is_absolute() and not Path(spec.latents).exists():
-            spec.latents = str((path.parent / spec.latents).resolve())
-    return TrainingRun(model=UnifiedConfig.from_dict(doc.get("model") or {}), data=data,
+    return TrainingRun(model=UnifiedConfig.from_dict(doc.get("model") or {}),
+                       data=_build_dataclass(DataConfig, doc.get("data") or {}, "data"),
                        train=_build_dataclass(TrainConfig, doc.get("train") or {}, "train"), source=path)

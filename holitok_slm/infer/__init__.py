@@ -1,0 +1,1 @@
+"""Inference: flow sampler, TTS generation (batched, streaming), ASR decoding, and the audio-level pipeline."""

@@ -1,0 +1,121 @@
+"""Latent-level ASR: batched greedy decoding with the KV cache and per-item finishing; beam search for one item."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from .. import prompts
+from ..model.unified import UnifiedModel
+from ..text_tokenizer import AUDIO_PAD, TEXT_END
+from .batching import LeftPaddedBatch
+
+
+def _prefix_embeddings(model: UnifiedModel, latents: torch.Tensor) -> torch.Tensor:
+    """[task_asr, audio_start, A..A, audio_end] embeddings of one utterance's raw latents [T, D]."""
+    cfg, tok = model.config, model.text_tokenizer
+    device = model.latent_scale.device
+    if latents.dim() != 2 or latents.shape[1] != cfg.latent_dim:
+        raise ValueError(f"ASR latents must be [T, {cfg.latent_dim}], got {tuple(latents.shape)}")
+    if latents.shape[0] == 0:
+        raise ValueError("ASR input has no latent frames (empty audio)")
+    if not torch.isfinite(latents).all():
+        raise ValueError("ASR latents contain NaN or inf")
+    n_patches = math.ceil(latents.shape[0] / cfg.patch_size)
+    padded = torch.zeros(n_patches * cfg.patch_size, cfg.latent_dim, device=device)
+    padded[: latents.shape[0]] = latents.to(device).float()
+    frame_mask = torch.zeros(1, padded.shape[0], dtype=torch.bool, device=device)
+    frame_mask[0, : latents.shape[0]] = True
+    prefix = prompts.asr_prefix_ids(tok)
+    ids = prefix + [tok.id(AUDIO_PAD)] * n_patches + prompts.asr_suffix_ids(tok)
+    counts = torch.tensor([n_patches], device=device)
+    audio = model.embed_audio(padded[None], frame_mask, counts)
+    return model.merge_embeddings(torch.tensor([ids], device=device), audio, torch.tensor([len(prefix)], device=device),
+                                  counts)[0]
+
+
+def _max_new_tokens(model: UnifiedModel, latents: torch.Tensor, max_new_tokens: int | None) -> int:
+    if max_new_tokens is not None:
+        return max_new_tokens
+    patches = math.ceil(latents.shape[0] / model.config.patch_size)
+    return 8 + math.ceil(model.config.generation.asr_max_tokens_per_patch * patches)
+
+
+@torch.no_grad()
+def transcribe_latents(model: UnifiedModel, latents: Sequence[torch.Tensor], max_new_tokens: int | None = None,
+                       beam_size: int = 1) -> list[str]:
+    """Raw latents [T, D] per utterance -> transcripts. Greedy (batched) or beam search (one item at a time)."""
+    if model.text_tokenizer is None:
+        raise RuntimeError("ASR needs a model with a text tokenizer")
+    was_training = model.training
+    model.eval()
+    try:
+        if beam_size > 1:
+            return [_beam_search(model, item, _max_new_tokens(model, item, max_new_tokens), beam_size)
+                    for item in latents]
+        return _greedy(model, list(latents), max_new_tokens)
+    finally:
+        model.train(was_training)
+
+
+def _greedy(model: UnifiedModel, latents: list[torch.Tensor], max_new_tokens: int | None) -> list[str]:
+    tok = model.text_tokenizer
+    end_id = tok.id(TEXT_END)
+    batch = LeftPaddedBatch.from_items([_prefix_embeddings(model, x) for x in latents])
+    limits = torch.tensor([_max_new_tokens(model, x, max_new_tokens) for x in latents], device=batch.embeds.device)
+    cache = model.backbone.new_cache()
+    hidden = model.backbone(batch.embeds, batch.attention_mask, batch.position_ids, cache)[:, -1]
+    outputs = [[] for _ in latents]
+    finished = torch.zeros(len(latents), dtype=torch.bool, device=hidden.device)
+    for step in range(int(limits.max())):
+        next_ids = model.backbone.text_logits(hidden).argmax(-1)
+        finished |= (next_ids == end_id) | (step >= limits)
+        if bool(finished.all()):
+            break
+        for i in torch.nonzero(~finished).flatten().tolist():
+            outputs[i].append(int(next_ids[i]))
+        step_embeds = model.backbone.embed(next_ids)
+        batch = batch.append(step_embeds)
+        hidden = model.backbone(step_embeds[:, None], batch.attention_mask, batch.position_ids[:, -1:], cache)[:, -1]
+    return [tok.decode(ids) for ids in outputs]
+
+
+def _beam_search(model: UnifiedModel, latents: torch.Tensor, max_new_tokens: int, beam_size: int) -> str:
+    """Length-normalised beam search; beams share one batched KV cache that is reordered every step."""
+    tok = model.text_tokenizer
+    end_id = tok.id(TEXT_END)
+    prefix = _prefix_embeddings(model, latents)
+    batch = LeftPaddedBatch.from_items([prefix] * beam_size)
+    cache = model.backbone.new_cache()
+    hidden = model.backbone(batch.embeds, batch.attention_mask, batch.position_ids, cache)[:, -1]
+    scores = torch.full((beam_size,), -math.inf, device=hidden.device)
+    scores[0] = 0.0  # identical beams at the start: expand only the first
+    beams: list[list[int]] = [[] for _ in range(beam_size)]
+    done: list[tuple[float, list[int]]] = []
+    for _ in range(max_new_tokens):
+        log_probs = torch.log_softmax(model.backbone.text_logits(hidden).float(), -1)
+        candidates = (scores[:, None] + log_probs).flatten()
+        top_scores, top_index = candidates.topk(2 * beam_size)
+        vocab = log_probs.shape[-1]
+        keep_rows, keep_ids, keep_scores = [], [], []
+        for score, index in zip(top_scores.tolist(), top_index.tolist()):
+            row, token = divmod(index, vocab)
+            if token == end_id:
+                done.append((score / (len(beams[row]) + 1), beams[row]))
+            elif len(keep_rows) < beam_size:
+                keep_rows.append(row), keep_ids.append(token), keep_scores.append(score)
+        best_done = max((s for s, _ in done), default=-math.inf)
+        if len(done) >= beam_size or not keep_rows or max(keep_scores) / (max(map(len, beams)) + 2) < best_done:
+            break
+        rows = torch.tensor(keep_rows, device=hidden.device)
+        cache.reorder_cache(rows)
+        beams = [beams[r] + [t] for r, t in zip(keep_rows, keep_ids)]
+        scores = torch.tensor(keep_scores, device=hidden.device)
+        next_ids = torch.tensor(keep_ids, device=hidden.device)
+        step_embeds = model.backbone.embed(next_ids)
+        batch = LeftPaddedBatch(batch.embeds[rows], batch.attention_mask[rows], batch.position_ids[rows]).append(step_embeds)
+        hidden = model.backbone(step_embeds[:, None], batch.attention_mask, batch.position_ids[:, -1:], cache)[:, -1]
+    if not done:
+        done = [(s / max(1, len(b)), b) for s, b in zip(scores.tolist(), beams)]
+    return tok.decode(max(done, key=lambda pair: pair[0])[1])

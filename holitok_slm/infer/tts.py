@@ -1,0 +1,215 @@
+"""Latent-level TTS generation: batched, KV-cached AR loop with per-item EOS, length bounds, and a patch stream."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Iterator, Sequence
+
+import torch
+
+from .. import prompts
+from ..config import GenerationDefaults
+from ..model.unified import UnifiedModel
+from ..text_tokenizer import AUDIO_PAD
+from .batching import LeftPaddedBatch
+from .sampler import sample_patch
+
+
+@dataclass
+class TTSRequest:
+    """One utterance to synthesise. prompt_latents: raw HoliTok latents [T, D] of the voice prompt."""
+
+    text: str
+    prompt_latents: torch.Tensor | None = None
+    prompt_text: str | None = None
+    instruction: str | None = None
+
+
+@dataclass
+class TTSOptions(GenerationDefaults):
+    """Sampling options; `min_patches`/`max_patches` override the text-length-derived bounds when set."""
+
+    min_patches: int | None = None
+    max_patches: int | None = None
+    use_cache: bool = True
+
+    @classmethod
+    def from_model(cls, model: UnifiedModel, **overrides) -> "TTSOptions":
+        base = {f.name: getattr(model.config.generation, f.name) for f in fields(GenerationDefaults)}
+        unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"unknown TTS options {unknown}")
+        return cls(**{**base, **overrides})
+
+
+@dataclass
+class TTSResult:
+    """Generated raw latents [T, D] (prompt excluded) and whether the stop head ended it (else the length cap)."""
+
+    latents: torch.Tensor
+    stopped_by_eos: bool
+    length_bounds: tuple[int, int] = field(default=(0, 0))
+
+
+@dataclass
+class _Prepared:
+    item_embeds: list[torch.Tensor]
+    history: torch.Tensor
+    min_patches: torch.Tensor
+    max_patches: torch.Tensor
+    prompt_latents: list[torch.Tensor]
+    semantic_caches: list | None
+
+
+def _length_bounds(model: UnifiedModel, request: TTSRequest, prompt_patches: int, options: TTSOptions) -> tuple[int, int]:
+    """Bounds tied to the target text length; the speaking rate comes from the prompt when there is one."""
+    tok = model.text_tokenizer
+    target_tokens = max(1, len(tok.encode(request.text)))
+    rate = float(model.patches_per_token)
+    if prompt_patches and request.prompt_text and request.prompt_text.strip():
+        rate = prompt_patches / max(1, len(tok.encode(request.prompt_text)))
+    expected = rate * target_tokens
+    low = options.min_patches if options.min_patches is not None else int(options.min_length_ratio * expected)
+    high = options.max_patches if options.max_patches is not None else (
+        math.ceil(options.max_length_ratio * expected) + options.max_length_margin_patches)
+    return max(0, low), max(1, high, low)
+
+
+def _prepare(model: UnifiedModel, requests: Sequence[TTSRequest], options: TTSOptions) -> _Prepared:
+    tok = model.text_tokenizer
+    cfg = model.config
+    device = model.latent_scale.device
+    item_embeds, histories, lows, highs, prompt_list = [], [], [], [], []
+    caches = [] if model.semantic_input is not None else None
+    for request in requests:
+        if not isinstance(request.text, str) or not request.text.strip():
+            raise ValueError("TTS text is empty")
+        prompt = request.prompt_latents
+        if prompt is not None:
+            if prompt.dim() != 2 or prompt.shape[1] != cfg.latent_dim:
+                raise ValueError(f"prompt_latents must be [T, {cfg.latent_dim}], got {tuple(prompt.shape)}")
+            if not torch.isfinite(prompt).all():
+                raise ValueError("prompt_latents contain NaN or inf")
+            # Whole patches only: a trailing partial patch (< 160 ms, normally silence) is dropped.
+            prompt = prompt[: prompt.shape[0] // cfg.patch_size * cfg.patch_size].to(device).float()
+            if prompt.shape[0] == 0:
+                raise ValueError(f"prompt audio is shorter than one patch ({cfg.patch_size} latent frames)")
+        n_prompt = 0 if prompt is None else prompt.shape[0] // cfg.patch_size
+        text = prompts.join_prompt_and_target_text(request.prompt_text or "", request.text) if n_prompt else request.text
+        ids = prompts.tts_prefix_ids(tok, text, request.instruction) + [tok.id(AUDIO_PAD)] * n_prompt
+        ids_t = torch.tensor([ids], device=device)
+        if n_prompt:
+            normalized = model.normalize_latents(prompt)
+            if caches is not None:
+                cache = model.semantic_input.init_cache()
+                caches.append(cache)
+                features = model.semantic_input.encoder.step(prompt[None], cache)
+                audio = model.semantic_input.pool_project(features, torch.ones(features.shape[:2], dtype=torch.bool,
+                                                                               device=device))
+            else:
+                audio = model.embed_audio(prompt[None], torch.ones(1, prompt.shape[0], dtype=torch.bool, device=device),
+                                          torch.tensor([n_prompt], device=device))
+            history = normalized[-cfg.patch_size:]
+        else:
+            if caches is not None:
+                caches.append(model.semantic_input.init_cache())
+            audio = torch.zeros(1, 0, model.backbone.hidden_size, device=device)
+            history = torch.zeros(cfg.patch_size, cfg.latent_dim, device=device)
+        embeds = model.merge_embeddings(ids_t, audio, torch.tensor([len(ids) - n_prompt], device=device),
+                                        torch.tensor([n_prompt], device=device))[0]
+        low, high = _length_bounds(model, request, n_prompt, options)
+        item_embeds.append(embeds)
+        histories.append(history)
+        lows.append(low)
+        highs.append(high)
+        prompt_list.append(prompt if prompt is not None else torch.zeros(0, cfg.latent_dim, device=device))
+    return _Prepared(item_embeds, torch.stack(histories), torch.tensor(lows, device=device),
+                     torch.tensor(highs, device=device), prompt_list, caches)
+
+
+@torch.no_grad()
+def stream_patches(model: UnifiedModel, requests: Sequence[TTSRequest], options: TTSOptions | None = None,
+                   generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yields (raw patch [B, P, D], active [B] bool) per AR step until every item has stopped.
+
+    An item stops when the stop probability exceeds `eos_threshold` after its minimum length, or at its
+    maximum length. Finished items keep riding along in the batch (their outputs are marked inactive).
+    With use_cache=False every step recomputes the backbone (and, for Unite, the semantic encoder) over the
+    whole sequence: the reference the cached path must match.
+    """
+    if model.text_tokenizer is None:
+        raise RuntimeError("TTS needs a model with a text tokenizer")
+    options = options or TTSOptions.from_model(model)
+    was_training = model.training
+    model.eval()
+    try:
+        yield from _run(model, requests, options, generator)
+    finally:
+        model.train(was_training)
+
+
+def _run(model, requests, options, generator):
+    cfg = model.config
+    prep = _prepare(model, requests, options)
+    batch = LeftPaddedBatch.from_items(prep.item_embeds)
+    size = len(requests)
+    device = batch.embeds.device
+    cache = model.backbone.new_cache() if options.use_cache else None
+    hidden = model.backbone(batch.embeds, batch.attention_mask, batch.position_ids, cache)[:, -1]
+    history = prep.history
+    generated_raw = [[] for _ in range(size)]
+    finished = torch.zeros(size, dtype=torch.bool, device=device)
+    step = 0
+    while True:
+        stop_prob = torch.sigmoid(model.stop_head(hidden).float())
+        finished |= ((step >= prep.min_patches) & (stop_prob > options.eos_threshold)) | (step >= prep.max_patches)
+        if bool(finished.all()):
+            return
+        noise = torch.randn(size, cfg.patch_size, cfg.latent_dim, generator=generator, device=device)
+        patch = sample_patch(model.dit, model.bridge(hidden), history, noise * options.temperature,
+                             options.steps, options.cfg_strength, options.sway_coef)
+        raw = model.denormalize_latents(patch)
+        yield raw, ~finished
+        step += 1
+        history = patch
+        if model.semantic_input is None:
+            step_embeds = model.embed_patch(patch)
+        elif options.use_cache:
+            step_embeds = torch.cat([model.semantic_input.step(raw[i:i + 1], prep.semantic_caches[i])
+                                     for i in range(size)])
+        else:
+            step_embeds = _semantic_recompute(model, prep, generated_raw, raw)
+        batch = batch.append(step_embeds)
+        if options.use_cache:
+            hidden = model.backbone(step_embeds[:, None], batch.attention_mask, batch.position_ids[:, -1:], cache)[:, -1]
+        else:
+            hidden = model.backbone(batch.embeds, batch.attention_mask, batch.position_ids)[:, -1]
+
+
+def _semantic_recompute(model, prep, generated_raw, raw):
+    """Uncached Unite path: re-encode prompt + everything generated so far, keep the newest patch's embedding."""
+    out = []
+    for i in range(raw.shape[0]):
+        generated_raw[i].append(raw[i])
+        latents = torch.cat([prep.prompt_latents[i], *generated_raw[i]])[None]
+        features = model.semantic_input.encode(latents)
+        mask = torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
+        out.append(model.semantic_input.pool_project(features, mask)[:, -1])
+    return torch.cat(out)
+
+
+def generate_latents(model: UnifiedModel, requests: Sequence[TTSRequest], options: TTSOptions | None = None,
+                     generator: torch.Generator | None = None) -> list[TTSResult]:
+    """Batched TTS at the latent level: one TTSResult per request (raw latents, prompt excluded)."""
+    options = options or TTSOptions.from_model(model)
+    pieces = [[] for _ in requests]
+    for patch, active in stream_patches(model, requests, options, generator):
+        for i in torch.nonzero(active).flatten().tolist():
+            pieces[i].append(patch[i])
+    results = []
+    for i, request in enumerate(requests):
+        prompt_patches = 0 if request.prompt_latents is None else request.prompt_latents.shape[0] // model.config.patch_size
+        bounds = _length_bounds(model, request, prompt_patches, options)
+        latents = torch.cat(pieces[i]) if pieces[i] else torch.zeros(0, model.config.latent_dim)
+        results.append(TTSResult(latents, len(pieces[i]) < bounds[1], bounds))
+    return results

@@ -1,0 +1,1 @@
+"""Training of the unified model: latent stores, task sampler, dynamic batching, checkpoints, run setup."""

@@ -1,0 +1,84 @@
+"""Model-side preparation of a training run: text tokenizer for from-scratch configs, latent statistics, DiT init."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from holitok_slm.config import UnifiedConfig
+from holitok_slm.train.latent_store import BadItem, LatentStore
+from holitok_slm.train.sampler import Stream
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+def corpus_texts(stores: list[LatentStore]) -> list[str]:
+    return [store.meta(i)["text"] for store in stores for i in range(len(store))]
+
+
+def ensure_sentencepiece(cfg: UnifiedConfig, stores: list[LatentStore], output_dir: Path, is_main: bool,
+                         wait) -> None:
+    """From-scratch configs with `tokenizer.kind: sentencepiece` and no path get one trained on the training text,
+    saved in the run folder (so a resumed run finds the same vocabulary)."""
+    if cfg.tokenizer.kind != "sentencepiece" or cfg.tokenizer.path:
+        return
+    from holitok_slm.text_tokenizer import train_sentencepiece
+
+    path = output_dir / "text_tokenizer" / "spm.model"
+    if is_main and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        train_sentencepiece(corpus_texts(stores), path)
+    wait()
+    cfg.tokenizer.path = str(path)
+
+
+def statistics_items(stores: list[LatentStore], streams: list[Stream], per_stream: int) -> list[dict]:
+    """The first `per_stream` usable items of every stream, in index order: the same on every rank."""
+    items = []
+    for stream in streams:
+        taken = 0
+        for index in stream.indices:
+            if taken >= per_stream:
+                break
+            try:
+                item = stores[stream.dataset].load(int(index))
+            except BadItem:
+                continue
+            item["task"] = stream.task
+            items.append(item)
+            taken += 1
+    return items
+
+
+def resolve_weights(source: str | Path) -> Path:
+    """A save_pretrained folder, a training checkpoint (its model/ folder) or a .safetensors file."""
+    source = Path(source)
+    for candidate in (source, source / WEIGHTS_FILE, source / "model" / WEIGHTS_FILE):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no {WEIGHTS_FILE} in {source} or {source / 'model'}")
+
+
+def init_submodules_from(model: torch.nn.Module, source: str | Path, prefixes: list[str]) -> list[str]:
+    """Copies every parameter/buffer under `prefixes` (e.g. the DiT head of a TTS-only run) from a checkpoint;
+    any key or shape difference under those prefixes is an error that names it. Returns the copied keys."""
+    state = load_file(str(resolve_weights(source)))
+    own = model.state_dict()
+
+    def selected(keys):
+        return {k for k in keys if any(k.startswith(p) for p in prefixes)}
+
+    wanted, available = selected(own), selected(state)
+    if not wanted:
+        raise ValueError(f"the model has no parameters under {prefixes}")
+    missing, unexpected = sorted(wanted - available), sorted(available - wanted)
+    shapes = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                    for k in wanted & available if state[k].shape != own[k].shape)
+    if missing or unexpected or shapes:
+        raise ValueError(f"cannot initialise {prefixes} from {source}: missing={missing[:20]} "
+                         f"unexpected={unexpected[:20]} shape_mismatch={shapes[:20]}")
+    merged = dict(own)
+    merged.update({k: state[k] for k in wanted})
+    model.load_state_dict(merged, strict=True)
+    return sorted(wanted)
