@@ -103,9 +103,10 @@ class StageTrainer:
         self.mel_loss = MultiScaleMelLoss(self.sample_rate, config.mel_loss).to(accelerator.device)
         self.weights = dict(config.loss_weights)
         self.step = 0
+        self.saved_step = None
         if self.resume_from is not None:
             accelerator.load_state(str(self.resume_from))
-            self.step = read_trainer_state(self.resume_from)
+            self.step = self.saved_step = read_trainer_state(self.resume_from)
             logger.info("resumed from %s at step %d", self.resume_from, self.step)
 
     # ---- one optimisation step --------------------------------------------------------------------------------
@@ -161,6 +162,7 @@ class StageTrainer:
             write_trainer_state(directory, self.step)  # written last: marks the checkpoint complete
             prune_checkpoints(self.config.checkpoint_dir, self.config.train.keep_checkpoints)
         self.accelerator.wait_for_everyone()
+        self.saved_step = self.step
         return directory
 
     def _batches(self) -> Iterator[dict[str, Any]]:
@@ -229,8 +231,7 @@ class StageTrainer:
             if self.step % loop.save_every == 0 and self.step < loop.max_steps:
                 self.save_checkpoint()
         progress.close()
-        if latest_checkpoint(config.checkpoint_dir) is None or read_trainer_state(
-                latest_checkpoint(config.checkpoint_dir)) != self.step:
+        if self.saved_step != self.step:
             self.save_checkpoint()
         final = config.final_dir
         if accelerator.is_main_process:
