@@ -1,0 +1,217 @@
+"""Encode every utterance of a manifest with HoliTok once, into a sharded latent store that training reads.
+
+  python -m data_prep.extract_latents --manifest data/synth/train.jsonl --tokenizer runs/tokenizer \
+      --out data/synth/latents/train
+  accelerate launch -m data_prep.extract_latents ...                      # shards spread over processes / GPUs
+  ... --semantic runs/tokenizer/semantic                                   # Unite: also store semantic features
+
+Resumable: shards are written atomically and a rerun skips the complete ones, so an interrupted run followed by
+a rerun gives the same files as one uninterrupted run. Missing, unreadable, silent, empty and over-long audio is
+skipped and listed in index.json ("skipped") and in each shard's JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from data_prep.manifest import ManifestRecord, read_manifest
+from holitok_slm.train.distributed import partial_state_kwargs
+from holitok_slm.train.latent_store import FORMAT, shard_complete, shard_name, write_shard
+
+
+@dataclass
+class ExtractionSettings:
+    manifest: str
+    manifest_sha1: str
+    tokenizer: str
+    semantic: str | None
+    shard_size: int
+    batch_size: int
+    max_seconds: float
+    silence_dbfs: float
+
+
+def load_checked_audio(record: ManifestRecord, max_seconds: float, silence_dbfs: float):
+    """48 kHz mono float tensor, or (None, reason) when the item must be skipped."""
+    from holitok.audio import AudioError, load_audio
+
+    if not record.text.strip():
+        return None, "empty-text: transcript is empty"
+    if record.audio is None or not Path(record.audio).is_file():
+        return None, f"missing: audio file not found: {record.audio}"
+    try:
+        audio = load_audio(record.audio)
+    except AudioError as err:
+        return None, f"corrupt: {err}"
+    seconds = audio.shape[-1] / 48000
+    if seconds > max_seconds:
+        return None, f"over-long: {seconds:.1f} s > {max_seconds} s"
+    peak = float(audio.abs().max())
+    if peak <= 10 ** (silence_dbfs / 20):
+        return None, f"silent: peak {20 * math.log10(max(peak, 1e-12)):.1f} dBFS <= {silence_dbfs} dBFS"
+    return audio, None
+
+
+@torch.no_grad()
+def encode_batch(tokenizer, semantic, audios: list[torch.Tensor], device) -> tuple[list, list | None]:
+    """Posterior means [T, D] (and semantic features [T, H]) of a list of waveforms, padded into one batch."""
+    lengths = torch.tensor([a.shape[-1] for a in audios])
+    batch = torch.zeros(len(audios), 1, int(lengths.max()))
+    for i, audio in enumerate(audios):
+        batch[i, 0, : audio.shape[-1]] = audio
+    batch, lengths = batch.to(device), lengths.to(device)
+    mu = tokenizer.posterior_mean(tokenizer.forward_posterior(batch, lengths if len(audios) > 1 else None))
+    frames = tokenizer.num_frames(lengths).tolist()
+    latents = [mu[i, :, :n].transpose(0, 1).float().cpu() for i, n in enumerate(frames)]
+    feats = None
+    if semantic is not None:
+        hidden = semantic(mu.transpose(1, 2), torch.tensor(frames, device=device))
+        feats = [hidden[i, :n].float().cpu() for i, n in enumerate(frames)]
+    return latents, feats
+
+
+def extract_shard(records: list[ManifestRecord], tokenizer, semantic, settings: ExtractionSettings, device
+                  ) -> tuple[list[dict], list, list | None, list[dict]]:
+    items, latents, feats, skipped = [], [], [] if semantic is not None else None, []
+    pending: list[tuple[ManifestRecord, torch.Tensor]] = []
+
+    def flush():
+        if not pending:
+            return
+        lat, sem = encode_batch(tokenizer, semantic, [audio for _, audio in pending], device)
+        for (record, _), z, index in zip(pending, lat, range(len(lat))):
+            items.append({"id": record.id, "text": record.text, "language": record.language,
+                          "speaker": record.speaker, "task": record.task, "num_frames": int(z.shape[0]),
+                          "duration": record.duration})
+            latents.append(z)
+            if feats is not None:
+                feats.append(sem[index])
+        pending.clear()
+
+    for record in records:
+        audio, reason = load_checked_audio(record, settings.max_seconds, settings.silence_dbfs)
+        if reason:
+            skipped.append({"id": record.id, "reason": reason})
+            continue
+        pending.append((record, audio))
+        if len(pending) >= settings.batch_size:
+            flush()
+    flush()
+    return items, latents, feats, skipped
+
+
+def sha1_of(path: str | Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_models(settings: ExtractionSettings, device):
+    from holitok import HoliTok, SemanticModule
+
+    tokenizer = HoliTok.from_pretrained(settings.tokenizer, device=device, local_files_only=True).eval()
+    semantic = None
+    if settings.semantic:
+        semantic = SemanticModule.from_pretrained(settings.semantic).to(device).eval()
+    return tokenizer, semantic
+
+
+def extract(settings: ExtractionSettings, out: str | Path, progress: bool = True) -> dict:
+    """Runs (or resumes) the extraction on every process of the current accelerate launch; returns index.json."""
+    from accelerate import PartialState
+
+    state = PartialState(**partial_state_kwargs())
+    out = Path(out)
+    settings_path = out / "extraction.json"
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        if settings_path.exists():
+            previous = json.loads(settings_path.read_text())
+            if previous != asdict(settings):
+                changed = sorted(k for k in previous if previous.get(k) != asdict(settings).get(k))
+                raise SystemExit(f"{out} was started with different settings ({', '.join(changed)} changed); "
+                                 "finish it with the same arguments or choose another --out")
+        else:
+            settings_path.write_text(json.dumps(asdict(settings), indent=2))
+    state.wait_for_everyone()
+    records = read_manifest(settings.manifest)
+    num_shards = max(1, math.ceil(len(records) / settings.shard_size))
+    todo = [s for s in range(state.process_index, num_shards, state.num_processes) if not shard_complete(out, s)]
+    if todo:
+        tokenizer, semantic = load_models(settings, state.device)
+        bar = tqdm(todo, desc=f"extracting [rank {state.process_index}]", unit="shard", position=state.process_index,
+                   disable=not progress)
+        for shard in bar:
+            part = records[shard * settings.shard_size: (shard + 1) * settings.shard_size]
+            items, latents, feats, skipped = extract_shard(part, tokenizer, semantic, settings, state.device)
+            write_shard(out, shard, items, latents, feats, skipped)
+    state.wait_for_everyone()
+    index = None
+    if state.is_main_process:
+        index = write_index(out, num_shards, settings)
+    state.wait_for_everyone()
+    return index or json.loads((out / "index.json").read_text())
+
+
+def write_index(out: Path, num_shards: int, settings: ExtractionSettings) -> dict:
+    from safetensors import safe_open
+
+    skipped, num_items, frames, latent_dim, semantic_dim = [], 0, 0, None, None
+    for shard in range(num_shards):
+        meta = json.loads((out / f"{shard_name(shard)}.json").read_text())
+        skipped.extend(meta["skipped"])
+        num_items += len(meta["items"])
+        frames += sum(item["num_frames"] for item in meta["items"])
+        if meta["items"] and latent_dim is None:
+            with safe_open(str(out / f"{shard_name(shard)}.safetensors"), framework="pt") as handle:
+                latent_dim = handle.get_slice("latents").get_shape()[1]
+                if "semantic" in handle.keys():
+                    semantic_dim = handle.get_slice("semantic").get_shape()[1]
+    if latent_dim is None:
+        raise SystemExit(f"no usable item in {settings.manifest}: all {len(skipped)} items were skipped")
+    index = {"format": FORMAT, "num_shards": num_shards, "num_items": num_items, "num_frames": frames,
+             "hours": round(frames / 25 / 3600, 4), "latent_dim": latent_dim, "semantic_dim": semantic_dim,
+             "frame_rate": 25.0, "tokenizer": settings.tokenizer, "manifest": settings.manifest,
+             "skipped": skipped}
+    (out / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False))
+    return index
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--out", required=True, help="latent store folder")
+    parser.add_argument("--tokenizer", required=True, help="HoliTok save_pretrained dir, model.pt, or preset name")
+    parser.add_argument("--semantic", help="SemanticModule dir or semantic.pt: also store semantic features (Unite)")
+    parser.add_argument("--shard_size", type=int, default=512, help="utterances per shard")
+    parser.add_argument("--batch_size", type=int, default=1, help="utterances encoded together (GPU: 16-64)")
+    parser.add_argument("--max_seconds", type=float, default=30.0, help="longer audio is skipped")
+    parser.add_argument("--silence_dbfs", type=float, default=-60.0, help="audio whose peak is below is skipped")
+    parser.add_argument("--no_progress", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_grad_enabled(False)
+    settings = ExtractionSettings(
+        manifest=str(Path(args.manifest).resolve()), manifest_sha1=sha1_of(args.manifest), tokenizer=args.tokenizer,
+        semantic=args.semantic, shard_size=args.shard_size, batch_size=args.batch_size,
+        max_seconds=args.max_seconds, silence_dbfs=args.silence_dbfs)
+    index = extract(settings, args.out, progress=not args.no_progress)
+    from accelerate import PartialState
+    if PartialState().is_main_process:
+        print(f"{index['num_items']} items, {index['hours']} h of latents in {args.out}; "
+              f"skipped {len(index['skipped'])}")
+        for entry in index["skipped"][:20]:
+            print(f"  skipped {entry['id']}: {entry['reason']}")
+
+
+if __name__ == "__main__":
+    main()
