@@ -87,11 +87,15 @@ class UnifiedModel(nn.Module):
     def load_checked_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Strict load that names every missing/unexpected key and every shape mismatch."""
         own = self.state_dict()
-        # save_model stores a tied tensor once; restore the alias before comparing.
-        tied = [k for k in own if k not in state and k == "backbone.lm.lm_head.weight"
-                and self.config.backbone.tie_word_embeddings]
-        for key in tied:
-            state[key] = state["backbone.lm.model.embed_tokens.weight"]
+        # save_model stores each group of tied tensors (embedding / LM head) once; restore the aliases.
+        groups: dict[int, list[str]] = {}
+        for key, tensor in own.items():
+            groups.setdefault(tensor.data_ptr(), []).append(key)
+        for keys in groups.values():
+            present = [k for k in keys if k in state]
+            for key in keys:
+                if key not in state and present and len(keys) > 1:
+                    state[key] = state[present[0]]
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         shapes = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
@@ -209,7 +213,11 @@ class UnifiedModel(nn.Module):
             width = items[0]["semantic"].shape[-1]
             semantic = torch.zeros(batch, max_patches * patch, width)
             for i, item in enumerate(items):
-                semantic[i, :item["semantic"].shape[0]] = item["semantic"].float()
+                frames = latents_list[i].shape[0]  # TTS items may have lost a trailing partial patch
+                if item["semantic"].shape[0] < frames:
+                    raise ValueError(f"item {item.get('id', '<no id>')}: semantic has {item['semantic'].shape[0]} "
+                                     f"frames but latents have {frames}")
+                semantic[i, :frames] = item["semantic"][:frames].float()
             out["semantic"] = semantic
         return out
 

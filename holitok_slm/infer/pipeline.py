@@ -1,0 +1,138 @@
+"""Audio-level front end: HoliTok codec + UnifiedModel for voice-cloning TTS (one-shot, batched, streaming) and ASR."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from ..model.unified import UnifiedModel
+from .asr import transcribe_latents
+from .tts import TTSOptions, TTSRequest, generate_latents, stream_patches
+
+
+class SpeechPipeline:
+    """Accepts paths or arrays at any sample rate (resampled to 48 kHz mono by holitok.audio.load_audio) and returns
+    48 kHz mono waveforms [L]. The voice prompt's latents are decoded as context in front of the generated
+    latents and their samples are cut off, so the first generated frames get the decoder lookahead they expect.
+    """
+
+    def __init__(self, model: UnifiedModel, codec):
+        if codec.latent_dim != model.config.latent_dim:
+            raise ValueError(f"codec latent_dim {codec.latent_dim} != model latent_dim {model.config.latent_dim}")
+        self.model = model.eval()
+        self.codec = codec.eval()
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, codec_source: Any, device: str = "cpu") -> "SpeechPipeline":
+        from holitok import HoliTok
+
+        return cls(UnifiedModel.from_pretrained(model_dir, map_location=device),
+                   HoliTok.from_pretrained(codec_source, device=device))
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    # ---- audio <-> latents ---------------------------------------------------------------------------------------
+    def encode_audio(self, audio: Any, sample_rate: int | None = None) -> torch.Tensor:
+        """Path or array (any rate, mono/stereo) -> raw latents [T, D] (posterior mean)."""
+        from holitok.audio import load_audio
+
+        wav = load_audio(audio, sample_rate)
+        if wav.numel() == 0:
+            raise ValueError("audio is empty")
+        return self.codec.encode(wav[None, None])[0].transpose(0, 1)
+
+    def _decode_after_prompt(self, prompt: torch.Tensor | None, latents: torch.Tensor) -> torch.Tensor:
+        context = 0 if prompt is None else prompt.shape[0]
+        full = latents if prompt is None else torch.cat([prompt.to(latents), latents])
+        if full.shape[0] == 0:
+            return torch.zeros(0)
+        return self.codec.decode(full.T[None])[0, 0, context * self.codec.hop_size:]
+
+    def _requests(self, texts, prompt_audios, prompt_texts, instructions, sample_rate):
+        n = len(texts)
+        prompt_audios = list(prompt_audios) if prompt_audios is not None else [None] * n
+        prompt_texts = list(prompt_texts) if prompt_texts is not None else [None] * n
+        instructions = list(instructions) if instructions is not None else [None] * n
+        if not len(prompt_audios) == len(prompt_texts) == len(instructions) == n:
+            raise ValueError("texts, prompt_audios, prompt_texts and instructions must have the same length")
+        requests, prompts_latents = [], []
+        for text, audio, prompt_text, instruction in zip(texts, prompt_audios, prompt_texts, instructions):
+            latents = None
+            if audio is not None:
+                latents = self.encode_audio(audio, sample_rate)
+                latents = latents[: latents.shape[0] // self.model.config.patch_size * self.model.config.patch_size]
+                if prompt_text is None:  # the same model transcribes the prompt for continuation
+                    prompt_text = transcribe_latents(self.model, [latents])[0]
+            requests.append(TTSRequest(text, latents, prompt_text, instruction))
+            prompts_latents.append(latents)
+        return requests, prompts_latents
+
+    # ---- TTS -------------------------------------------------------------------------------------------------------
+    def tts(self, text: str, prompt_audio: Any = None, prompt_text: str | None = None, instruction: str | None = None,
+            sample_rate: int | None = None, seed: int | None = None, **options) -> torch.Tensor:
+        """One utterance -> waveform [L] at 48 kHz. `options`: TTSOptions fields (steps, cfg_strength, ...)."""
+        return self.tts_batch([text], [prompt_audio], [prompt_text], [instruction], sample_rate, seed, **options)[0]
+
+    def tts_batch(self, texts: Sequence[str], prompt_audios: Sequence[Any] | None = None,
+                  prompt_texts: Sequence[str | None] | None = None, instructions: Sequence[str | None] | None = None,
+                  sample_rate: int | None = None, seed: int | None = None, **options) -> list[torch.Tensor]:
+        """Batched TTS; each item stops on its own (EOS or its length cap)."""
+        requests, prompt_latents = self._requests(texts, prompt_audios, prompt_texts, instructions, sample_rate)
+        generator = None if seed is None else torch.Generator(self.model.latent_scale.device).manual_seed(seed)
+        results = generate_latents(self.model, requests, TTSOptions.from_model(self.model, **options), generator)
+        return [self._decode_after_prompt(p, r.latents) for p, r in zip(prompt_latents, results)]
+
+    def tts_stream(self, text: str, prompt_audio: Any = None, prompt_text: str | None = None,
+                   instruction: str | None = None, sample_rate: int | None = None, seed: int | None = None,
+                   chunk_patches: int = 1, **options) -> Iterator[torch.Tensor]:
+        """Yields waveform chunks [n] as patches are generated; their concatenation equals `tts(...)`."""
+        requests, prompt_latents = self._requests([text], [prompt_audio], [prompt_text], [instruction], sample_rate)
+        generator = None if seed is None else torch.Generator(self.model.latent_scale.device).manual_seed(seed)
+        decoder = self.codec.stream_decoder(batch_size=1)
+        to_skip = 0
+        if prompt_latents[0] is not None:
+            # The prompt is decoder context only: its samples (delayed by the lookahead) are dropped.
+            to_skip = prompt_latents[0].shape[0] * self.codec.hop_size
+        pending: list[torch.Tensor] = []
+
+        def emit(wav: torch.Tensor) -> torch.Tensor:
+            nonlocal to_skip
+            wav = wav[0, 0]
+            cut = min(to_skip, wav.shape[0])
+            to_skip -= cut
+            return wav[cut:]
+
+        if prompt_latents[0] is not None:
+            chunk = emit(decoder.step(prompt_latents[0].T[None]))
+            if chunk.numel():
+                yield chunk
+        for patch, active in stream_patches(self.model, requests, TTSOptions.from_model(self.model, **options),
+                                            generator):
+            if not bool(active[0]):
+                continue
+            pending.append(patch[0])
+            if len(pending) >= chunk_patches:
+                chunk = emit(decoder.step(torch.cat(pending).T[None]))
+                pending = []
+                if chunk.numel():
+                    yield chunk
+        if pending:
+            chunk = emit(decoder.step(torch.cat(pending).T[None]))
+            if chunk.numel():
+                yield chunk
+        tail = emit(decoder.flush())
+        if tail.numel():
+            yield tail
+
+    # ---- ASR -------------------------------------------------------------------------------------------------------
+    def asr(self, audio: Any, sample_rate: int | None = None, beam_size: int = 1,
+            max_new_tokens: int | None = None) -> str | list[str]:
+        """A path/array, or a list of them -> transcript(s)."""
+        many = isinstance(audio, (list, tuple))
+        items = list(audio) if many else [audio]
+        latents = [self.encode_audio(a, sample_rate) for a in items]
+        texts = transcribe_latents(self.model, latents, max_new_tokens=max_new_tokens, beam_size=beam_size)
+        return texts if many else texts[0]

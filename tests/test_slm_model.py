@@ -1,0 +1,187 @@
+"""Unified model: batching contract, losses, gradient paths, checkpoints, config and tokenizer behaviour."""
+import json
+
+import pytest
+import torch
+
+from holitok_slm.config import TextTokenizerConfig, UnifiedConfig, load_unified_config
+from holitok_slm.model.unified import UnifiedModel
+from holitok_slm.text_tokenizer import AUDIO_START, TextTokenizer
+from holitok_slm.tiny import build_tiny_model, tiny_config
+
+TEXTS = ["the cat sat on the mat", "a dog ran in the park", "hello world"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _items(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [dict(id=f"u{i}", task=task, text=text, latents=torch.randn(5 + 3 * i, 16, generator=g))
+            for i, (task, text) in enumerate(zip(["tts", "asr", "tts"], TEXTS))]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    torch.manual_seed(0)
+    return build_tiny_model(TEXTS, tmp_path_factory.mktemp("tok"))
+
+
+def test_collate_layout(model):
+    items = _items()
+    batch = model.collate(items)
+    tok = model.text_tokenizer
+    # TTS item 0: 5 frames -> trailing partial patch dropped -> 1 patch; stop labels: audio_start=0, patch=1.
+    offset, n = batch["audio_offset"][0].item(), batch["num_patches"][0].item()
+    assert n == 1 and batch["input_ids"][0, offset - 1] == tok.id(AUDIO_START)
+    assert batch["stop_labels"][0, offset - 1:offset + n].tolist() == [0.0, 1.0]
+    assert (batch["stop_labels"][0] >= 0).sum() == n + 1
+    # ASR item 1: 8 frames -> 2 patches; text labels are the transcript then <|text_end|>, none on the audio.
+    labels = batch["text_labels"][1]
+    target = labels[labels != -100].tolist()
+    assert tok.decode(target) == TEXTS[1] and target[-1] == tok.id("<|text_end|>")
+    assert (batch["stop_labels"][1] < 0).all()
+    # Labels are shifted: the label at position i is the input at i + 1.
+    pos = (labels != -100).nonzero().flatten()[:-1]
+    assert torch.equal(batch["input_ids"][1, pos + 1], labels[pos])
+
+
+def test_losses_are_finite_and_separate(model):
+    out = model(**model.collate(_items()))
+    for key in ("loss", "flow_loss", "stop_loss", "text_loss"):
+        assert torch.isfinite(out[key]) and out[key] > 0
+    assert not out["flow_loss"].requires_grad and out["loss"].requires_grad
+    assert out["num_flow_frames"] == 4 + 8  # whole patches of the two TTS items (5 -> 4 frames, 11 -> 8)
+    assert out["num_text_tokens"] > 0
+
+
+@pytest.mark.parametrize("tasks", [("tts",), ("asr",), ("tts", "asr")])
+@pytest.mark.parametrize("variant", ["patch", "semantic", "semantic_frozen"])
+def test_every_trainable_parameter_gets_a_gradient(tmp_path, tasks, variant):
+    cfg = tiny_config("semantic" if variant.startswith("semantic") else "patch", variant != "semantic_frozen")
+    model = build_tiny_model(TEXTS, tmp_path, cfg)
+    items = [item for item in _items() if item["task"] in tasks]
+    model(model.collate(items))["loss"].backward()  # model(batch) form of the contract
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
+    if variant == "semantic_frozen":
+        assert all(not p.requires_grad for p in model.semantic_input.encoder.parameters())
+
+
+def test_frozen_semantic_encoder_uses_precomputed_features(tmp_path):
+    model = build_tiny_model(TEXTS, tmp_path, tiny_config("semantic", semantic_trainable=False)).eval()
+    items = _items()
+    with torch.no_grad():
+        for item in items:
+            item["semantic"] = model.semantic_input.encode(item["latents"][None])[0]
+        torch.manual_seed(3)
+        with_features = model(model.collate(items))
+        for item in items:
+            item["semantic"] = torch.zeros_like(item["semantic"])
+        torch.manual_seed(3)
+        zeros = model(model.collate(items))
+        for item in items:
+            del item["semantic"]
+        torch.manual_seed(3)
+        recomputed = model(model.collate(items))
+    assert torch.allclose(with_features["loss"], recomputed["loss"], atol=1e-5)
+    assert not torch.allclose(zeros["loss"], recomputed["loss"], atol=1e-3)
+
+
+def test_cfg_dropout_zeroes_the_llm_condition(tmp_path):
+    model = build_tiny_model(TEXTS, tmp_path)
+    with torch.no_grad():  # adaLN-Zero and the zero output layer hide the condition until trained
+        for p in model.dit.parameters():
+            p.normal_(0, 0.05)
+    items = _items()
+    other_text = [dict(item, text="hello") for item in items]
+
+    def flow_loss(batch_items, dropout, training=True):
+        model.config.flow.cfg_dropout = dropout
+        model.train(training)
+        torch.manual_seed(1)
+        return model(model.collate(batch_items))["flow_loss"]
+
+    # Always dropped: the text (hence the LLM hidden state) no longer influences the flow loss.
+    assert torch.allclose(flow_loss(items, 1.0), flow_loss(other_text, 1.0))
+    # Never dropped, or at evaluation time: it does.
+    assert not torch.allclose(flow_loss(items, 0.0), flow_loss(other_text, 0.0))
+    assert not torch.allclose(flow_loss(items, 1.0, training=False), flow_loss(other_text, 1.0, training=False))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(task="tts", text="hi", latents=torch.full((8, 16), float("nan"))), "NaN"),
+    (dict(task="asr", text="hi", latents=torch.zeros(8, 3)), r"\[T, 16\]"),
+    (dict(task="tts", text="  ", latents=torch.zeros(8, 16)), "empty"),
+    (dict(task="vc", text="hi", latents=torch.zeros(8, 16)), "task"),
+    (dict(task="asr", text="hi", latents=torch.zeros(0, 16)), "no frames"),
+])
+def test_bad_items_are_rejected_with_the_item_id(model, bad, message):
+    with pytest.raises(ValueError, match=message):
+        model.collate([dict(id="broken-7", **bad)])
+    with pytest.raises(ValueError, match="broken-7"):
+        model.collate([dict(id="broken-7", **bad)])
+
+
+def test_fit_data_statistics_normalises_latents(model):
+    items = [dict(id="a", task="tts", text="hello world", latents=torch.randn(40, 16) * 3 + 2)]
+    stats = model.fit_data_statistics(items)
+    normalized = model.normalize_latents(items[0]["latents"])
+    assert abs(normalized.mean().item()) < 1e-4 and abs(normalized.std().item() - 1) < 1e-3
+    assert torch.allclose(model.denormalize_latents(normalized), items[0]["latents"], atol=1e-5)
+    assert stats["patches_per_token"] == pytest.approx(10 / len(model.text_tokenizer.encode("hello world")))
+    assert "latent_scale" in model.state_dict() and "latent_bias" in model.state_dict()
+
+
+def test_save_and_load_round_trip(model, tmp_path):
+    model.latent_scale.fill_(0.5)
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = UnifiedModel.from_pretrained(tmp_path / "ckpt")
+    batch = model.collate(_items())
+    model.eval(), loaded.eval()
+    torch.manual_seed(0)
+    a = model(batch)
+    torch.manual_seed(0)
+    b = loaded(batch)
+    assert torch.equal(a["loss"], b["loss"])
+    assert loaded.latent_scale.item() == 0.5
+    assert loaded.text_tokenizer.encode("the cat") == model.text_tokenizer.encode("the cat")
+
+
+def test_mismatched_checkpoint_names_keys_and_shapes(model, tmp_path):
+    model.save_pretrained(tmp_path / "ckpt")
+    cfg = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    cfg["dit"]["num_layers"] = 1
+    cfg["dit"]["ffn_hidden_size"] = 96
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"unexpected=\['dit\.blocks\.1.*shape_mismatch=\['dit\.blocks\.0\.ffn"):
+        UnifiedModel.from_pretrained(tmp_path / "ckpt")
+
+
+def test_config_rejects_unknown_keys(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("model:\n  dit: {hidden_size: 64, num_layer: 2}\n")
+    with pytest.raises(ValueError, match="num_layer"):
+        load_unified_config(path)
+    with pytest.raises(ValueError, match="audio_input"):
+        UnifiedConfig(audio_input="mel")
+
+
+def test_qwen_tokenizer_offline_matches_known_ids_and_blocks_special_injection():
+    tok = TextTokenizer.build(TextTokenizerConfig(kind="qwen"))
+    assert tok.encode("Hello, world!") == [9707, 11, 1879, 0]  # known Qwen2 ids
+    assert len(tok) <= 151936  # added tokens fit the Qwen2.5 embedding table without resizing
+    assert tok.id(AUDIO_START) not in tok.encode(f"say {AUDIO_START} please")
+    assert tok.decode(tok.encode("你好, wörld")) == "你好, wörld"
+
+
+def test_sentencepiece_handles_unseen_characters(model):
+    tok = model.text_tokenizer
+    text = "zebra ü 你 🙂"
+    assert tok.decode(tok.encode(text)) == text  # byte fallback: nothing becomes <unk>
+    assert tok.id(AUDIO_START) not in tok.encode(AUDIO_START)
