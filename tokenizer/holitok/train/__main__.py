@@ -29,16 +29,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from .trainer import StageTrainer
 
-    distributed = False
+    trainer = None
     for index, config in enumerate(configs):
         if index:
             # A new stage may change e.g. mixed precision; keep the process group (PartialState), drop the rest.
             AcceleratorState._reset_state(reset_partial_state=False)
         trainer = StageTrainer(config)
         result = trainer.run()
-        distributed = trainer.accelerator.num_processes > 1
         if trainer.accelerator.is_main_process:
             print(f"stage {config.stage} finished at step {result.step}; exported to {result.final_dir}", flush=True)
+    distributed = trainer.accelerator.num_processes > 1
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
     if distributed:
         # gloo sometimes aborts in its destructor after a clean run; everything is flushed and saved at this point.
         sys.stdout.flush()

@@ -239,9 +239,15 @@ class StageTrainer:
             save_stage_state(model, accelerator.unwrap_model(self.discriminators), config, final)
             export_trained(model, final, model_name=f"HoliTok-stage{config.stage}")
         accelerator.wait_for_everyone()
-        accelerator.end_training()
+        # Close this stage's TensorBoard writer but keep the process group: a chained next stage still needs it.
+        for tracker in accelerator.trackers:
+            tracker.finish()
         return TrainResult(final, self.step, history)
 
 
 def train(config: TokenizerTrainConfig) -> TrainResult:
-    return StageTrainer(config).run()
+    """Train one stage in this process (or under ``accelerate launch``) and release the process group."""
+    trainer = StageTrainer(config)
+    result = trainer.run()
+    trainer.accelerator.end_training()
+    return result
