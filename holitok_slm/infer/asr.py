@@ -99,14 +99,19 @@ def _beam_search(model: UnifiedModel, latents: torch.Tensor, max_new_tokens: int
         top_scores, top_index = candidates.topk(2 * beam_size)
         vocab = log_probs.shape[-1]
         keep_rows, keep_ids, keep_scores = [], [], []
-        for score, index in zip(top_scores.tolist(), top_index.tolist()):
+        for rank, (score, index) in enumerate(zip(top_scores.tolist(), top_index.tolist())):
             row, token = divmod(index, vocab)
             if token == end_id:
-                done.append((score / (len(beams[row]) + 1), beams[row]))
+                if rank < beam_size:  # a finished hypothesis counts only if it ranks among the live beams
+                    done.append((score / (len(beams[row]) + 1), beams[row]))
             elif len(keep_rows) < beam_size:
                 keep_rows.append(row), keep_ids.append(token), keep_scores.append(score)
         best_done = max((s for s, _ in done), default=-math.inf)
-        if len(done) >= beam_size or not keep_rows or max(keep_scores) / (max(map(len, beams)) + 2) < best_done:
+        # Heuristic stop (like HF early_stopping=False): beam_size finished hypotheses and the best live beam,
+        # length-normalised as if it ended next step, already scores below the best finished one.
+        best_alive = max(score / (len(beams[row]) + 2) for row, score in zip(keep_rows, keep_scores)) if keep_rows \
+            else -math.inf
+        if not keep_rows or (len(done) >= beam_size and best_alive < best_done):
             break
         rows = torch.tensor(keep_rows, device=hidden.device)
         cache.reorder_cache(rows)

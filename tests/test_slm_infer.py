@@ -1,0 +1,151 @@
+"""Inference: sampler, CFG batching, KV cache equivalence, per-item finishing, length bounds, streaming."""
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from holitok_slm.infer.sampler import sample_patch, sway_timesteps
+from holitok_slm.infer.tts import TTSOptions, TTSRequest, generate_latents, stream_patches
+from holitok_slm.tiny import build_tiny_model, tiny_config
+
+TEXTS = ["the cat sat on the mat", "a dog ran in the park", "hello world"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _randomised(model):
+    """Untrained heads are zero-initialised (constant outputs); random weights make every comparison meaningful."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in list(model.dit.parameters()) + list(model.stop_head.parameters()):
+            p.normal_(0, 0.05)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return _randomised(build_tiny_model(TEXTS, tmp_path_factory.mktemp("tok")))
+
+
+def _requests():
+    g = torch.Generator().manual_seed(5)
+    return [TTSRequest("the cat sat"),
+            TTSRequest("hello world", prompt_latents=torch.randn(10, 16, generator=g), prompt_text="a dog ran"),
+            TTSRequest("sat on the mat", instruction="speak slowly")]
+
+
+def test_sway_timesteps():
+    plain = sway_timesteps(10, 0.0)
+    assert torch.allclose(plain, torch.linspace(0, 1, 11))
+    swayed = sway_timesteps(10, -1.0)
+    assert swayed[0] == 0 and torch.isclose(swayed[-1], torch.tensor(1.0))
+    assert (swayed.diff() > 0).all()
+    assert swayed.diff()[0] < plain.diff()[0]  # negative sway: finer steps near the noise end
+
+
+def test_batched_cfg_equals_two_separate_head_calls(model):
+    g = torch.Generator().manual_seed(0)
+    noisy, history = torch.randn(3, 4, 16, generator=g), torch.randn(3, 4, 16, generator=g)
+    t, condition = torch.rand(3, generator=g), torch.randn(3, 64, generator=g)
+    with torch.no_grad():
+        guided = model.dit.guided_velocity(noisy, t, condition, history, cfg_strength=2.0)
+        conditional = model.dit(noisy, t, condition, history)
+        unconditional = model.dit(noisy, t, torch.zeros_like(condition), history)
+    assert not torch.allclose(conditional, unconditional, atol=1e-4)
+    assert torch.allclose(guided, conditional + 2.0 * (conditional - unconditional), atol=1e-5)
+
+
+def test_euler_sampler_follows_a_constant_velocity_field(model):
+    class Constant(torch.nn.Module):
+        def guided_velocity(self, x, t, condition, history, cfg_strength):
+            return torch.ones_like(x) * 3.0
+
+    noise = torch.zeros(2, 4, 16)
+    out = sample_patch(Constant(), torch.zeros(2, 64), noise, noise, steps=7, sway_coef=-1.0)
+    assert torch.allclose(out, torch.full_like(out, 3.0), atol=1e-5)  # integral of v over t in [0, 1]
+
+
+@pytest.mark.parametrize("variant", ["patch", "semantic"])
+def test_generation_with_kv_cache_equals_without(tmp_path, variant):
+    model = model_for(variant, tmp_path)
+    options = TTSOptions.from_model(model, max_patches=6, eos_threshold=2.0)
+    cached = generate_latents(model, _requests(), options, torch.Generator().manual_seed(1))
+    options.use_cache = False
+    recomputed = generate_latents(model, _requests(), options, torch.Generator().manual_seed(1))
+    for a, b in zip(cached, recomputed):
+        assert a.latents.shape == (6 * 4, 16)
+        assert torch.allclose(a.latents, b.latents, atol=1e-5, rtol=0)
+
+
+def model_for(variant, tmp_path):
+    if variant == "patch":
+        return _randomised(build_tiny_model(TEXTS, tmp_path))
+    return _randomised(build_tiny_model(TEXTS, tmp_path, tiny_config("semantic")))
+
+
+def test_per_item_finishing_and_length_caps(model):
+    requests = _requests()
+    never_stop = TTSOptions.from_model(model, eos_threshold=2.0)
+    results = generate_latents(model, requests, never_stop, torch.Generator().manual_seed(0))
+    for result in results:
+        low, high = result.length_bounds
+        assert result.latents.shape[0] == high * 4 and not result.stopped_by_eos
+    assert len({r.latents.shape[0] for r in results}) > 1  # items finished at different steps
+    # Caps follow the target text length; with a prompt the speaking rate comes from the prompt.
+    rate = float(model.patches_per_token)
+    tokens = len(model.text_tokenizer.encode("the cat sat"))
+    assert results[0].length_bounds == (int(0.3 * rate * tokens), int(np.ceil(2.5 * rate * tokens)) + 4)
+    always_stop = TTSOptions.from_model(model, eos_threshold=-1.0)
+    for result in generate_latents(model, requests, always_stop, torch.Generator().manual_seed(0)):
+        assert result.latents.shape[0] == result.length_bounds[0] * 4 and result.stopped_by_eos
+
+
+def test_latent_stream_equals_one_shot(model):
+    options = TTSOptions.from_model(model, max_patches=5, eos_threshold=2.0)
+    one_shot = generate_latents(model, _requests(), options, torch.Generator().manual_seed(2))
+    pieces = [[] for _ in range(3)]
+    for patch, active in stream_patches(model, _requests(), options, torch.Generator().manual_seed(2)):
+        assert patch.shape == (3, 4, 16)
+        for i in active.nonzero().flatten().tolist():
+            pieces[i].append(patch[i])
+    for result, chunks in zip(one_shot, pieces):
+        assert torch.equal(result.latents, torch.cat(chunks))
+
+
+def test_bad_tts_inputs(model):
+    with pytest.raises(ValueError, match="empty"):
+        generate_latents(model, [TTSRequest("   ")])
+    with pytest.raises(ValueError, match="shorter than one patch"):
+        generate_latents(model, [TTSRequest("hi", prompt_latents=torch.randn(3, 16), prompt_text="a")])
+    with pytest.raises(ValueError, match="NaN"):
+        generate_latents(model, [TTSRequest("hi", prompt_latents=torch.full((8, 16), float("inf")), prompt_text="a")])
+    with pytest.raises(TypeError, match="unknown TTS options"):
+        TTSOptions.from_model(model, stepz=3)
+
+
+@pytest.mark.slow
+def test_audio_pipeline_streaming_equals_one_shot_and_accepts_any_rate(model, tmp_path):
+    from holitok import HoliTok, get_preset_config
+    from holitok_slm.infer.pipeline import SpeechPipeline
+
+    torch.manual_seed(0)
+    pipeline = SpeechPipeline(model, HoliTok(get_preset_config("tiny")))
+    prompt = 0.1 * np.sin(np.linspace(0, 400, 16000 * 2)).astype(np.float32)  # 2 s at 16 kHz
+    path = tmp_path / "prompt.wav"
+    sf.write(path, np.stack([prompt, prompt], 1), 16000)  # stereo file at 16 kHz
+    kwargs = dict(prompt_audio=str(path), prompt_text="a dog ran", seed=4, max_patches=3, eos_threshold=2.0)
+    one_shot = pipeline.tts("hello world", **kwargs)
+    chunks = list(pipeline.tts_stream("hello world", chunk_patches=1, **kwargs))
+    assert one_shot.shape == (3 * 4 * 1920,)
+    assert len(chunks) >= 3
+    assert torch.allclose(torch.cat(chunks), one_shot, atol=1e-5)
+    text = pipeline.asr(prompt, sample_rate=16000, max_new_tokens=3)
+    assert isinstance(text, str)
+    with pytest.raises(ValueError):
+        pipeline.asr(np.zeros(0, dtype=np.float32), sample_rate=16000)
