@@ -36,7 +36,8 @@ from holitok_slm.train.checkpoint import (PARTIAL, checkpoint_dir, latest_checkp
 from holitok_slm.train.config import TrainingRun, load_training_run
 from holitok_slm.train.data import open_streams
 from holitok_slm.train.distributed import accelerator_kwargs_handlers
-from holitok_slm.train.model_setup import ensure_sentencepiece, init_submodules_from, statistics_items
+from holitok_slm.train.model_setup import (apply_semantic_freeze, ensure_sentencepiece, init_submodules_from,
+                                           statistics_items)
 from holitok_slm.train.optim import build_optimizer, build_scheduler
 from holitok_slm.train.sampler import FrameBudgetBatcher, TaskSampler
 
@@ -80,17 +81,14 @@ def is_deepspeed(accelerator: Accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.DEEPSPEED
 
 
-def zero_stage(accelerator: Accelerator) -> int:
-    return accelerator.state.deepspeed_plugin.zero_stage if is_deepspeed(accelerator) else 0
-
-
 def export_model(accelerator: Accelerator, model, run: TrainingRun, directory: Path) -> None:
-    """save_pretrained() weights; under ZeRO-3 the partitioned parameters are gathered first."""
-    if zero_stage(accelerator) == 3:
-        state = accelerator.get_state_dict(model)
+    """save_pretrained() weights. DeepSpeed keeps parameters as views into flat buffers (and partitions them under
+    ZeRO-3), so there the gathered state dict is loaded into a fresh CPU model that is then saved."""
+    if is_deepspeed(accelerator):
+        state = accelerator.get_state_dict(model)  # collective under ZeRO-3: every rank must call it
         if accelerator.is_main_process:
             full = UnifiedModel.from_config(run.model)
-            full.load_checked_state_dict({k: v.cpu() for k, v in state.items()})
+            full.load_checked_state_dict({k: v.detach().cpu().clone() for k, v in state.items()})
             full.save_pretrained(directory)
     elif accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(directory)
@@ -183,8 +181,7 @@ def main(argv=None) -> int:
     set_seed(cfg.seed)  # identical initial weights on every rank; the data streams are per rank
 
     bad_items = BadItemLog()
-    if run.model.audio_input == "semantic" and cfg.freeze_semantic_encoder is not None:
-        run.model.semantic_input.trainable = not cfg.freeze_semantic_encoder
+    apply_semantic_freeze(run.model, cfg.freeze_semantic_encoder)
     stores, streams = open_streams(run.data, bad_items, run.model.latent_dim)
     ensure_sentencepiece(run.model, stores, output_dir, accelerator.is_main_process, accelerator.wait_for_everyone)
     batcher = FrameBudgetBatcher(TaskSampler(streams, run.data.task_ratio, seed=cfg.seed, rank=rank, world_size=world),
@@ -198,7 +195,7 @@ def main(argv=None) -> int:
         if resume_from is None:
             accelerator.print(f"--resume: no checkpoint in {output_dir}/checkpoints yet; starting from scratch")
     if resume_from is None:
-        stats = model.fit_data_statistics(statistics_items(stores, streams, STATISTICS_ITEMS_PER_STREAM))
+        stats = model.fit_data_statistics(statistics_items(stores, streams, STATISTICS_ITEMS_PER_STREAM, bad_items))
         accelerator.print(f"latent statistics: {stats}")
         if cfg.init_dit_from:
             copied = init_submodules_from(model, cfg.init_dit_from, cfg.init_dit_prefixes)

@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from holitok_slm.config import UnifiedConfig
+from holitok_slm.train.bad_items import BadItemLog
 from holitok_slm.train.latent_store import BadItem, LatentStore
 from holitok_slm.train.sampler import Stream
 
@@ -33,7 +34,8 @@ def ensure_sentencepiece(cfg: UnifiedConfig, stores: list[LatentStore], output_d
     cfg.tokenizer.path = str(path)
 
 
-def statistics_items(stores: list[LatentStore], streams: list[Stream], per_stream: int) -> list[dict]:
+def statistics_items(stores: list[LatentStore], streams: list[Stream], per_stream: int,
+                     bad_items: BadItemLog) -> list[dict]:
     """The first `per_stream` usable items of every stream, in index order: the same on every rank."""
     items = []
     for stream in streams:
@@ -43,7 +45,8 @@ def statistics_items(stores: list[LatentStore], streams: list[Stream], per_strea
                 break
             try:
                 item = stores[stream.dataset].load(int(index))
-            except BadItem:
+            except BadItem as err:
+                bad_items.add(stores[stream.dataset].ids[int(index)], str(err))
                 continue
             item["task"] = stream.task
             items.append(item)
@@ -82,3 +85,13 @@ def init_submodules_from(model: torch.nn.Module, source: str | Path, prefixes: l
     merged.update({k: state[k] for k in wanted})
     model.load_state_dict(merged, strict=True)
     return sorted(wanted)
+
+
+def apply_semantic_freeze(cfg: UnifiedConfig, freeze: bool | None) -> None:
+    """train.freeze_semantic_encoder (paper Table 8) -> model.semantic_input.trainable, saved with the model."""
+    if freeze is None:
+        return
+    if cfg.audio_input != "semantic":
+        raise ValueError("train.freeze_semantic_encoder applies to Unite models (model.audio_input: semantic); "
+                         f"this model uses audio_input={cfg.audio_input!r}")
+    cfg.semantic_input.trainable = not freeze

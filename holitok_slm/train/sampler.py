@@ -1,6 +1,9 @@
 """Task sampler (TTS:ASR ratio over any number of datasets) and frame-budget dynamic batching, both resumable.
 
-Every rank owns one sampler. The task of each draw comes from the rank's own PCG64 generator; the item comes from
+Every rank owns one sampler. Tasks are dealt from shuffled decks (e.g. 100 TTS + 20 ASR cards for 5:1), so the
+ratio holds exactly every deck instead of drifting by a few percent as independent draws would (at 5:1 the
+ratio of 6,000 i.i.d. draws has a 3.5 % standard deviation). The shuffles and the choice among datasets of a task
+come from the rank's own PCG64 generator; the item comes from
 its stream's per-epoch permutation, which is identical on all ranks and split rank::world, so ranks never share
 items within an epoch. The whole position (generator state, epoch and cursor per stream, a held-back item) is a
 small JSON-able dict, so a resumed run continues with exactly the batches an uninterrupted run would have seen.
@@ -13,6 +16,15 @@ import numpy as np
 
 from holitok_slm.train.bad_items import BadItemLog
 from holitok_slm.train.latent_store import BadItem, LatentStore
+
+
+def deal_counts(probabilities: np.ndarray, deck_size: int) -> np.ndarray:
+    """Task indices of one deck: each task's count is its share of `deck_size`, rounded by largest remainder."""
+    exact = probabilities * deck_size
+    counts = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - counts), kind="stable")[: deck_size - counts.sum()]:
+        counts[i] += 1
+    return np.repeat(np.arange(len(probabilities)), counts)
 
 
 @dataclass
@@ -28,7 +40,7 @@ class Stream:
 
 class TaskSampler:
     def __init__(self, streams: list[Stream], task_ratio: dict[str, float], seed: int, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, deck_size: int = 120):
         self.streams = streams
         self.tasks = [t for t, r in task_ratio.items() if r > 0]
         for task in self.tasks:
@@ -36,7 +48,7 @@ class TaskSampler:
                 raise ValueError(f"task {task!r} has ratio {task_ratio[task]} but no dataset provides usable "
                                  f"{task} items; add one under data.datasets or set its ratio to 0")
         ratios = np.array([task_ratio[t] for t in self.tasks], dtype=np.float64)
-        self.task_cdf = np.cumsum(ratios / ratios.sum())
+        self.base_deck = deal_counts(ratios / ratios.sum(), deck_size)
         self.task_streams = {}
         for task in self.tasks:
             members = [i for i, s in enumerate(streams) if s.task == task and len(s.indices)]
@@ -46,6 +58,8 @@ class TaskSampler:
         self.rng = np.random.Generator(np.random.PCG64([seed, rank]))
         self.epoch = [0] * len(streams)
         self.cursor = [0] * len(streams)
+        self.deck: list[int] = []
+        self.deck_position = 0
         self._orders: dict[int, tuple[int, np.ndarray]] = {}
 
     @staticmethod
@@ -66,7 +80,11 @@ class TaskSampler:
 
     def draw(self) -> tuple[int, int]:
         """(stream index, item index in that stream's dataset)."""
-        task = self.tasks[self._pick(self.task_cdf, self.rng.random())]
+        if self.deck_position >= len(self.deck):
+            self.deck = self.rng.permutation(self.base_deck).tolist()
+            self.deck_position = 0
+        task = self.tasks[self.deck[self.deck_position]]
+        self.deck_position += 1
         members, cdf = self.task_streams[task]
         s = members[self._pick(cdf, self.rng.random())] if len(members) > 1 else members[0]
         order = self._order(s)
@@ -80,6 +98,7 @@ class TaskSampler:
 
     def state_dict(self) -> dict:
         return {"rng": self.rng.bit_generator.state, "epoch": list(self.epoch), "cursor": list(self.cursor),
+                "deck": list(self.deck), "deck_position": self.deck_position,
                 "rank": self.rank, "world_size": self.world_size, "seed": self.seed,
                 "streams": [s.name for s in self.streams]}
 
@@ -92,6 +111,8 @@ class TaskSampler:
         self.rng.bit_generator.state = state["rng"]
         self.epoch = list(state["epoch"])
         self.cursor = list(state["cursor"])
+        self.deck = list(state["deck"])
+        self.deck_position = int(state["deck_position"])
         self._orders.clear()
 
 

@@ -1,0 +1,124 @@
+"""Task sampler ratio, per-rank disjointness, frame-budget batching, resumable positions, static bad-item filtering."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from holitok_slm.train.bad_items import BadItemLog
+from holitok_slm.train.config import DataConfig
+from holitok_slm.train.data import build_batcher, open_streams
+from holitok_slm.train.latent_store import LatentStore
+from holitok_slm.train.sampler import Stream, TaskSampler
+from holitok_slm.train.toy_store import write_toy_store
+
+
+def make_streams(sizes_by_task: dict[str, list[int]]) -> list[Stream]:
+    streams, dataset = [], 0
+    for task, sizes in sizes_by_task.items():
+        for size in sizes:
+            streams.append(Stream(f"d{dataset}:{task}", task, dataset, np.arange(size), weight=float(size)))
+            dataset += 1
+    return streams
+
+
+def test_task_ratio_is_five_to_one_over_6000_draws_with_many_datasets():
+    # one TTS corpus and four ASR corpora of very different sizes, as in the paper's mixture
+    streams = make_streams({"tts": [5000], "asr": [300, 40, 2000, 7]})
+    sampler = TaskSampler(streams, {"tts": 5, "asr": 1}, seed=3)
+    tasks = [streams[sampler.draw()[0]].task for _ in range(6000)]
+    ratio = tasks.count("tts") / tasks.count("asr")
+    assert abs(ratio - 5.0) / 5.0 < 0.02, ratio
+    # the order is random (not a fixed pattern), and ASR datasets are drawn in proportion to their size
+    other = TaskSampler(streams, {"tts": 5, "asr": 1}, seed=4)
+    assert tasks[:120] != [streams[other.draw()[0]].task for _ in range(120)]
+    assert len({tuple(tasks[i:i + 6]) for i in range(0, 600, 6)}) > 3  # not one repeated pattern
+    assert all(abs(tasks[:n].count("tts") / n - 5 / 6) < 0.05 for n in (120, 600, 1200))  # holds at any scale
+    counts = np.bincount([s for s in (sampler.draw()[0] for _ in range(60000)) if streams[s].task == "asr"],
+                         minlength=len(streams))[1:]
+    expected = np.array([300, 40, 2000, 7]) / 2347
+    assert np.allclose(counts / counts.sum(), expected, atol=0.02)
+
+
+def test_other_ratios_and_zero_ratio():
+    streams = make_streams({"tts": [50], "asr": [50]})
+    sampler = TaskSampler(streams, {"tts": 1, "asr": 3}, seed=0)
+    tasks = [streams[sampler.draw()[0]].task for _ in range(8000)]
+    assert abs(tasks.count("asr") / len(tasks) - 0.75) < 0.02
+    only_tts = TaskSampler(streams, {"tts": 1, "asr": 0}, seed=0)
+    assert {streams[only_tts.draw()[0]].task for _ in range(500)} == {"tts"}
+    with pytest.raises(ValueError, match="no dataset provides"):
+        TaskSampler(make_streams({"tts": [10]}), {"tts": 5, "asr": 1}, seed=0)
+
+
+def test_ranks_see_disjoint_items_within_an_epoch_and_every_item_once():
+    streams = make_streams({"tts": [101]})
+    seen = []
+    for rank in range(3):
+        sampler = TaskSampler(streams, {"tts": 1}, seed=9, rank=rank, world_size=3)
+        seen.append([sampler.draw()[1] for _ in range(len(range(rank, 101, 3)))])
+    flat = [i for part in seen for i in part]
+    assert sorted(flat) == list(range(101))
+    # the next epoch is a different permutation
+    sampler = TaskSampler(streams, {"tts": 1}, seed=9)
+    first = [sampler.draw()[1] for _ in range(101)]
+    second = [sampler.draw()[1] for _ in range(101)]
+    assert sorted(second) == list(range(101)) and first != second
+
+
+def test_sampler_state_round_trip_continues_identically():
+    streams = make_streams({"tts": [37, 11], "asr": [13]})
+    sampler = TaskSampler(streams, {"tts": 5, "asr": 1}, seed=1)
+    for _ in range(123):
+        sampler.draw()
+    state = sampler.state_dict()
+    expected = [sampler.draw() for _ in range(200)]
+    restored = TaskSampler(streams, {"tts": 5, "asr": 1}, seed=1)
+    restored.load_state_dict(state)
+    assert [restored.draw() for _ in range(200)] == expected
+    with pytest.raises(ValueError, match="does not fit"):
+        TaskSampler(streams, {"tts": 5, "asr": 1}, seed=1, rank=0, world_size=2).load_state_dict(state)
+
+
+def test_frame_budget_batches_and_resume(tmp_path):
+    write_toy_store(tmp_path / "store", num_items=40, frames=(10, 90), seed=2)
+    data = DataConfig(datasets=[{"name": "toy", "latents": str(tmp_path / "store")}],
+                      max_frames_per_batch=400, max_items_per_batch=6, max_frames_per_item=200)
+    batcher = build_batcher(data, seed=5, rank=0, world_size=1, bad_items=BadItemLog())
+    sizes = []
+    for _ in range(30):
+        batch = batcher.next_batch()
+        longest = max(item["latents"].shape[0] for item in batch)
+        assert len(batch) <= 6 and (len(batch) == 1 or longest * len(batch) <= 400)
+        sizes.append(len(batch))
+    assert max(sizes) > 1
+    state = batcher.state_dict()
+    expected = [[item["id"] for item in batcher.next_batch()] for _ in range(10)]
+    again = build_batcher(data, seed=5, rank=0, world_size=1, bad_items=BadItemLog())
+    again.load_state_dict(state)
+    assert [[item["id"] for item in again.next_batch()] for _ in range(10)] == expected
+
+
+def test_bad_items_are_filtered_or_skipped_and_logged(tmp_path):
+    write_toy_store(tmp_path / "store", num_items=12, seed=4, plant_bad=True, long_frames=300)
+    data = DataConfig(datasets=[{"name": "toy", "latents": str(tmp_path / "store"), "tasks": ["tts"]}],
+                      task_ratio={"tts": 1, "asr": 0}, max_frames_per_batch=400, max_frames_per_item=200)
+    log = BadItemLog()
+    stores, streams = open_streams(data, log)
+    assert set(log.items) == {"bad-long", "bad-short"}  # known from the index alone
+    batcher = build_batcher(data, seed=0, rank=0, world_size=1, bad_items=log)
+    ids = {item["id"] for _ in range(12) for item in batcher.next_batch()}
+    assert not ids & {"bad-nan", "bad-long", "bad-empty-text", "bad-short"}
+    assert {k: v.split(":")[0] for k, v in log.items.items()} == {
+        "bad-nan": "non-finite", "bad-long": "over-long", "bad-empty-text": "empty-text", "bad-short": "too-short"}
+    assert "4 bad items" in log.report()
+
+
+def test_store_reports_missing_and_corrupt_shards(tmp_path):
+    write_toy_store(tmp_path / "store", num_items=25, shard_size=10, seed=1)
+    (tmp_path / "store" / "shard-00002.json").unlink()
+    store = LatentStore(tmp_path / "store")
+    assert store.missing_shards == [2] and len(store) == 20
+    (tmp_path / "store" / "shard-00001.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(Exception, match="corrupt"):
+        store.load(15)
+    assert store.load(3)["latents"].shape[1] == 16
