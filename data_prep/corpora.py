@@ -88,7 +88,8 @@ def aishell1(root: str | Path, split: str | None = None, task: str = "asr", **_)
 
 def emilia(root: str | Path, task: str = "tts", min_dnsmos: float | None = None, **_) -> tuple[list[ManifestRecord], Skipped]:
     """Emilia layout: *.jsonl files (one utterance per line) or per-utterance *.json files, each with
-    id, wav (relative to the json file's folder), text, duration, speaker, language and optionally dnsmos."""
+    id, wav (relative to the json file's folder), text, duration, speaker, language and optionally dnsmos
+    (items without a dnsmos field are kept by `min_dnsmos`)."""
     out = Collector()
 
     def rows() -> Iterator[tuple[Path, dict]]:
@@ -101,7 +102,7 @@ def emilia(root: str | Path, task: str = "tts", min_dnsmos: float | None = None,
 
     for path, row in rows():
         utt = str(row.get("id") or row.get("key") or Path(row.get("wav", path.stem)).stem)
-        if min_dnsmos is not None and float(row.get("dnsmos", 0.0)) < min_dnsmos:
+        if min_dnsmos is not None and row.get("dnsmos") is not None and float(row["dnsmos"]) < min_dnsmos:
             out.skipped.append((utt, f"dnsmos {row.get('dnsmos')} < {min_dnsmos}"))
             continue
         wav_name = row.get("wav") or row.get("audio") or f"{path.stem}.mp3"

@@ -143,6 +143,8 @@ def extract(settings: ExtractionSettings, out: str | Path, progress: bool = True
                                  "finish it with the same arguments or choose another --out")
         else:
             settings_path.write_text(json.dumps(asdict(settings), indent=2))
+        for torn in out.glob("*.partial"):  # left by a run killed mid-write; the shard is redone
+            torn.unlink()
     state.wait_for_everyone()
     records = read_manifest(settings.manifest)
     num_shards = max(1, math.ceil(len(records) / settings.shard_size))

@@ -1,0 +1,127 @@
+"""Latent extraction: shards equal to direct encoding, interrupted + restarted (on 2 processes) == one pass,
+bad audio skipped with reasons, Unite semantic features, settings guard."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+
+from data_prep.extract_latents import main as extract_main
+from data_prep.manifest import ManifestRecord, read_manifest, write_manifest
+from data_prep.synth_corpus import CorpusConfig, build_corpus
+from holitok_slm.train.latent_store import LatentStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Six short synthetic utterances plus a silent and a missing item, and a seeded random tiny tokenizer."""
+    from holitok import HoliTok, SemanticConfig, SemanticModule, get_preset_config
+
+    root = tmp_path_factory.mktemp("extract")
+    build_corpus(root / "corpus", CorpusConfig(
+        train_voices=["flite_slt", "espeak_gb_m3"], heldout_voices=["flite_rms"], train_utterances_per_voice=3,
+        test_utterances_per_voice=1, train_sentence_pool=4, test_sentence_pool=2, max_words=5), progress=False)
+    records = read_manifest(root / "corpus" / "train.jsonl")
+    sf.write(root / "silent.wav", np.zeros(24000, dtype=np.float32), 48000)
+    records.insert(2, ManifestRecord("silent-1", str(root / "silent.wav"), 0.5, "nothing to hear", "en"))
+    records.insert(4, ManifestRecord("missing-1", str(root / "gone.wav"), 1.0, "not there", "en"))
+    write_manifest(records, root / "manifest.jsonl")
+    torch.manual_seed(0)
+    HoliTok(get_preset_config("tiny")).save_pretrained(root / "tokenizer")
+    SemanticModule(SemanticConfig(input_dim=16, hidden_size=32, num_layers=1, num_heads=4,
+                                  ffn_hidden_size=64)).save_pretrained(root / "semantic")
+    return root
+
+
+def args(corpus: Path, out: Path, *extra: str) -> list[str]:
+    return ["--manifest", str(corpus / "manifest.jsonl"), "--tokenizer", str(corpus / "tokenizer"), "--out", str(out),
+            "--shard_size", "3", "--no_progress", *extra]
+
+
+def store_files(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.glob("shard-*"))}
+
+
+@pytest.mark.slow
+def test_one_pass_matches_direct_encoding_and_reports_bad_audio(corpus, tmp_path):
+    from holitok import HoliTok
+    from holitok.audio import load_audio
+
+    out = tmp_path / "store"
+    extract_main(args(corpus, out))
+    index = json.loads((out / "index.json").read_text())
+    assert index["num_items"] == 6 and index["num_shards"] == 3 and index["latent_dim"] == 16
+    assert {s["id"]: s["reason"].split(":")[0] for s in index["skipped"]} == {"silent-1": "silent",
+                                                                            "missing-1": "missing"}
+    store = LatentStore(out)
+    tokenizer = HoliTok.from_pretrained(corpus / "tokenizer", device="cpu")
+    records = {r.id: r for r in read_manifest(corpus / "manifest.jsonl")}
+    for i in (0, 5):
+        item = store.load(i)
+        expected = tokenizer.encode(load_audio(records[item["id"]].audio))[0].transpose(0, 1)
+        assert item["text"] == records[item["id"]].text
+        assert torch.allclose(item["latents"], expected, atol=1e-5)
+        assert item["latents"].shape[0] == -(-int(records[item["id"]].duration * 48000 + 0.5) // 1920)
+
+
+@pytest.mark.slow
+def test_interrupted_and_restarted_on_two_processes_equals_one_pass(corpus, tmp_path):
+    one_pass = tmp_path / "one_pass"
+    extract_main(args(corpus, one_pass))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    broken = tmp_path / "broken"
+    proc = subprocess.Popen([sys.executable, "-m", "data_prep.extract_latents", *args(corpus, broken)], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (broken / "shard-00000.json").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # whatever the kill left behind, make it a mid-run state: no index, a torn temporary file, a shard missing
+    (broken / "index.json").unlink(missing_ok=True)
+    (broken / "shard-00002.json").unlink(missing_ok=True)
+    (broken / "shard-00002.safetensors.partial").write_bytes(b"torn write")
+    assert (broken / "shard-00000.json").exists() and not (broken / "index.json").exists()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    restarted = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+         "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), "-m",
+         "data_prep.extract_latents", *args(corpus, broken)], cwd=ROOT, env={**env, "ACCELERATE_USE_CPU": "1"},
+        capture_output=True, text=True, timeout=300)
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert store_files(broken) == store_files(one_pass)  # also: no torn file left behind
+    assert json.loads((broken / "index.json").read_text()) == json.loads((one_pass / "index.json").read_text())
+
+
+@pytest.mark.slow
+def test_semantic_features_and_settings_guard(corpus, tmp_path):
+    from holitok import SemanticModule
+
+    out = tmp_path / "unite"
+    extract_main(args(corpus, out, "--semantic", str(corpus / "semantic")))
+    store = LatentStore(out)
+    assert store.semantic_dim == 32
+    item = store.load(1, with_semantic=True)
+    semantic = SemanticModule.from_pretrained(corpus / "semantic").eval()
+    with torch.no_grad():
+        expected = semantic(item["latents"][None])[0]
+    assert torch.allclose(item["semantic"], expected, atol=1e-5)
+    tensors = load_file(str(out / "shard-00000.safetensors"))
+    assert tensors["semantic"].shape[0] == tensors["latents"].shape[0]
+    with pytest.raises(SystemExit, match="different settings"):
+        extract_main(args(corpus, out, "--max_seconds", "5"))
