@@ -1,0 +1,144 @@
+"""Training configuration, optimizer/schedule, DiT initialisation from a TTS-only checkpoint, semantic-encoder
+freezing, and a Unite run on precomputed semantic features with both Table 8 options."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from holitok_slm.config import UnifiedConfig
+from holitok_slm.model.unified import UnifiedModel
+from holitok_slm.train.config import load_training_run
+from holitok_slm.train.model_setup import apply_semantic_freeze, init_submodules_from
+from holitok_slm.train.optim import build_optimizer, build_scheduler, cosine_with_warmup
+from holitok_slm.train.toy_store import write_toy_store
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = yaml.safe_load((ROOT / "configs" / "unified" / "model_tiny.yaml").read_text())["model"]
+
+
+def tiny_model(**changes) -> UnifiedModel:
+    doc = json.loads(json.dumps(TINY))
+    doc["backbone"]["vocab_size"] = 64
+    for key, value in changes.items():
+        doc[key] = value
+    return UnifiedModel(UnifiedConfig.from_dict(doc), text_tokenizer=None)
+
+
+def test_training_yaml_loads_with_model_include_overrides_and_rejects_typos(tmp_path):
+    run = load_training_run(ROOT / "configs" / "unified" / "train_tiny.yaml",
+                            ["train.max_steps=7", "data.datasets.0.weight=2.5", "data.task_ratio={tts: 3, asr: 1}"])
+    assert run.model.latent_dim == 16 and run.model.dit.num_layers == 2  # from model_tiny.yaml
+    assert run.train.max_steps == 7 and run.data.datasets[0].weight == 2.5 and run.data.task_ratio["tts"] == 3
+    assert run.train.grad_clip == 2.0 and run.train.betas == (0.9, 0.95)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {latent_dim: 16}\ntrain: {max_step: 3}\n")
+    with pytest.raises(ValueError, match="unknown keys.*max_step"):
+        load_training_run(bad)
+    bad.write_text("data: {max_frames_per_batch: 100, max_frames_per_item: 750}\n")
+    with pytest.raises(ValueError, match="must be >="):
+        load_training_run(bad)
+    for name in ("train_tiny.yaml", "train_base.yaml", "train_unite.yaml"):
+        run = load_training_run(ROOT / "configs" / "unified" / name)
+        assert run.data.task_ratio == {"tts": 5, "asr": 1} and run.train.grad_clip == 2.0
+    paper = load_training_run(ROOT / "configs" / "unified" / "train_unite.yaml")
+    assert paper.model.audio_input == "semantic" and paper.train.mixed_precision == "bf16"
+    assert paper.train.warmup_steps == 5000 and paper.train.deepspeed_config.endswith("zero2.json")
+    assert load_training_run(ROOT / "configs" / "unified" / "train_tts_only.yaml").data.task_ratio["asr"] == 0
+
+
+def test_cosine_schedule_with_warmup_and_optimizer_groups():
+    assert cosine_with_warmup(0, 10, 100, 0.1) == pytest.approx(0.1)
+    assert cosine_with_warmup(9, 10, 100, 0.1) == pytest.approx(1.0)
+    assert cosine_with_warmup(55, 10, 100, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert cosine_with_warmup(100, 10, 100, 0.1) == pytest.approx(0.1)
+    assert cosine_with_warmup(500, 10, 100, 0.1) == pytest.approx(0.1)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    run = load_training_run(ROOT / "configs" / "unified" / "train_tiny.yaml",
+                            ["train.warmup_steps=4", "train.max_steps=20"])
+    optimizer = build_optimizer(model, run.train)
+    assert [len(g["params"]) for g in optimizer.param_groups] == [1, 3]
+    assert optimizer.param_groups[0]["weight_decay"] == run.train.weight_decay
+    assert optimizer.param_groups[1]["weight_decay"] == 0.0
+    scheduler = build_scheduler(optimizer, run.train)
+    lrs = []
+    for _ in range(20):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    peak = run.train.learning_rate
+    assert lrs[3] == pytest.approx(peak) and lrs[0] == pytest.approx(peak / 4)
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:])) and lrs[-1] > peak * run.train.min_lr_ratio
+    assert math.isclose(lrs[-1], peak * cosine_with_warmup(19, 4, 20, run.train.min_lr_ratio))
+
+
+def test_init_dit_from_tts_only_checkpoint_copies_only_the_head(tmp_path):
+    torch.manual_seed(1)
+    tts_only = tiny_model()
+    tts_only.save_pretrained(tmp_path / "tts_only")
+    torch.manual_seed(2)
+    unified = tiny_model()
+    before = {k: v.clone() for k, v in unified.state_dict().items()}
+    copied = init_submodules_from(unified, tmp_path / "tts_only", ["dit."])
+    after, source = unified.state_dict(), tts_only.state_dict()
+    assert copied and all(k.startswith("dit.") for k in copied)
+    assert all(torch.equal(after[k], source[k]) for k in copied)
+    assert all(torch.equal(after[k], before[k]) for k in after if not k.startswith("dit."))
+    assert not torch.equal(after["backbone.lm.model.embed_tokens.weight"], source["backbone.lm.model.embed_tokens.weight"])
+    wider = json.loads(json.dumps(TINY["dit"]))
+    wider["hidden_size"] = 32
+    with pytest.raises(ValueError, match="shape_mismatch=.*dit\\."):
+        init_submodules_from(tiny_model(dit=wider), tmp_path / "tts_only", ["dit."])
+    with pytest.raises(FileNotFoundError):
+        init_submodules_from(unified, tmp_path / "nowhere", ["dit."])
+
+
+def test_freeze_semantic_encoder_maps_to_the_unite_model():
+    cfg = UnifiedConfig.from_dict({**TINY, "audio_input": "semantic", "backbone": {**TINY["backbone"], "vocab_size": 64}})
+    apply_semantic_freeze(cfg, True)
+    frozen = UnifiedModel(cfg, text_tokenizer=None)
+    assert not any(p.requires_grad for p in frozen.semantic_input.encoder.parameters())
+    assert all(p.requires_grad for p in frozen.semantic_input.proj.parameters())
+    apply_semantic_freeze(cfg, False)
+    assert all(p.requires_grad for p in UnifiedModel(cfg, text_tokenizer=None).semantic_input.encoder.parameters())
+    with pytest.raises(ValueError, match="Unite"):
+        apply_semantic_freeze(UnifiedConfig.from_dict(TINY), True)
+
+
+@pytest.mark.slow
+def test_unite_run_with_frozen_encoder_semantic_features_and_dit_init(tmp_path):
+    write_toy_store(tmp_path / "store", num_items=16, seed=5, semantic_dim=64)
+    torch.manual_seed(3)
+    tiny_model().save_pretrained(tmp_path / "tts_only")
+    out = tmp_path / "run"
+    sets = [f"data.datasets=[{{name: toy, latents: '{tmp_path / 'store'}'}}]", "data.use_semantic_features=true",
+            "data.max_frames_per_batch=240", "data.max_frames_per_item=200", "model.audio_input=semantic",
+            f"train.output_dir='{out}'", "train.max_steps=2", "train.save_every=1", "train.warmup_steps=1",
+            "train.freeze_semantic_encoder=true", f"train.init_dit_from='{tmp_path / 'tts_only'}'"]
+    done = subprocess.run([sys.executable, str(ROOT / "train_unified.py"), "--config",
+                           str(ROOT / "configs" / "unified" / "train_tiny.yaml"),
+                           *[a for s in sets for a in ("--set", s)]], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "under ['dit.'] from" in done.stdout
+    saved = json.loads((out / "checkpoints" / "step-00000002" / "model" / "config.json").read_text())
+    assert saved["audio_input"] == "semantic" and saved["semantic_input"]["trainable"] is False
+    start = load_file(str(tmp_path / "tts_only" / "model.safetensors"))
+    step1 = load_file(str(out / "checkpoints" / "step-00000001" / "model" / "model.safetensors"))
+    step2 = load_file(str(out / "checkpoints" / "step-00000002" / "model" / "model.safetensors"))
+    encoder = [k for k in step2 if k.startswith("semantic_input.encoder.")]
+    projection = [k for k in step2 if k.startswith("semantic_input.proj.")]
+    assert encoder and all(torch.equal(step1[k], step2[k]) for k in encoder)  # frozen
+    assert projection and any(not torch.equal(step1[k], step2[k]) for k in projection)  # the rest trains
+    dit = [k for k in step1 if k.startswith("dit.") and k.endswith("weight")]
+    # one AdamW step moves each weight by about the learning rate: the head started from the TTS-only one
+    assert dit and max((step1[k] - start[k]).abs().max().item() for k in dit) < 0.01
+    assert any(not torch.equal(step1[k], start[k]) for k in dit)
