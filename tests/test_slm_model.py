@@ -185,3 +185,60 @@ def test_sentencepiece_handles_unseen_characters(model):
     text = "zebra ü 你 🙂"
     assert tok.decode(tok.encode(text)) == text  # byte fallback: nothing becomes <unk>
     assert tok.id(AUDIO_START) not in tok.encode(AUDIO_START)
+
+
+def test_backbone_loads_from_a_local_hf_directory(tmp_path):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    hf = Qwen2ForCausalLM(Qwen2Config(vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True))
+    hf.save_pretrained(tmp_path / "qwen")
+    cfg = tiny_config()
+    cfg.backbone.pretrained_path = str(tmp_path / "qwen")
+    model = build_tiny_model(TEXTS, tmp_path / "tok", cfg)
+    assert torch.equal(model.backbone.lm.model.layers[0].mlp.up_proj.weight, hf.model.layers[0].mlp.up_proj.weight)
+    # The loaded shape is recorded, so the checkpoint rebuilds without the original directory.
+    assert model.config.backbone.pretrained_path is None and model.config.backbone.hidden_size == 32
+    model.save_pretrained(tmp_path / "ckpt")
+    (tmp_path / "qwen" / "config.json").unlink()
+    loaded = UnifiedModel.from_pretrained(tmp_path / "ckpt")
+    assert torch.equal(loaded.backbone.lm.model.embed_tokens.weight, model.backbone.lm.model.embed_tokens.weight)
+    cfg.backbone.pretrained_path = str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        UnifiedModel(cfg, model.text_tokenizer)
+
+
+def test_hf_tokenizer_directory_gets_our_special_tokens(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.train_from_iterator(TEXTS, trainers.BpeTrainer(vocab_size=80, special_tokens=["[UNK]"]))
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]").save_pretrained(tmp_path / "hf")
+    tok = TextTokenizer.build(TextTokenizerConfig(kind="hf", path=str(tmp_path / "hf")))
+    assert len(set(tok.special_ids.values())) == len(tok.special_ids)
+    assert tok.decode(tok.encode("the cat sat")) == "the cat sat"
+    tok.save(tmp_path / "saved")
+    assert TextTokenizer.load(tmp_path / "saved").special_ids == tok.special_ids
+    with pytest.raises(FileNotFoundError):
+        TextTokenizer.build(TextTokenizerConfig(kind="hf", path=str(tmp_path / "nope")))
+
+
+def test_prompt_templates(model):
+    from holitok_slm import prompts
+
+    tok = model.text_tokenizer
+    plain = prompts.tts_prefix_ids(tok, "hello world")
+    controlled = prompts.tts_prefix_ids(tok, "hello world", instruction="whisper")
+    assert plain[0] == tok.id("<|task_tts|>") and plain[-1] == tok.id(AUDIO_START)
+    start, end = controlled.index(tok.id("<|instruct_start|>")), controlled.index(tok.id("<|instruct_end|>"))
+    assert tok.decode(controlled[start + 1:end]) == "whisper"
+    assert controlled[end + 1:] == plain[1:]  # same text/audio layout after the instruction block
+    assert prompts.asr_prefix_ids(tok) == [tok.id("<|task_asr|>"), tok.id(AUDIO_START)]
+    assert prompts.join_prompt_and_target_text("a dog ran.", "hello") == "a dog ran. hello"
+    assert prompts.join_prompt_and_target_text("你好。", "世界") == "你好。世界"
+    batch = model.collate([dict(id="c", task="tts", text="hello world", instruction="whisper",
+                                latents=torch.randn(8, 16))])
+    assert batch["input_ids"][0, :len(controlled)].tolist() == controlled
