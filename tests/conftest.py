@@ -1,0 +1,32 @@
+"""Shared test fixtures: the authors' golden conformance sets, tiny models, deterministic seeds."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+# ../shared sits beside the checkout on developer machines and in CI; HOLITOK_SHARED_DIR overrides.
+SHARED = Path(os.environ.get("HOLITOK_SHARED_DIR", REPO.parent / "shared"))
+GOLDEN = SHARED / "golden"
+
+
+def golden_sets() -> list[Path]:
+    sets = sorted(p for p in GOLDEN.glob("*") if (p / "model.pt").is_file())
+    if not sets:
+        raise FileNotFoundError(f"no golden sets under {GOLDEN}: set HOLITOK_SHARED_DIR to the shared/ folder")
+    return sets
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def tiny_golden_model():
+    from holitok import HoliTok
+    return HoliTok.from_pretrained(GOLDEN / "tiny_a", device="cpu")
