@@ -4,7 +4,7 @@ import torch
 
 from holitok_slm.infer.asr import transcribe_latents
 from holitok_slm.infer.tts import TTSOptions, TTSRequest, generate_latents
-from holitok_slm.tiny import build_tiny_model
+from holitok_slm.tiny import build_tiny_model, tiny_config
 
 TEXTS = ["the cat sat on the mat", "a dog ran in the park", "hello world", "green trees sway slowly"]
 FRAMES = (14, 20, 9, 17)  # 3, 5, 2 and 4 whole patches
@@ -13,7 +13,7 @@ FRAMES = (14, 20, 9, 17)  # 3, 5, 2 and 4 whole patches
 def _tts_errors(model, latents):
     """(generated patches, target patches, normalised latent MSE over the overlap, stopped by EOS) per text."""
     results = generate_latents(model, [TTSRequest(t) for t in TEXTS], TTSOptions.from_model(model),
-                               torch.Generator().manual_seed(0))
+                               torch.Generator().manual_seed(1234))  # not the seed that drew the latents
     rows = []
     for result, target in zip(results, latents):
         n = min(result.latents.shape[0], target.shape[0])
@@ -23,12 +23,13 @@ def _tts_errors(model, latents):
 
 
 @pytest.mark.slow
-def test_overfit_tts_and_asr(tmp_path):
+@pytest.mark.parametrize("audio_input", ["patch", "semantic"])  # Base and Unite input paths
+def test_overfit_tts_and_asr(tmp_path, audio_input):
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         torch.manual_seed(0)
-        model = build_tiny_model(TEXTS, tmp_path)
+        model = build_tiny_model(TEXTS, tmp_path, tiny_config(audio_input))
         g = torch.Generator().manual_seed(0)
         latents = [torch.randn(n, 16, generator=g) * 2 + 0.5 for n in FRAMES]
         items = [dict(id=f"{task}{i}", task=task, text=text, latents=lat)
