@@ -71,7 +71,7 @@ class CorpusConfig:
         "flite_slt", "flite_rms", "flite_kal16", "festival_slt_hts", "festival_kal",
         "espeak_us_f3", "espeak_gb_m3", "espeak_scotland_f2"])
     heldout_voices: list[str] = field(default_factory=lambda: ["flite_awb", "espeak_rp_m5"])
-    train_utterances_per_voice: int = 400   # 8 voices x 400 x ~3.6 s = about 3.2 h
+    train_utterances_per_voice: int = 400   # 8 voices x 400 x ~4 s = about 3.5 h
     test_utterances_per_voice: int = 20
     train_sentence_pool: int = 2400         # voices draw overlapping subsets, so texts recur across speakers
     test_sentence_pool: int = 100           # never used in train
