@@ -210,6 +210,6 @@ def generate_latents(model: UnifiedModel, requests: Sequence[TTSRequest], option
     for i, request in enumerate(requests):
         prompt_patches = 0 if request.prompt_latents is None else request.prompt_latents.shape[0] // model.config.patch_size
         bounds = _length_bounds(model, request, prompt_patches, options)
-        latents = torch.cat(pieces[i]) if pieces[i] else torch.zeros(0, model.config.latent_dim)
+        latents = torch.cat(pieces[i]) if pieces[i] else model.latent_scale.new_zeros(0, model.config.latent_dim)
         results.append(TTSResult(latents, len(pieces[i]) < bounds[1], bounds))
     return results
