@@ -242,3 +242,24 @@ def test_prompt_templates(model):
     batch = model.collate([dict(id="c", task="tts", text="hello world", instruction="whisper",
                                 latents=torch.randn(8, 16))])
     assert batch["input_ids"][0, :len(controlled)].tolist() == controlled
+
+
+def test_unite_encoder_loads_from_a_semantic_checkpoint(tmp_path):
+    from holitok import SemanticConfig, SemanticModule
+
+    torch.manual_seed(0)
+    encoder = SemanticModule(SemanticConfig(input_dim=16, hidden_size=64, num_layers=1, num_heads=4,
+                                            ffn_hidden_size=96))
+    encoder.save_pretrained(tmp_path / "sem")
+    cfg = tiny_config("semantic", semantic_trainable=False)
+    cfg.semantic_input.encoder_path = str(tmp_path / "sem")
+    model = build_tiny_model(TEXTS, tmp_path / "tok", cfg)
+    assert torch.equal(model.semantic_input.encoder.in_proj.weight, encoder.in_proj.weight)
+    assert cfg.semantic_input.encoder_path is None and cfg.semantic_input.encoder["ffn_hidden_size"] == 96
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = UnifiedModel.from_pretrained(tmp_path / "ckpt")
+    assert torch.equal(loaded.semantic_input.encoder.in_proj.weight, encoder.in_proj.weight)
+    cfg = tiny_config("semantic")
+    cfg.semantic_input.encoder = {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "ffn_hidden_size": 64}
+    with pytest.raises(ValueError, match="feature_dim"):
+        build_tiny_model(TEXTS, tmp_path / "tok2", cfg)

@@ -40,6 +40,10 @@ class SemanticInput(nn.Module):
         self.patch_size = patch_size
         self.trainable = cfg.trainable
         self.encoder = build_semantic_encoder(cfg, latent_dim)
+        if self.encoder.config.hidden_size != cfg.feature_dim or self.encoder.config.input_dim != latent_dim:
+            raise ValueError(f"semantic encoder maps {self.encoder.config.input_dim}-d latents to "
+                             f"{self.encoder.config.hidden_size}-d features, but the model expects {latent_dim} -> "
+                             f"{cfg.feature_dim} (semantic_input.feature_dim / latent_dim)")
         if not self.trainable:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
