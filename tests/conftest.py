@@ -4,8 +4,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# Tests run tiny models: one thread is fastest and immune to OpenMP spinning when cores are shared; subprocesses
+# (CLI, accelerate launches) inherit it through the environment.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # ../shared sits beside the checkout on developer machines and in CI; HOLITOK_SHARED_DIR overrides.
@@ -23,7 +27,7 @@ def golden_sets() -> list[Path]:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")
