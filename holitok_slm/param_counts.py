@@ -1,6 +1,7 @@
 """Module-by-module parameter counts of the unified model, compared with the paper's Table 4."""
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -47,8 +48,14 @@ def tolerance(reference_millions: float, relative: float = 0.03) -> float:
     return max(relative * reference_millions, 0.5) * MILLION
 
 
+@lru_cache(maxsize=None)
+def paper_counts(variant: str) -> dict[str, int]:
+    """Counts of configs/unified/model_{variant}.yaml (`base` or `unite`), built once on the meta device."""
+    return count_unified_params(build_on_meta(CONFIG_DIR / f"model_{variant}.yaml"))
+
+
 def compare_with_table4(variant: str) -> list[tuple[str, int, float, bool]]:
     """Rows of (module, our count, Table 4 millions, within tolerance) for `base` or `unite`."""
-    counts = count_unified_params(build_on_meta(CONFIG_DIR / f"model_{variant}.yaml"))
+    counts = paper_counts(variant)
     return [(name, counts[name], ref, abs(counts[name] - ref * MILLION) <= tolerance(ref))
             for name, ref in TABLE4[variant].items()]

@@ -1,7 +1,7 @@
 """Paper-size unified configs built on the meta device match Table 4 module by module."""
 import pytest
 
-from holitok_slm.param_counts import MILLION, compare_with_table4, count_unified_params, build_on_meta, CONFIG_DIR
+from holitok_slm.param_counts import MILLION, compare_with_table4, paper_counts
 
 
 @pytest.mark.parametrize("variant", ["base", "unite"])
@@ -16,8 +16,7 @@ def test_param_counts_match_table4(variant):
 
 
 def test_base_and_unite_share_llm_dit_and_bridge():
-    base = count_unified_params(build_on_meta(CONFIG_DIR / "model_base.yaml"))
-    unite = count_unified_params(build_on_meta(CONFIG_DIR / "model_unite.yaml"))
+    base, unite = paper_counts("base"), paper_counts("unite")
     for name in ("llm", "dit", "bridge_eos"):
         assert base[name] == unite[name]
     # Unite swaps the 8-layer PatchEncoder for a single projection of 1536-d pooled features.
