@@ -105,3 +105,24 @@ def test_semantic_formats_round_trip(tmp_path):
     golden = SemanticModule.from_pretrained(GOLDEN / "tiny_a" / "semantic.pt")
     assert golden.config.hidden_size == 64 and golden.config.num_layers == 2 and golden.config.num_heads == 16
     assert golden.config.ffn_hidden_size == 160 and golden.config.input_dim == 16
+
+
+def test_preset_resolves_from_local_cache(tmp_path):
+    from holitok.checkpoint import resolve_preset_file
+    target = tmp_path / "HoliTok-Unite" / "semantic.pt"
+    target.parent.mkdir()
+    target.write_bytes(b"x")
+    assert resolve_preset_file("HoliTok-Unite", "semantic.pt", cache_dir=tmp_path, local_files_only=True) == target
+
+
+def test_unified_tokenizer_compat_wrapper():
+    import numpy as np
+    from holitok import UnifiedTokenizer, sanitize_model_config
+    tok = UnifiedTokenizer(GOLDEN / "tiny_a", semantic_checkpoint=GOLDEN / "tiny_a" / "semantic.pt", device="cpu")
+    audio = torch.from_numpy(np.load(GOLDEN / "tiny_a" / "input_audio.npy"))
+    z = tok.extract_latents(audio)
+    np.testing.assert_allclose(z.numpy(), np.load(GOLDEN / "tiny_a" / "mu.npy"), atol=1e-4)
+    feats = tok.extract_semantic_features_from_latents(z.transpose(1, 2))
+    assert feats.shape == (1, 30, 64)
+    assert tok.inference_from_latents(z).shape == (1, 1, 57600)
+    assert sanitize_model_config({"latent_dim": 16, "distill_wavlm": True})["distill_wavlm"] is False
