@@ -72,7 +72,8 @@ class StageTrainer:
         self.resume_from = latest_checkpoint(config.checkpoint_dir) if config.train.resume else None
         if self.resume_from is None and config.init_from:
             for note in initialise_from(config.init_from, model, discriminators):
-                logger.info("init: %s", note)
+                if accelerator.is_main_process:
+                    logger.info("init: %s", note)
             if config.stage == 2 and config.stage_options.init_log_std is not None:
                 model.reset_log_std_head(config.stage_options.init_log_std)
         elif self.resume_from is None and config.stage > 1:
@@ -107,7 +108,8 @@ class StageTrainer:
         if self.resume_from is not None:
             accelerator.load_state(str(self.resume_from))
             self.step = self.saved_step = read_trainer_state(self.resume_from)
-            logger.info("resumed from %s at step %d", self.resume_from, self.step)
+            if accelerator.is_main_process:
+                logger.info("resumed from %s at step %d", self.resume_from, self.step)
 
     # ---- one optimisation step --------------------------------------------------------------------------------
     @property
@@ -208,6 +210,8 @@ class StageTrainer:
         loop = config.train
         if accelerator.is_main_process:
             save_config(config, Path(config.output_dir) / "config.yaml")
+            logger.info("stage %d: steps %d -> %d on %d processes (%s)", config.stage, self.step, loop.max_steps,
+                        accelerator.num_processes, accelerator.device)
         accelerator.init_trackers("tensorboard", config={"stage": config.stage, "max_steps": loop.max_steps})
         clips = self._sample_clips() if accelerator.is_main_process else []
         painter = SpectrogramPainter(self.sample_rate)

@@ -1,0 +1,49 @@
+"""Two CPU processes (gloo DDP) run all three tiny stages from the shipped configs, then resume each one."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from holitok.train.checkpointing import read_trainer_state
+from holitok.train.toy_assets import save_tiny_teachers, write_clips
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def launch(cwd, max_steps):
+    configs = []
+    for stage in (1, 2, 3):
+        configs += ["--config", str(REPO / "configs" / "tokenizer" / f"tiny_stage{stage}.yaml")]
+    # `--cpu --num_processes 2` would silently run one process; --multi_gpu + ACCELERATE_USE_CPU gives two.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "holitok.train", *configs, f"train.max_steps={max_steps}", "train.save_every=1",
+               "train.progress_bar=false"]
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_two_process_run_of_every_stage_completes_and_resumes(tmp_path):
+    # The tiny configs use repository-relative paths; recreate that layout in a scratch folder.
+    write_clips(tmp_path / "data" / "synth_tiny", count=2, seconds=0.8)
+    save_tiny_teachers(tmp_path / "runs" / "tokenizer" / "tiny_teachers")
+    runs = tmp_path / "runs" / "tokenizer"
+
+    first = launch(tmp_path, max_steps=1)
+    assert first.count("on 2 processes") == 3  # really data-parallel, once per stage
+    for stage in (1, 2, 3):
+        assert read_trainer_state(runs / f"tiny_stage{stage}" / "checkpoints" / "step_1") == 1
+        assert (runs / f"tiny_stage{stage}" / "final" / "runtime" / "model.pt").is_file()
+
+    second = launch(tmp_path, max_steps=2)
+    for stage in (1, 2, 3):
+        run = runs / f"tiny_stage{stage}"
+        assert f"resumed from {run.relative_to(tmp_path)}/checkpoints/step_1 at step 1" in second
+        assert read_trainer_state(run / "checkpoints" / "step_2") == 2
+        assert f"stage {stage} finished at step 2" in second

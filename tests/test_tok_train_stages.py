@@ -1,0 +1,105 @@
+"""The three training stages on the tiny configs: what trains, which loss terms exist, and what gets exported."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from holitok import HoliTok, SemanticModule
+from holitok.train.config import load_config
+from holitok.train.toy_assets import save_tiny_teachers, write_clips
+from holitok.train.train_model import BOTTLENECK_MODULES
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tokenizer"
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tok_train_assets")
+    manifest = write_clips(root / "clips", count=2, seconds=0.8)
+    wavlm, xvector = save_tiny_teachers(root / "teachers")
+    return {"manifest": manifest, "wavlm": wavlm, "xvector": xvector}
+
+
+def tiny_config(stage, assets, output_dir, *overrides, init_from=None):
+    items = [f"data.train={assets['manifest']}", f"output_dir={output_dir}", f"init_from={init_from or 'null'}",
+             "train.progress_bar=false", "train.save_every=1000", "train.sample_every=1000"]
+    if stage == 3:
+        items += [f"distill.wavlm_path={assets['wavlm']}", f"distill.xvector_path={assets['xvector']}"]
+    return load_config(CONFIGS / f"tiny_stage{stage}.yaml", items + list(overrides))
+
+
+@pytest.fixture
+def make_trainer():
+    from accelerate.state import AcceleratorState
+
+    from holitok.train.trainer import StageTrainer
+
+    yield StageTrainer
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def first_batch(trainer):
+    return next(iter(trainer.loader))
+
+
+def test_stage1_is_a_deterministic_autoencoder_without_kl(assets, tmp_path, make_trainer):
+    trainer = make_trainer(tiny_config(1, assets, tmp_path / "s1"))
+    model = trainer.unwrapped
+    assert model.flow is None
+    batch = first_batch(trainer)
+    with torch.no_grad():
+        first = model(batch["audio"], batch["lengths"])
+        second = model(batch["audio"], batch["lengths"])
+    assert first.losses == {}  # no KL (nor any other latent-side term) in Stage I
+    assert torch.equal(first.audio, second.audio)  # z = posterior mean: no sampling anywhere
+    logs = trainer.train_step(batch)
+    assert {"mel", "adv", "fm", "discriminator"} <= set(logs) and "kl" not in logs
+    with pytest.raises(ValueError, match="no KL term"):
+        tiny_config(1, assets, tmp_path / "bad", "loss_weights.kl=0.01")
+
+
+def test_stage2_changes_only_bottleneck_parameters(assets, tmp_path, make_trainer):
+    trainer = make_trainer(tiny_config(2, assets, tmp_path / "s2", "optim.lr=0.01"))
+    holitok = trainer.unwrapped.holitok
+    before = {k: v.detach().clone() for k, v in holitok.state_dict().items()}
+    flow_before = [p.detach().clone() for p in trainer.unwrapped.flow.parameters()]
+    batches = iter(trainer._batches())
+    for _ in range(3):
+        logs = trainer.train_step(next(batches))
+        assert "kl" in logs
+    after = holitok.state_dict()
+    frozen = [k for k in before if k.startswith(("audio_encoder.", "decoder."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    for module in BOTTLENECK_MODULES:
+        keys = [k for k in before if k.startswith(module + ".")]
+        assert any(not torch.equal(before[k], after[k]) for k in keys), f"{module} did not train"
+    assert any(not torch.equal(a, b) for a, b in zip(flow_before, trainer.unwrapped.flow.parameters()))
+
+
+@pytest.mark.slow
+def test_stage3_has_every_loss_term_and_exports_runtime_checkpoints(assets, tmp_path, make_trainer):
+    config = tiny_config(3, assets, tmp_path / "s3", "train.max_steps=1")
+    trainer = make_trainer(config)
+    logs = trainer.train_step(first_batch(trainer))
+    assert {"mel", "adv", "fm", "kl", "wavlm", "xvector", "ce", "discriminator"} <= set(logs)
+    assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+
+    result = trainer.run()
+    clip = torch.from_numpy(__import__("soundfile").read(assets["manifest"].parent / "clip0.wav",
+                                                        dtype="float32")[0])[None, None]
+    expected = trainer.reconstruct(clip)
+    for source in (result.final_dir / "holitok", result.final_dir / "runtime",
+                   result.final_dir / "runtime" / "model.pt"):
+        reloaded = HoliTok.from_pretrained(source, device="cpu")
+        got = reloaded.decode(reloaded.encode(clip, sample=False))
+        assert torch.allclose(got, expected, atol=1e-5), source
+    runtime = torch.load(result.final_dir / "runtime" / "model.pt", weights_only=True)["model"]
+    assert not [k for k in runtime if k.startswith(("flow", "supervision", "frame_head", "utterance_head"))]
+    assert set(runtime) == set(HoliTok(trainer.unwrapped.holitok.config).state_dict())
+    semantic = trainer.unwrapped.supervision.semantic
+    latents = torch.randn(1, 6, semantic.config.input_dim)
+    for loaded in (SemanticModule.from_pretrained(result.final_dir / "semantic"),
+                   SemanticModule.from_pretrained(result.final_dir / "runtime" / "semantic.pt",
+                                                  num_heads=semantic.config.num_heads)):
+        assert torch.allclose(loaded(latents), semantic(latents), atol=1e-6)
