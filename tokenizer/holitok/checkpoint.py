@@ -104,6 +104,16 @@ def _read_config_json(directory: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not valid JSON: {err}") from None
 
 
+def load_safetensors_dir(directory: Path, section: str, build) -> nn.Module:
+    """A module saved by `save_safetensors_dir`: `build(config[section])`, then a strict load of its weights."""
+    cfg = _read_config_json(directory)
+    if section not in cfg:
+        raise CheckpointError(f"{directory / CONFIG_NAME} has no '{section}' section")
+    model = build(cfg[section])
+    load_state_dict_strict(model, _read_safetensors(directory / WEIGHTS_NAME), str(directory))
+    return model
+
+
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -143,12 +153,7 @@ def load_holitok(source: Any, checkpoint: str | Path | None = None, **resolve_kw
     if isinstance(source, (str, Path)) and Path(source).is_dir():
         directory = Path(source)
         if (directory / WEIGHTS_NAME).is_file():
-            cfg = _read_config_json(directory)
-            if "holitok" not in cfg:
-                raise CheckpointError(f"{directory / CONFIG_NAME} has no 'holitok' section")
-            model = HoliTok(HoliTokConfig.from_dict(cfg["holitok"]))
-            load_state_dict_strict(model, _read_safetensors(directory / WEIGHTS_NAME), str(directory))
-            return model
+            return load_safetensors_dir(directory, "holitok", lambda c: HoliTok(HoliTokConfig.from_dict(c)))
         if (directory / RUNTIME_NAME).is_file():
             config = directory / CONFIG_NAME if (directory / CONFIG_NAME).is_file() else "HoliTok-Base"
             return load_holitok(config, checkpoint or directory / RUNTIME_NAME)
@@ -197,12 +202,7 @@ def load_semantic(source: str | Path, num_heads: int = 16, causal: bool = True):
     source = Path(source)
     if source.is_dir():
         if (source / WEIGHTS_NAME).is_file():
-            cfg = _read_config_json(source)
-            if "semantic" not in cfg:
-                raise CheckpointError(f"{source / CONFIG_NAME} has no 'semantic' section")
-            model = SemanticModule(SemanticConfig.from_dict(cfg["semantic"]))
-            load_state_dict_strict(model, _read_safetensors(source / WEIGHTS_NAME), str(source))
-            return model
+            return load_safetensors_dir(source, "semantic", lambda c: SemanticModule(SemanticConfig.from_dict(c)))
         source = source / SEMANTIC_NAME
     sd = _flat_state_dict(read_torch_checkpoint(source), source)
     # Only the encoder part of the training-time supervision net is the semantic module; the rest is ignored.
