@@ -18,7 +18,6 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from holitok.dataclass_config import build_dataclass
 
 
 @dataclass
@@ -127,25 +128,7 @@ class UnifiedConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "UnifiedConfig":
-        return _build_dataclass(cls, data, "model")
-
-
-def _build_dataclass(cls, data: dict[str, Any], where: str):
-    """Builds a (nested) dataclass, rejecting unknown keys so YAML typos fail loudly."""
-    if not isinstance(data, dict):
-        raise TypeError(f"{where}: expected a mapping, got {type(data).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; allowed: {sorted(known)}")
-    kwargs = {}
-    for name, value in data.items():
-        default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(default) and value is not None:
-            kwargs[name] = _build_dataclass(type(default), value, f"{where}.{name}")
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
+        return build_dataclass(cls, data, "model")
 
 
 def load_unified_config(path: str | Path) -> UnifiedConfig:

@@ -7,7 +7,8 @@ from typing import Any
 
 import yaml
 
-from holitok_slm.config import UnifiedConfig, _build_dataclass
+from holitok.dataclass_config import apply_override, build_dataclass
+from holitok_slm.config import UnifiedConfig
 
 
 @dataclass
@@ -32,7 +33,7 @@ class DataConfig:
     use_semantic_features: bool = False  # read precomputed "semantic" tensors (Unite with a frozen encoder)
 
     def __post_init__(self) -> None:
-        self.datasets = [d if isinstance(d, DatasetSpec) else _build_dataclass(DatasetSpec, d, "data.datasets")
+        self.datasets = [d if isinstance(d, DatasetSpec) else build_dataclass(DatasetSpec, d, "data.datasets")
                          for d in self.datasets]
         for spec in self.datasets:
             bad = set(spec.tasks) - {"tts", "asr"}
@@ -89,21 +90,6 @@ class TrainingRun:
         return {"model": self.model.to_dict(), "data": asdict(self.data), "train": asdict(self.train)}
 
 
-def apply_override(doc: dict, assignment: str) -> None:
-    """`a.b.c=value` (value parsed as YAML) into the nested dict; integer parts index lists (data.datasets.0.x)."""
-    key, sep, raw = assignment.partition("=")
-    if not sep:
-        raise ValueError(f"override {assignment!r} must look like section.key=value")
-    *parents, leaf = key.split(".")
-    node = doc
-    for part in parents:
-        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-    if isinstance(node, list):
-        node[int(leaf)] = yaml.safe_load(raw)
-    else:
-        node[leaf] = yaml.safe_load(raw)
-
-
 def load_training_run(path: str | Path, overrides: list[str] | None = None) -> TrainingRun:
     path = Path(path)
     doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -118,5 +104,5 @@ def load_training_run(path: str | Path, overrides: list[str] | None = None) -> T
     if unknown:
         raise ValueError(f"{path}: unknown top-level sections {sorted(unknown)}; expected model, data, train")
     return TrainingRun(model=UnifiedConfig.from_dict(doc.get("model") or {}),
-                       data=_build_dataclass(DataConfig, doc.get("data") or {}, "data"),
-                       train=_build_dataclass(TrainConfig, doc.get("train") or {}, "train"), source=path)
+                       data=build_dataclass(DataConfig, doc.get("data") or {}, "data"),
+                       train=build_dataclass(TrainConfig, doc.get("train") or {}, "train"), source=path)

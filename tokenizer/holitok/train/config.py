@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import yaml
 
 from ..config import HoliTokConfig, get_preset_config
+from ..dataclass_config import apply_override, build_dataclass, plain
 from .discriminators import DiscriminatorConfig
 from .flow import FlowConfig
 from .mel import MelLossConfig
@@ -169,55 +169,7 @@ class TokenizerTrainConfig:
         return Path(self.output_dir) / "checkpoints"
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
-
-
-def _plain(value: Any) -> Any:
-    """Tuples -> lists, recursively, so the dict dumps to plain YAML."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Recursively turn nested dicts into the dataclass tree, rejecting unknown keys with their dotted path."""
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise ValueError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where or 'config'}; known: {sorted(names)}")
-    kwargs = {}
-    for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, f"{where}.{name}".lstrip("."))
-        elif typing.get_origin(hint) is tuple and isinstance(value, list):
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``["train.max_steps=10", "data.batch_size=2"]`` -> nested updates; values are parsed as YAML scalars."""
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like section.key=value")
-        dotted, raw = item.split("=", 1)
-        node = data
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {part!r} is not a section")
-        node[leaf] = yaml.safe_load(raw)
-    return data
+        return plain(dataclasses.asdict(self))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
@@ -233,8 +185,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
         data = yaml.safe_load(path.read_text()) or {}
-    data = apply_overrides(dict(data), overrides or [])
-    return _build(TokenizerTrainConfig, data, "")
+    data = dict(data)
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    return build_dataclass(TokenizerTrainConfig, data, "config")
 
 
 def save_config(config: TokenizerTrainConfig, path: str | Path) -> None:
