@@ -1,0 +1,85 @@
+"""Typed settings of the one-command demo pipeline (`configs/demo/<preset>.yaml`): corpus size, training lengths."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PRESET_DIR = REPO_ROOT / "configs" / "demo"
+
+
+@dataclass
+class CorpusSettings:
+    preset: str = "default"                          # data_prep.synth_corpus preset
+    train_utterances_per_voice: int | None = None    # overrides the preset (scales the hours)
+
+
+@dataclass
+class TokenizerStage:
+    config: str                                      # a stage YAML under configs/tokenizer/
+    set: dict[str, Any] = field(default_factory=dict)  # dotted keys -> values, e.g. {"train.max_steps": 300}
+
+
+@dataclass
+class TokenizerSettings:
+    stages: list[TokenizerStage] = field(default_factory=list)
+
+
+@dataclass
+class LatentSettings:
+    batch_size: int = 1
+    shard_size: int = 512
+
+
+@dataclass
+class UnifiedSettings:
+    config: str = "configs/unified/train_tiny.yaml"
+    set: dict[str, Any] = field(default_factory=dict)  # --set overrides for train_unified.py
+
+
+@dataclass
+class PipelineConfig:
+    description: str = ""
+    corpus: CorpusSettings = field(default_factory=CorpusSettings)
+    tokenizer: TokenizerSettings = field(default_factory=TokenizerSettings)
+    latents: LatentSettings = field(default_factory=LatentSettings)
+    unified: UnifiedSettings = field(default_factory=UnifiedSettings)
+
+    def section(self, name: str) -> dict:
+        return asdict(getattr(self, name))
+
+
+def _build(cls, data: dict, where: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; expected {sorted(known)}")
+    return data
+
+
+def load_pipeline_config(preset_or_path: str) -> PipelineConfig:
+    """A preset name (`smoke`, `tiny`, `default`: configs/demo/<name>.yaml) or a YAML path."""
+    path = Path(preset_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{preset_or_path}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"no demo preset {preset_or_path!r} ({path} missing); available: {available}")
+    doc = _build(PipelineConfig, yaml.safe_load(path.read_text(encoding="utf-8")) or {}, str(path))
+    tokenizer = _build(TokenizerSettings, doc.get("tokenizer") or {}, f"{path}: tokenizer")
+    stages = [TokenizerStage(**_build(TokenizerStage, s, f"{path}: tokenizer.stages[{i}]"))
+              for i, s in enumerate(tokenizer.get("stages") or [])]
+    if not stages:
+        raise ValueError(f"{path}: tokenizer.stages lists no stage config")
+    return PipelineConfig(
+        description=doc.get("description", ""),
+        corpus=CorpusSettings(**_build(CorpusSettings, doc.get("corpus") or {}, f"{path}: corpus")),
+        tokenizer=TokenizerSettings(stages=stages),
+        latents=LatentSettings(**_build(LatentSettings, doc.get("latents") or {}, f"{path}: latents")),
+        unified=UnifiedSettings(**_build(UnifiedSettings, doc.get("unified") or {}, f"{path}: unified")),
+    )

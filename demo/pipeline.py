@@ -1,0 +1,324 @@
+"""One command from nothing to a running demo: synthetic corpus -> tiny HoliTok -> latents -> tiny unified model -> Gradio.
+
+    python -m demo.pipeline                      # default preset (measured times in docs/demo.md), then the demo
+    python -m demo.pipeline --preset tiny        # smaller and faster, worse audio
+    python -m demo.pipeline --preset smoke --no-launch --out /tmp/demo_smoke   # plumbing check in a few minutes
+    python -m demo.pipeline --port 7861 --threads 2
+
+Steps (each runs the project's own command, printed before it starts, so every step can be rerun by hand):
+  1. corpus     python -m data_prep.synth_corpus                  -> OUT/corpus/
+  2. tokenizer  python -m holitok.train --config ... --config ...  -> OUT/tokenizer_runs/, exported to OUT/tokenizer
+                (save_pretrained; `python -m holitok.quickstart` picks up outputs/demo/tokenizer by itself)
+  3. latents    python -m data_prep.extract_latents                -> OUT/latents/train/
+  4. unified    python train_unified.py --config ... --resume       -> OUT/unified/final/
+  5. demo       python -m demo.app --model OUT/unified/final --tokenizer OUT/tokenizer
+A finished step is skipped; an interrupted one resumes (every underlying command resumes by itself). The settings
+of each finished step are recorded in OUT/pipeline_state.json, and rerunning into the same OUT with other settings
+is refused (so a `--preset tiny` run never silently reuses a `default` model). Preset files: configs/demo/*.yaml.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .config import REPO_ROOT, PipelineConfig, load_pipeline_config
+
+STEPS = ("corpus", "tokenizer", "latents", "unified")
+STATE_FILE = "pipeline_state.json"
+
+
+class PipelineError(RuntimeError):
+    """A step failed or the output folder belongs to another configuration; the message says what to do."""
+
+
+def set_dotted(doc: dict, dotted: str, value: Any) -> None:
+    """doc["a"]["b"] = value for "a.b", creating sections; refuses to descend into a non-mapping."""
+    node = doc
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise PipelineError(f"cannot set {dotted!r}: {part!r} is not a section")
+    node[leaf] = value
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _format_seconds(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+class DemoPipeline:
+    """Runs the steps of `config` into `out`; `log` receives progress lines."""
+
+    def __init__(self, config: PipelineConfig, out: str | Path, preset: str, threads: int | None = None,
+                 log: Callable[[str], None] = print, quiet_subprocesses: bool = False):
+        self.config, self.preset, self.threads, self.log = config, preset, threads, log
+        self.out = Path(out).resolve()
+        self.quiet = quiet_subprocesses
+        self.state_path = self.out / STATE_FILE
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {"steps": {}}
+
+    # ---- paths ---------------------------------------------------------------------------------------------------
+    @property
+    def corpus_dir(self) -> Path:
+        return self.out / "corpus"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.out / "tokenizer"
+
+    @property
+    def latents_dir(self) -> Path:
+        return self.out / "latents" / "train"
+
+    @property
+    def unified_dir(self) -> Path:
+        return self.out / "unified"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.unified_dir / "final"
+
+    @property
+    def examples_path(self) -> Path:
+        return self.out / "examples.json"
+
+    # ---- state -----------------------------------------------------------------------------------------------------
+    def fingerprints(self) -> dict[str, str]:
+        """Each step's settings hash, chained so that changing a step invalidates everything after it."""
+        prints, previous = {}, ""
+        for step in STEPS:
+            previous = prints[step] = _fingerprint(previous, self.config.section(step))
+        return prints
+
+    def _save_state(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=1))
+        tmp.replace(self.state_path)
+
+    def check_compatible(self) -> None:
+        prints = self.fingerprints()
+        for step, record in self.state["steps"].items():
+            if step in prints and record.get("fingerprint") != prints[step]:
+                raise PipelineError(
+                    f"{self.out} holds a '{step}' step built with other settings (preset "
+                    f"{record.get('preset')!r}, now {self.preset!r}). Use another --out (e.g. --out "
+                    f"outputs/demo_{self.preset}) or delete {self.out} to rebuild.")
+
+    # ---- running commands ----------------------------------------------------------------------------------------
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.threads:
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        env["GRADIO_ANALYTICS_ENABLED"] = "False"
+        return env
+
+    def _run(self, command: list[str], what: str) -> None:
+        shown = " ".join(str(c) for c in command).replace(sys.executable, "python")
+        self.log(f"    $ {shown}")
+        result = subprocess.run([str(c) for c in command], cwd=REPO_ROOT, env=self._env(), text=True,
+                                capture_output=self.quiet)
+        if result.returncode != 0:
+            tail = ""
+            if self.quiet:
+                tail = "\n" + "\n".join((result.stdout + result.stderr).strip().splitlines()[-30:])
+            raise PipelineError(f"{what} failed (exit {result.returncode}); rerun `python -m demo.pipeline` with the "
+                                f"same flags to resume after fixing the cause.{tail}")
+
+    # ---- steps -----------------------------------------------------------------------------------------------------
+    def step_corpus(self) -> None:
+        cmd = [sys.executable, "-m", "data_prep.synth_corpus", "--out", self.corpus_dir,
+               "--preset", self.config.corpus.preset, "--workers", str(os.cpu_count() or 1)]
+        if self.config.corpus.train_utterances_per_voice is not None:
+            cmd += ["--train_utterances_per_voice", str(self.config.corpus.train_utterances_per_voice)]
+        self._run(cmd, "building the synthetic corpus")
+
+    def tokenizer_stage_configs(self) -> list[Path]:
+        """Writes the stage YAMLs with this run's data and output folders (OUT/configs/tokenizer_stage<k>.yaml)."""
+        paths, previous_output = [], None
+        for stage in self.config.tokenizer.stages:
+            source = REPO_ROOT / stage.config
+            doc = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+            number = doc.get("stage", len(paths) + 1)
+            doc["output_dir"] = str(self.out / "tokenizer_runs" / f"stage{number}")
+            if previous_output is not None:
+                doc["init_from"] = previous_output
+            elif "init_from" in doc:
+                raise PipelineError(f"{stage.config} is the first stage but starts from {doc['init_from']}")
+            data = doc.setdefault("data", {})
+            data["train"] = str(self.corpus_dir / "train.jsonl")
+            if "valid" in data:
+                data["valid"] = str(self.corpus_dir / "test_seen_voice.jsonl")
+            for key, value in stage.set.items():
+                set_dotted(doc, key, value)
+            path = self.out / "configs" / f"tokenizer_stage{number}.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"# written by demo.pipeline from {stage.config} (preset {self.preset})\n"
+                            + yaml.safe_dump(doc, sort_keys=False))
+            paths.append(path)
+            previous_output = doc["output_dir"]
+        return paths
+
+    def step_tokenizer(self) -> None:
+        configs = self.tokenizer_stage_configs()
+        cmd = [sys.executable, "-m", "holitok.train"]
+        for path in configs:
+            cmd += ["--config", path]
+        self._run(cmd, "tokenizer training")
+        last = yaml.safe_load(configs[-1].read_text())["output_dir"]
+        exported = Path(last) / "final" / "holitok"
+        from holitok import HoliTok
+
+        model = HoliTok.from_pretrained(exported, device="cpu")
+        partial = self.tokenizer_dir.with_name("tokenizer.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save_pretrained(partial)
+        shutil.rmtree(self.tokenizer_dir, ignore_errors=True)
+        partial.rename(self.tokenizer_dir)
+        self.log(f"    exported {exported} -> {self.tokenizer_dir}")
+
+    def step_latents(self) -> None:
+        self._run([sys.executable, "-m", "data_prep.extract_latents", "--manifest", self.corpus_dir / "train.jsonl",
+                   "--tokenizer", self.tokenizer_dir, "--out", self.latents_dir,
+                   "--batch_size", str(self.config.latents.batch_size),
+                   "--shard_size", str(self.config.latents.shard_size)], "latent extraction")
+
+    def unified_config(self) -> Path:
+        source = REPO_ROOT / self.config.unified.config
+        doc = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+        if isinstance(doc.get("model"), str):  # a sibling file's model section: make the reference absolute
+            doc["model"] = str((source.parent / doc["model"]).resolve())
+        doc.setdefault("data", {})["datasets"] = [
+            {"name": "synth", "latents": str(self.latents_dir), "tasks": ["tts", "asr"]}]
+        doc.setdefault("train", {})["output_dir"] = str(self.unified_dir)
+        for key, value in self.config.unified.set.items():
+            set_dotted(doc, key, value)
+        path = self.out / "configs" / "train_unified.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# written by demo.pipeline from {self.config.unified.config} (preset {self.preset})\n"
+                        + yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    def step_unified(self) -> None:
+        self._run([sys.executable, REPO_ROOT / "train_unified.py", "--config", self.unified_config(), "--resume"],
+                  "unified model training")
+
+    def is_done(self, step: str) -> bool:
+        outputs = {
+            "corpus": [self.corpus_dir / "corpus.json", self.corpus_dir / "train.jsonl"],
+            "tokenizer": [self.tokenizer_dir / "config.json"],
+            "latents": [self.latents_dir / "index.json"],
+            "unified": [self.model_dir / "config.json", self.model_dir / "model.safetensors"],
+        }[step]
+        recorded = self.state["steps"].get(step, {})
+        return recorded.get("done", False) and all(p.exists() for p in outputs)
+
+    def write_examples(self, per_voice: int = 2) -> list[dict]:
+        """Held-out voices' prompts and target sentences from the corpus' zero-shot list, for the demo's examples."""
+        from eval.seed_tts import read_meta
+        from holitok_slm.model.unified import TOKENIZER_DIR
+        from holitok_slm.text_tokenizer import TextTokenizer
+
+        from .app import unknown_characters
+
+        tokenizer = TextTokenizer.load(self.model_dir / TOKENIZER_DIR)
+        meta = self.corpus_dir / "seed_tts_eval" / "meta.lst"
+        items, _ = read_meta(meta) if meta.is_file() else ([], [])
+        chosen, counts = [], {}
+        for item in items:
+            if unknown_characters(tokenizer, item.prompt_text + item.target_text):
+                continue  # a tiny corpus' tokenizer may lack some letters; show only examples the model can say
+            if counts.get(item.prompt_wav, 0) < per_voice:
+                counts[item.prompt_wav] = counts.get(item.prompt_wav, 0) + 1
+                chosen.append({"prompt_wav": item.prompt_wav, "prompt_text": item.prompt_text,
+                               "target_text": item.target_text})
+        self.examples_path.write_text(json.dumps(chosen, indent=1))
+        return chosen
+
+    def run(self) -> dict[str, float]:
+        """Runs every unfinished step; returns the seconds each step took in this call (0 for skipped ones)."""
+        self.check_compatible()
+        self.out.mkdir(parents=True, exist_ok=True)
+        prints = self.fingerprints()
+        timings: dict[str, float] = {}
+        total_start = time.perf_counter()
+        for index, step in enumerate(STEPS, 1):
+            header = f"[{index}/{len(STEPS)}] {step}"
+            if self.is_done(step):
+                recorded = self.state["steps"][step].get("seconds")
+                self.log(f"{header}: already done"
+                         + (f" (took {_format_seconds(recorded)} when it ran)" if recorded else "") + ", skipped")
+                timings[step] = 0.0
+                continue
+            self.log(f"{header} ...")
+            start = time.perf_counter()
+            getattr(self, f"step_{step}")()
+            elapsed = time.perf_counter() - start
+            timings[step] = elapsed
+            self.state["steps"][step] = {"done": True, "seconds": round(elapsed, 1), "fingerprint": prints[step],
+                                         "preset": self.preset, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+            self._save_state()
+            self.log(f"{header}: done in {_format_seconds(elapsed)}")
+        self.write_examples()
+        total = time.perf_counter() - total_start
+        self.log("timings: " + ", ".join(f"{s} {_format_seconds(self.state['steps'][s]['seconds'])}" for s in STEPS)
+                 + f"; this call {_format_seconds(total)}")
+        return timings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="default",
+                        help="smoke | tiny | default (configs/demo/<name>.yaml), or a YAML path")
+    parser.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
+    parser.add_argument("--no-launch", action="store_true", help="train only, do not start the Gradio demo")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads per step (default 1: on a busy or small machine more threads made the "
+                             "tokenizer's training steps up to 25x slower, see docs/demo.md)")
+    args = parser.parse_args(argv)
+    config = load_pipeline_config(args.preset)
+    print(f"demo pipeline, preset {args.preset}: {config.description}".rstrip(), flush=True)
+    pipeline = DemoPipeline(config, args.out, args.preset, args.threads,
+                            log=lambda line: print(line, flush=True))
+    try:
+        pipeline.run()
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    relaunch = f"python -m demo.app --model {pipeline.model_dir} --tokenizer {pipeline.tokenizer_dir}"
+    if args.no_launch:
+        print(f"trained. Start the demo with:\n  {relaunch}")
+        return 0
+    from .app import DemoService, launch, load_examples
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    service = DemoService.from_dirs(pipeline.model_dir, pipeline.tokenizer_dir)
+    service.info["note"] = f"Trained by `python -m demo.pipeline --preset {args.preset}`."
+    print(f"[demo] http://127.0.0.1:{args.port}/  (Ctrl+C stops it; later: {relaunch} --port {args.port})",
+          flush=True)
+    launch(service, args.port, load_examples(pipeline.examples_path), block=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""WER/CER scoring with jiwer behind one documented text normaliser (the Seed-TTS-Eval conventions).
+
+Normaliser (`normalize_text`), chosen to match how Seed-TTS-Eval numbers are computed:
+  * Unicode NFKC, then lower-casing (English);
+  * every punctuation/symbol character becomes a space, except the apostrophe inside words ("don't" stays one word;
+    `keep_apostrophe=False` drops it too, as F5-TTS's port does);
+  * whitespace collapsed; numbers are NOT spelled out (the official scripts do not normalise numbers either);
+  * Chinese/Japanese/Korean text is scored per character (`language="zh"`): spaces removed, one token per character.
+
+Two aggregates are reported because papers use both: `macro_wer` = mean of per-utterance WERs (the Seed-TTS-Eval
+number) and `corpus_wer` = total edits / total reference words (LibriSpeech-style ASR number).
+
+    python -m eval.asr_wer --ref refs.txt --hyp hyps.txt [--language en|zh] [--json out.json]
+      (files of `utt_id<TAB>text` or `utt_id|text` lines; ids are matched, a missing hypothesis counts as empty)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import jiwer
+
+CJK_LANGUAGES = {"zh", "ja", "ko", "yue"}
+
+
+def normalize_text(text: str, language: str = "en", keep_apostrophe: bool = True) -> str:
+    """The scoring normaliser described in the module docstring; returns space-separated tokens."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, got {type(text).__name__}")
+    text = unicodedata.normalize("NFKC", text).lower()
+    chars = []
+    for ch in text:
+        category = unicodedata.category(ch)
+        if ch == "'" and keep_apostrophe:
+            chars.append(ch)
+        elif category[0] in "PS":  # punctuation and symbols
+            chars.append(" ")
+        else:
+            chars.append(ch)
+    text = "".join(chars)
+    if keep_apostrophe:
+        # An apostrophe only belongs to a word when it sits between letters (quotes 'like this' are dropped).
+        text = re.sub(r"(?<!\w)'|'(?!\w)", " ", text)
+    if language in CJK_LANGUAGES:
+        return " ".join(ch for ch in text if not ch.isspace())
+    return " ".join(text.split())
+
+
+@dataclass
+class UtteranceScore:
+    id: str
+    reference: str          # normalised
+    hypothesis: str         # normalised
+    errors: int             # substitutions + deletions + insertions
+    reference_length: int   # words (or characters for CJK)
+    substitutions: int
+    deletions: int
+    insertions: int
+
+    @property
+    def wer(self) -> float:
+        return self.errors / self.reference_length
+
+
+@dataclass
+class ErrorRateReport:
+    language: str
+    unit: str                       # "word" or "char"
+    num_utterances: int
+    macro_wer: float                # mean of per-utterance error rates (Seed-TTS-Eval)
+    corpus_wer: float               # total errors / total reference tokens
+    substitutions: int
+    deletions: int
+    insertions: int
+    reference_tokens: int
+    utterances: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def score_utterance(reference: str, hypothesis: str, language: str = "en", utt_id: str = "",
+                    keep_apostrophe: bool = True) -> UtteranceScore:
+    """Edit operations between the normalised strings. An empty normalised reference cannot be scored."""
+    ref = normalize_text(reference, language, keep_apostrophe)
+    hyp = normalize_text(hypothesis, language, keep_apostrophe)
+    if not ref:
+        raise ValueError(f"utterance {utt_id or '?'}: the reference {reference!r} is empty after normalisation")
+    if not hyp:  # jiwer refuses empty hypotheses; everything was deleted
+        n = len(ref.split())
+        return UtteranceScore(utt_id, ref, hyp, n, n, 0, n, 0)
+    out = jiwer.process_words(ref, hyp)
+    return UtteranceScore(utt_id, ref, hyp, out.substitutions + out.deletions + out.insertions,
+                          out.hits + out.substitutions + out.deletions, out.substitutions, out.deletions,
+                          out.insertions)
+
+
+def score(references: Sequence[str], hypotheses: Sequence[str], language: str = "en",
+          ids: Sequence[str] | None = None, keep_apostrophe: bool = True) -> ErrorRateReport:
+    """Scores aligned lists of references and hypotheses (same length)."""
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    if not references:
+        raise ValueError("nothing to score: no utterances")
+    ids = list(ids) if ids is not None else [str(i) for i in range(len(references))]
+    scores = [score_utterance(r, h, language, i, keep_apostrophe) for r, h, i in zip(references, hypotheses, ids)]
+    total_ref = sum(s.reference_length for s in scores)
+    return ErrorRateReport(
+        language=language, unit="char" if language in CJK_LANGUAGES else "word", num_utterances=len(scores),
+        macro_wer=sum(s.wer for s in scores) / len(scores), corpus_wer=sum(s.errors for s in scores) / total_ref,
+        substitutions=sum(s.substitutions for s in scores), deletions=sum(s.deletions for s in scores),
+        insertions=sum(s.insertions for s in scores), reference_tokens=total_ref,
+        utterances=[{**asdict(s), "wer": s.wer} for s in scores])
+
+
+def wer(reference: str, hypothesis: str, language: str = "en") -> float:
+    """Word error rate of one utterance after normalisation (character error rate for CJK languages)."""
+    return score_utterance(reference, hypothesis, language).wer
+
+
+def cer(reference: str, hypothesis: str) -> float:
+    """Character error rate after normalisation, spaces ignored (any language)."""
+    return score_utterance(reference, hypothesis, "zh").wer
+
+
+def read_transcripts(path: str | Path) -> dict[str, str]:
+    """`id<TAB>text` or `id|text` lines -> {id: text}; duplicate ids are an error."""
+    out: dict[str, str] = {}
+    for line_no, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        sep = "\t" if "\t" in line else "|"
+        if sep not in line:
+            raise ValueError(f"{path}:{line_no}: expected 'id<TAB>text' or 'id|text', got {line!r}")
+        utt, text = line.split(sep, 1)
+        if utt in out:
+            raise ValueError(f"{path}:{line_no}: duplicate id {utt!r}")
+        out[utt] = text
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ref", required=True)
+    parser.add_argument("--hyp", required=True)
+    parser.add_argument("--language", default="en")
+    parser.add_argument("--strip_apostrophe", action="store_true", help="F5-TTS convention")
+    parser.add_argument("--json", help="write the full report (per-utterance scores) here")
+    args = parser.parse_args(argv)
+    refs, hyps = read_transcripts(args.ref), read_transcripts(args.hyp)
+    missing = sorted(set(refs) - set(hyps))
+    extra = sorted(set(hyps) - set(refs))
+    if missing:
+        print(f"{len(missing)} utterances have no hypothesis (scored as empty): {missing[:10]}")
+    if extra:
+        print(f"{len(extra)} hypotheses have no reference (ignored): {extra[:10]}")
+    ids = sorted(refs)
+    report = score([refs[i] for i in ids], [hyps.get(i, "") for i in ids], args.language, ids,
+                   keep_apostrophe=not args.strip_apostrophe)
+    name = "CER" if report.unit == "char" else "WER"
+    print(f"{report.num_utterances} utterances: {name} {100 * report.macro_wer:.2f}% (mean per utterance), "
+          f"{100 * report.corpus_wer:.2f}% (corpus); S={report.substitutions} D={report.deletions} "
+          f"I={report.insertions} N={report.reference_tokens}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
