@@ -11,14 +11,6 @@ from holitok_slm.tiny import build_tiny_model, tiny_config
 TEXTS = ["the cat sat on the mat", "a dog ran in the park", "hello world"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _randomised(model):
     """Untrained heads are zero-initialised (constant outputs); random weights make every comparison meaningful."""
     torch.manual_seed(0)

@@ -12,14 +12,6 @@ from holitok_slm.tiny import build_tiny_model, tiny_config
 TEXTS = ["the cat sat on the mat", "a dog ran in the park", "hello world"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _items(seed=0):
     g = torch.Generator().manual_seed(seed)
     return [dict(id=f"u{i}", task=task, text=text, latents=torch.randn(5 + 3 * i, 16, generator=g))
