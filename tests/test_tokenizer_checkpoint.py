@@ -116,7 +116,6 @@ def test_preset_resolves_from_local_cache(tmp_path):
 
 
 def test_unified_tokenizer_compat_wrapper():
-    import numpy as np
     from holitok import UnifiedTokenizer, sanitize_model_config
     tok = UnifiedTokenizer(GOLDEN / "tiny_a", semantic_checkpoint=GOLDEN / "tiny_a" / "semantic.pt", device="cpu")
     audio = torch.from_numpy(np.load(GOLDEN / "tiny_a" / "input_audio.npy"))
