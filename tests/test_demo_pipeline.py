@@ -1,0 +1,178 @@
+"""The one-command demo pipeline: smoke preset end to end, skip/resume, refusing mixed presets, presets that validate,
+and the app's handler functions on the model the pipeline trained (audio of plausible length, text, clear errors)."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from demo.config import PRESET_DIR, REPO_ROOT, load_pipeline_config
+from demo.pipeline import STEPS, DemoPipeline, PipelineError
+from demo.smoke import smoke_command, smoke_outputs
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    return smoke_outputs(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def service(smoke):
+    from demo.app import DemoService
+
+    return DemoService.from_dirs(smoke.model, smoke.tokenizer)
+
+
+def _train_texts(smoke) -> list[str]:
+    return [json.loads(line)["text"] for line in (smoke.corpus / "train.jsonl").read_text().splitlines()]
+
+
+def _prompt(smoke) -> tuple[str, str]:
+    record = json.loads((smoke.corpus / "train.jsonl").read_text().splitlines()[0])
+    return str(smoke.corpus / record["audio"]), record["text"]
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_runs_every_step_and_exports_loadable_models(smoke):
+    from holitok import HoliTok
+    from holitok_slm import UnifiedModel
+
+    for index, step in enumerate(STEPS, 1):
+        assert f"[{index}/{len(STEPS)}] {step} ..." in smoke.log
+        assert f"[{index}/{len(STEPS)}] {step}: done in" in smoke.log
+    assert "timings: corpus" in smoke.log
+    state = json.loads((smoke.out / "pipeline_state.json").read_text())
+    assert [s for s in STEPS if state["steps"][s]["done"] and state["steps"][s]["preset"] == "smoke"] == list(STEPS)
+    codec = HoliTok.from_pretrained(smoke.tokenizer, device="cpu")
+    assert codec.latent_dim == 16
+    index = json.loads((smoke.out / "latents" / "train" / "index.json").read_text())
+    assert index["num_items"] == len(_train_texts(smoke)) == 12
+    model = UnifiedModel.from_pretrained(smoke.model)
+    assert model.config.latent_dim == codec.latent_dim
+    # the unified run trained the number of steps the preset asked for
+    metrics = (smoke.out / "unified" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(metrics[-1])["step"] == load_pipeline_config("smoke").unified.set["train.max_steps"]
+
+
+@pytest.mark.slow
+def test_rerun_skips_every_finished_step(smoke):
+    result = subprocess.run(smoke_command(smoke.out), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for step in STEPS:
+        assert f"{step}: already done" in result.stdout
+    assert "$ " not in result.stdout  # no step command was started
+
+
+@pytest.mark.slow
+def test_other_settings_in_the_same_folder_are_refused(smoke):
+    pipeline = DemoPipeline(load_pipeline_config("tiny"), smoke.out, "tiny", log=lambda line: None)
+    with pytest.raises(PipelineError, match="other settings.*--out"):
+        pipeline.run()
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+def test_every_preset_writes_configs_the_trainers_accept(preset, tmp_path):
+    """Catches a typo in default.yaml/tiny.yaml without spending an hour running them."""
+    from holitok.train.config import load_config
+    from holitok_slm.train.config import load_training_run
+
+    pipeline = DemoPipeline(load_pipeline_config(preset), tmp_path, preset, log=lambda line: None)
+    stage_paths = pipeline.tokenizer_stage_configs()
+    stages = [load_config(path) for path in stage_paths]
+    assert [s.stage for s in stages] == sorted(s.stage for s in stages)
+    for previous, stage in zip(stages, stages[1:]):
+        assert stage.init_from == previous.output_dir
+    assert all(s.data.train == str(tmp_path.resolve() / "corpus" / "train.jsonl") for s in stages)
+    run = load_training_run(pipeline.unified_config())
+    assert run.data.datasets[0].latents == str(pipeline.latents_dir)
+    assert run.train.output_dir == str(pipeline.unified_dir)
+    assert run.model.latent_dim == 16
+
+
+def test_unknown_preset_names_the_available_ones():
+    with pytest.raises(FileNotFoundError, match="available: .*default.*smoke.*tiny"):
+        load_pipeline_config("huge")
+
+
+@pytest.mark.slow
+def test_clone_voice_returns_audio_of_plausible_length(smoke, service):
+    prompt_wav, prompt_text = _prompt(smoke)
+    target = _train_texts(smoke)[1]
+    rate, wav = service.clone_voice(prompt_wav, prompt_text, target, steps=2, cfg_strength=2.0, temperature=1.0,
+                                    seed=0)
+    assert rate == 48000 and wav.dtype == np.float32 and np.isfinite(wav).all()
+    patch_samples = service.pipeline.model.config.patch_size * service.pipeline.codec.hop_size
+    assert wav.size > 0 and wav.size % patch_samples == 0  # whole generated patches, prompt context cut off
+    # Length bounds follow the prompt's speaking rate: at most 2.5x the expected length plus 4 patches.
+    prompt_seconds = sf.info(prompt_wav).duration
+    expected = prompt_seconds * len(target) / len(prompt_text)
+    assert wav.size / rate <= 2.5 * expected * 1.5 + 4 * patch_samples / rate
+    # sampling controls reach the sampler: same seed -> same audio, another seed or step count -> different audio
+    again = service.clone_voice(prompt_wav, prompt_text, target, steps=2, cfg_strength=2.0, temperature=1.0, seed=0)
+    assert np.array_equal(again[1], wav)
+    other = service.clone_voice(prompt_wav, prompt_text, target, steps=2, cfg_strength=2.0, temperature=1.0, seed=1)
+    assert other[1].shape != wav.shape or not np.allclose(other[1], wav)
+
+
+@pytest.mark.slow
+def test_transcribe_returns_text_for_any_rate_and_channels(smoke, service):
+    prompt_wav, _ = _prompt(smoke)
+    text = service.transcribe(prompt_wav)
+    assert isinstance(text, str)
+    audio, rate = sf.read(prompt_wav, dtype="int16")
+    # the same speech as a 16 kHz stereo int16 array (what a browser upload may give) is accepted
+    import soxr
+
+    mono16 = soxr.resample(audio.astype(np.float32) / 32768, rate, 16000)
+    stereo = (np.stack([mono16, mono16], axis=1) * 32767).astype(np.int16)
+    assert isinstance(service.transcribe((16000, stereo)), str)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make_audio, message", [
+    (lambda: None, "upload or record"),
+    (lambda: (48000, np.zeros(0, np.int16)), "empty"),
+    (lambda: (48000, np.zeros(48000, np.float32)), "silent"),
+    (lambda: (48000, np.full(48000, np.nan, np.float32)), "NaN"),
+    (lambda: (48000, 0.5 * np.sin(np.arange(2000) / 5).astype(np.float32)), "too short"),
+    (lambda: (8000, (0.3 * np.sin(np.arange(8000 * 31) / 3)).astype(np.float32)), "limit is 30 s"),
+])
+def test_bad_audio_gets_a_clear_message(service, make_audio, message):
+    from demo.app import DemoInputError
+
+    with pytest.raises(DemoInputError, match=message):
+        service.transcribe(make_audio())
+
+
+@pytest.mark.slow
+def test_bad_text_gets_a_clear_message(smoke, service):
+    from demo.app import DemoInputError
+
+    prompt_wav, prompt_text = _prompt(smoke)
+    with pytest.raises(DemoInputError, match="enter the text to speak"):
+        service.clone_voice(prompt_wav, prompt_text, "   ")
+    with pytest.raises(DemoInputError, match="not trained on: .*'☃'"):
+        service.clone_voice(prompt_wav, prompt_text, "a snowman ☃ here")
+    with pytest.raises(DemoInputError, match="characters; the limit is"):
+        service.clone_voice(prompt_wav, prompt_text, "the " * 200)
+    with pytest.raises(DemoInputError, match="at least 1"):
+        service.clone_voice(prompt_wav, prompt_text, _train_texts(smoke)[0], steps=0)
+
+
+@pytest.mark.slow
+def test_examples_only_use_characters_the_model_knows(smoke):
+    from demo.app import unknown_characters
+    from holitok_slm.text_tokenizer import TextTokenizer
+
+    pipeline = DemoPipeline(load_pipeline_config("smoke"), smoke.out, "smoke", log=lambda line: None)
+    examples = pipeline.write_examples(per_voice=math.inf)
+    tokenizer = TextTokenizer.load(smoke.model / "tokenizer")
+    for example in examples:
+        assert not unknown_characters(tokenizer, example["prompt_text"] + example["target_text"])
+    # the training sentences are, by construction, all known
+    assert not unknown_characters(tokenizer, " ".join(_train_texts(smoke)))
+    assert unknown_characters(tokenizer, _train_texts(smoke)[0] + " ï ☃ ï") == ["ï", "☃"]
