@@ -48,6 +48,8 @@ def pesq_score(reference, degraded, sample_rate: int, mode: str = "wb") -> float
         raise ValueError(f"PESQ mode must be 'wb' or 'nb', got {mode!r}")
     rate = 16000 if mode == "wb" else 8000
     ref, deg = aligned_pair(reference, degraded)
+    if not np.abs(ref).max() > 0:
+        raise ValueError("PESQ: the reference is silent")
     ref, deg = resample(ref, sample_rate, rate), resample(deg, sample_rate, rate)
     try:
         return float(pesq(rate, ref, deg, mode))
