@@ -188,7 +188,7 @@ def build_app(service: DemoService, examples: list[dict] | None = None):
                     prompt_audio = gr.Audio(sources=["upload", "microphone"], type="numpy", label="Voice prompt")
                     prompt_text = gr.Textbox(label="Prompt transcript (what the prompt says; empty = transcribe it)")
                     target_text = gr.Textbox(label="Text to speak", lines=3)
-                    with gr.Accordion("Sampling", open=False):
+                    with gr.Accordion("Sampling", open=True):
                         steps = gr.Slider(1, 64, value=gen.steps, step=1, label="Flow steps (Euler)")
                         cfg_strength = gr.Slider(0.0, 6.0, value=gen.cfg_strength, step=0.1, label="CFG strength")
                         temperature = gr.Slider(0.0, 2.0, value=gen.temperature, step=0.05,
