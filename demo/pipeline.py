@@ -182,13 +182,13 @@ class DemoPipeline:
             cmd += ["--config", path]
         self._run(cmd, "tokenizer training")
         last = yaml.safe_load(configs[-1].read_text())["output_dir"]
-        exported = Path(last) / "final" / "holitok"
-        from holitok import HoliTok
-
-        model = HoliTok.from_pretrained(exported, device="cpu")
+        exported = Path(last) / "final" / "holitok"  # the last stage's HoliTok.save_pretrained folder
         partial = self.tokenizer_dir.with_name("tokenizer.partial")
         shutil.rmtree(partial, ignore_errors=True)
-        model.save_pretrained(partial)
+        shutil.copytree(exported, partial)
+        from holitok import HoliTok
+
+        HoliTok.from_pretrained(partial, device="cpu")  # refuse to publish a folder that does not load
         shutil.rmtree(self.tokenizer_dir, ignore_errors=True)
         partial.rename(self.tokenizer_dir)
         self.log(f"    exported {exported} -> {self.tokenizer_dir}")
@@ -302,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to resume where it stopped", file=sys.stderr)
+        return 130
     relaunch = f"python -m demo.app --model {pipeline.model_dir} --tokenizer {pipeline.tokenizer_dir}"
     if args.no_launch:
         print(f"trained. Start the demo with:\n  {relaunch}")
