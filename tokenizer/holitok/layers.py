@@ -79,7 +79,7 @@ def stream_conv1d(module: nn.Module, x: Tensor, state: dict, weight: Tensor, bia
         return x.new_zeros(x.shape[0], weight.shape[0], 0)
     span = dilation * (weight.shape[-1] - 1) + 1
     n_out = (buf.shape[-1] - span) // stride + 1 if buf.shape[-1] >= span else 0
-    state[module] = buf[..., n_out * stride:]
+    state[module] = buf[..., n_out * stride:].clone()  # a copy: a view would keep the whole chunk alive
     if n_out == 0:
         return buf.new_zeros(buf.shape[0], weight.shape[0], 0)
     used = buf[..., : (n_out - 1) * stride + span]
@@ -100,7 +100,7 @@ def stream_conv_transpose1d(module: nn.Module, x: Tensor, state: dict, weight: T
     if x.shape[-1] == 0:
         return x.new_zeros(x.shape[0], weight.shape[1] * groups, 0)
     z = torch.cat([prev, x], dim=-1)
-    state[module] = z[..., z.shape[-1] - ctx:]
+    state[module] = z[..., z.shape[-1] - ctx:].clone()
     y = F.conv_transpose1d(z, weight, bias, stride=stride, groups=groups)
     return y[..., ctx * stride: (ctx + x.shape[-1]) * stride]
 
@@ -134,20 +134,49 @@ class Conv1d(WeightNormed):
 
 
 class ConvTranspose1d(WeightNormed):
-    """Causal transposed conv (kernel 2 * stride): the overlap into the future is dropped, length T -> T * stride."""
+    """Causal transposed conv with kernel = 2 * stride: the overlap into the future is dropped, T -> T * stride.
+
+    Computed as one GEMM (every input frame -> its 2 * stride output samples) plus a one-frame overlap-add: exact,
+    and it avoids the slow reference kernel PyTorch picks for short inputs (streaming chunks).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int,
                  weight_norm: bool = True) -> None:
+        if kernel_size != 2 * stride:
+            raise ValueError(f"causal transposed conv needs kernel_size == 2 * stride, got {kernel_size}, {stride}")
         proto = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride=stride)
         super().__init__(proto.weight, proto.bias, weight_norm)
         self.stride = stride
 
+    def _frames(self, x: Tensor) -> Tensor:
+        """[B, Cin, T] -> [B, T, Cout, 2, stride]: each frame's contribution to its own and the next output block."""
+        w = self.get_weight()
+        b, c_in, t = x.shape
+        return torch.matmul(x.transpose(1, 2), w.reshape(c_in, -1)).view(b, t, w.shape[1], 2, self.stride)
+
+    def _blocks_to_signal(self, y: Tensor) -> Tensor:
+        b, t, c_out, u = y.shape
+        y = y.permute(0, 2, 1, 3).reshape(b, c_out, t * u)
+        return y + self.bias[None, :, None] if self.bias is not None else y
+
+    @staticmethod
+    def _overlap_add(p: Tensor, carry: Tensor | None = None) -> Tensor:
+        y = p[:, :, :, 0].clone()
+        y[:, 1:] += p[:, :-1, :, 1]
+        if carry is not None:  # the previous chunk's last frame reaching into this one
+            y[:, 0] += carry
+        return y
+
     def forward(self, x: Tensor) -> Tensor:
-        y = F.conv_transpose1d(x, self.get_weight(), self.bias, stride=self.stride)
-        return y[..., : x.shape[-1] * self.stride]
+        return self._blocks_to_signal(self._overlap_add(self._frames(x)))
 
     def step(self, x: Tensor, state: dict) -> Tensor:
-        return stream_conv_transpose1d(self, x, state, self.get_weight(), self.bias, stride=self.stride)
+        if x.shape[-1] == 0:
+            return x.new_zeros(x.shape[0], self.get_weight().shape[1], 0)
+        p = self._frames(x)
+        y = self._overlap_add(p, state.get(self))
+        state[self] = p[:, -1, :, 1].clone()
+        return self._blocks_to_signal(y)
 
 
 def fold_weight_norm(module: nn.Module) -> nn.Module:
