@@ -200,12 +200,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--silence_dbfs", type=float, default=-60.0, help="audio whose peak is below is skipped")
     parser.add_argument("--no_progress", action="store_true")
     args = parser.parse_args(argv)
-    torch.set_grad_enabled(False)
     settings = ExtractionSettings(
         manifest=str(Path(args.manifest).resolve()), manifest_sha1=sha1_of(args.manifest), tokenizer=args.tokenizer,
         semantic=args.semantic, shard_size=args.shard_size, batch_size=args.batch_size,
         max_seconds=args.max_seconds, silence_dbfs=args.silence_dbfs)
-    index = extract(settings, args.out, progress=not args.no_progress)
+    with torch.no_grad():  # scoped: main() is also called in-process (tests, the demo pipeline)
+        index = extract(settings, args.out, progress=not args.no_progress)
     from accelerate import PartialState
     if PartialState().is_main_process:
         print(f"{index['num_items']} items, {index['hours']} h of latents in {args.out}; "

@@ -34,3 +34,12 @@ def _seed():
 def tiny_golden_model():
     from holitok import HoliTok
     return HoliTok.from_pretrained(GOLDEN / "tiny_a", device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def _no_global_state_leaks():
+    """Every test must leave autograd on: an in-process entry point that turns it off breaks later tests."""
+    yield
+    leaked = not torch.is_grad_enabled()
+    torch.set_grad_enabled(True)
+    assert not leaked, "this test (or code it ran) left torch autograd disabled"
