@@ -115,10 +115,11 @@ class DemoPipeline:
         prints = self.fingerprints()
         for step, record in self.state["steps"].items():
             if step in prints and record.get("fingerprint") != prints[step]:
+                what = (f"preset {record.get('preset')!r}, now {self.preset!r}" if record.get("preset") != self.preset
+                        else f"the {self.preset!r} preset's settings changed since")
                 raise PipelineError(
-                    f"{self.out} holds a '{step}' step built with other settings (preset "
-                    f"{record.get('preset')!r}, now {self.preset!r}). Use another --out (e.g. --out "
-                    f"outputs/demo_{self.preset}) or delete {self.out} to rebuild.")
+                    f"{self.out} holds a '{step}' step built with other settings ({what}). Use another --out "
+                    f"(e.g. --out outputs/demo_{Path(self.preset).stem}) or delete {self.out} to rebuild.")
 
     # ---- running commands ----------------------------------------------------------------------------------------
     def _env(self) -> dict[str, str]:
