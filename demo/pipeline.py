@@ -193,6 +193,19 @@ class DemoPipeline:
         shutil.rmtree(self.tokenizer_dir, ignore_errors=True)
         partial.rename(self.tokenizer_dir)
         self.log(f"    exported {exported} -> {self.tokenizer_dir}")
+        self.check_tokenizer()
+
+    def check_tokenizer(self, utterances: int = 3) -> dict:
+        """Resynthesis quality on a few held-out sentences, printed so a newcomer sees what the tokenizer learned."""
+        from holitok import HoliTok
+
+        from eval.reconstruction import evaluate_manifest, format_summary
+
+        codec = HoliTok.from_pretrained(self.tokenizer_dir, device="cpu").eval()
+        report = evaluate_manifest(self.corpus_dir / "test_seen_voice.jsonl", codec, limit=utterances,
+                                   progress=False)
+        self.log("    tokenizer check (python -m eval.reconstruction): " + format_summary(report).replace("\n", "\n    "))
+        return report["mean"]
 
     def step_latents(self) -> None:
         self._run([sys.executable, "-m", "data_prep.extract_latents", "--manifest", self.corpus_dir / "train.jsonl",

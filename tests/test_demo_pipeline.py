@@ -45,6 +45,7 @@ def test_smoke_pipeline_runs_every_step_and_exports_loadable_models(smoke):
         assert f"[{index}/{len(STEPS)}] {step} ..." in smoke.log
         assert f"[{index}/{len(STEPS)}] {step}: done in" in smoke.log
     assert "timings: corpus" in smoke.log
+    assert "tokenizer check (python -m eval.reconstruction): 3/3 utterances scored" in smoke.log
     state = json.loads((smoke.out / "pipeline_state.json").read_text())
     assert [s for s in STEPS if state["steps"][s]["done"] and state["steps"][s]["preset"] == "smoke"] == list(STEPS)
     codec = HoliTok.from_pretrained(smoke.tokenizer, device="cpu")
