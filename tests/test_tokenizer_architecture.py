@@ -8,7 +8,7 @@ import torch
 
 from holitok import HoliTok, SemanticConfig, SemanticModule, get_preset_config
 
-from conftest import GOLDEN
+from conftest import GOLDEN, REPO
 
 
 @pytest.mark.parametrize("preset", ["HoliTok-Base", "HoliTok-Unite", "base", "holitok-unite"])
@@ -59,3 +59,21 @@ def test_invalid_configs_are_refused():
         HoliTok({"latent_dimm": 64})
     with pytest.raises(KeyError, match="unknown HoliTok preset"):
         get_preset_config("HoliTok-Large")
+
+
+def test_fresh_model_keeps_the_signal_alive():
+    """Training from scratch needs an init under which the encoder neither loses nor blows up the input and the
+    decoder output depends on the latents (default conv init lost 95% of it, and training then ignored the input)."""
+    from holitok.audio import load_audio
+    torch.manual_seed(0)
+    model = HoliTok(get_preset_config("tiny"))
+    audio = load_audio(REPO / "tokenizer/holitok/assets/hello.wav")[None, None]
+    with torch.no_grad():
+        features = model.audio_encoder(audio)
+        ratio = features.std(dim=-1).mean() / audio.std()
+        assert 0.2 < ratio < 5, f"encoder output / input time-variation ratio {ratio:.3f}"
+        mu = model.posterior_mean(model.forward_posterior(audio))
+        wave = model.forward_decode(mu)
+        silent = model.forward_decode(torch.zeros_like(mu))
+    assert (wave - silent).std() > 0.1 * wave.std()
+    assert (wave.abs() >= 1).float().mean() < 0.01

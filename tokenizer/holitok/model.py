@@ -1,6 +1,7 @@
 """HoliTok: the tokenizer model and its public API (encode, decode, reconstruct, streaming, from_pretrained)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +11,14 @@ from torch import Tensor, nn
 
 from .bottleneck import MIBlock
 from .config import HoliTokConfig, load_model_config
-from .decoder import Decoder
-from .encoder import AudioEncoder
-from .layers import fold_weight_norm, unfold_weight_norm
+from .decoder import AMPBlock1, Decoder
+from .encoder import AudioEncoder, ResidualUnit
+from .layers import Conv1d, ConvTranspose1d, fold_weight_norm, unfold_weight_norm
 
 # Inference decodes/encodes in chunks of this many latent frames (2 s) through the streaming path: identical output,
 # flat memory, and much faster on CPU than one giant pass whose activations fall out of cache.
 DEFAULT_CHUNK_FRAMES = 50
+RESIDUAL_BRANCH_INIT_GAIN = 0.1
 
 
 def _frame_mask(frame_lengths: Tensor, total: int, offset: int = 0) -> Tensor:
@@ -38,6 +40,42 @@ class HoliTok(nn.Module):
         self.pre_proj = nn.Conv1d(c.latent_dim, 2 * c.latent_dim, 1)
         self.post_proj = nn.Conv1d(c.latent_dim, c.latent_dim, 1)
         self.decoder = Decoder(c)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Variance-preserving init for training from scratch (loading a checkpoint overwrites it all).
+
+        PyTorch's default conv init shrinks activations by ~1/sqrt(3) per layer: after the encoder's 40 convs the
+        time-varying part of the signal is gone, the decoder learns to ignore its latents and training converges to
+        the corpus's average spectrum. Kaiming-normal weights (LeakyReLU gain) with zero biases keep it alive.
+        """
+        encoder_convs = {id(m) for m in self.audio_encoder.modules()}
+        for module in self.modules():
+            if isinstance(module, (Conv1d, ConvTranspose1d)):
+                # LeakyReLU(0.2) follows the encoder's convs; the decoder's are linear maps between snake activations
+                gain = math.sqrt(2.0 / (1 + 0.2 ** 2)) if id(module) in encoder_convs else 1.0
+                weight = module.get_weight().detach()
+                fresh = torch.empty_like(weight)
+                # fan_in is dim 1 * kernel for convs, dim 0 * kernel / stride for transposed convs
+                fan_in = (weight.shape[0] * weight.shape[2] // module.stride if isinstance(module, ConvTranspose1d)
+                          else weight.shape[1] * weight.shape[2])
+                fresh.normal_(0.0, gain / math.sqrt(fan_in))
+                with torch.no_grad():
+                    if module.has_weight_norm:
+                        module.weight_v.copy_(fresh)
+                        module.weight_g.copy_(fresh.norm(dim=tuple(range(1, fresh.dim())), keepdim=True))
+                    else:
+                        module.weight.copy_(fresh)
+                    if module.bias is not None:
+                        module.bias.zero_()
+        # Residual branches start near zero so each block begins close to the identity (no growth through depth).
+        branch_outputs = [unit._modules["5"] for unit in self.modules() if isinstance(unit, ResidualUnit)]
+        branch_outputs += [conv for block in self.modules() if isinstance(block, AMPBlock1) for conv in block.convs2]
+        with torch.no_grad():
+            for conv in branch_outputs:
+                (conv.weight_v if conv.has_weight_norm else conv.weight).mul_(RESIDUAL_BRANCH_INIT_GAIN)
+                if conv.has_weight_norm:
+                    conv.weight_g.mul_(RESIDUAL_BRANCH_INIT_GAIN)
 
     # ---- facts -------------------------------------------------------------------------------------------------
     @property
