@@ -91,7 +91,7 @@ class SpeechPipeline:
         """Yields waveform chunks [n] as patches are generated; their concatenation equals `tts(...)`."""
         requests, prompt_latents = self._requests([text], [prompt_audio], [prompt_text], [instruction], sample_rate)
         generator = None if seed is None else torch.Generator(self.model.latent_scale.device).manual_seed(seed)
-        decoder = self.codec.stream_decoder(batch_size=1)
+        decoder = self.codec.stream_decoder()
         to_skip = 0
         if prompt_latents[0] is not None:
             # The prompt is decoder context only: its samples (delayed by the lookahead) are dropped.

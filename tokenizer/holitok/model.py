@@ -5,7 +5,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -21,8 +20,8 @@ DEFAULT_CHUNK_FRAMES = 50
 RESIDUAL_BRANCH_INIT_GAIN = 0.1
 
 
-def _frame_mask(frame_lengths: Tensor, total: int, offset: int = 0) -> Tensor:
-    """[B, 1, total] mask of frames offset..offset+total-1 that lie inside each item's valid length."""
+def frame_mask(frame_lengths: Tensor, total: int, offset: int = 0) -> Tensor:
+    """[B, 1, total] mask of positions offset..offset+total-1 (frames or samples) inside each item's valid length."""
     idx = torch.arange(offset, offset + total, device=frame_lengths.device)
     return (idx[None, :] < frame_lengths[:, None])[:, None, :]
 
@@ -120,7 +119,7 @@ class HoliTok(nn.Module):
         """[B, 1, L] audio -> [B, 2*D, ceil(L/hop)] posterior = concat(mu, log_std). Padding never changes valid frames."""
         h = self.audio_encoder.features(audio)
         if lengths is not None:
-            h = h * _frame_mask(self.num_frames(lengths.to(h.device)), h.shape[-1])
+            h = h * frame_mask(self.num_frames(lengths.to(h.device)), h.shape[-1])
         h = self.audio_encoder.lookahead_conv(h)
         h = self.enc_mi_layer(h.transpose(1, 2)).transpose(1, 2)
         return self._posterior_layout(self.pre_proj(h))
@@ -135,7 +134,7 @@ class HoliTok(nn.Module):
         """[B, D, T] latents -> [B, 1, T*hop] waveform in [-1, 1]. `lengths` are in frames."""
         h = self.dec_mi_layer(self.post_proj(latents).transpose(1, 2)).transpose(1, 2)
         if lengths is not None:
-            mask = _frame_mask(lengths.to(h.device), h.shape[-1])
+            mask = frame_mask(lengths.to(h.device), h.shape[-1])
             h = h * mask
             return self.decoder(h) * mask.repeat_interleave(self.hop_size, dim=-1)
         return self.decoder(h)
@@ -154,7 +153,7 @@ class HoliTok(nn.Module):
         """Audio [L], [B, L] or [B, 1, L] at 48 kHz -> posterior [B, 2*D, T]. Long inputs stream in chunks."""
         x = self._audio_batch(audio)
         if chunk_frames and x.shape[-1] > chunk_frames * self.hop_size * 4:
-            enc = self.stream_encoder(batch_size=x.shape[0], lengths=lengths)
+            enc = self.stream_encoder(lengths=lengths)
             step = chunk_frames * self.hop_size
             parts = [enc.step(x[..., i: i + step]) for i in range(0, x.shape[-1], step)]
             return torch.cat(parts + [enc.flush()], dim=-1)
@@ -201,7 +200,7 @@ class HoliTok(nn.Module):
         if do_sample:
             z = self.sample_posterior(z, noise_scale=noise_scale, generator=generator)
         if chunk_frames and z.shape[-1] > chunk_frames:
-            dec = self.stream_decoder(batch_size=z.shape[0], lengths=lengths)
+            dec = self.stream_decoder(lengths=lengths)
             parts = [dec.step(z[..., i: i + chunk_frames]) for i in range(0, z.shape[-1], chunk_frames)]
             return torch.cat(parts + [dec.flush()], dim=-1)
         return self.forward_decode(z, lengths)
@@ -216,11 +215,11 @@ class HoliTok(nn.Module):
         return self.reconstruct(audio, **kwargs)
 
     # ---- streaming ------------------------------------------------------------------------------------------------
-    def stream_encoder(self, batch_size: int = 1, lengths: Tensor | None = None):
+    def stream_encoder(self, lengths: Tensor | None = None):
         from .streaming import StreamingEncoder
         return StreamingEncoder(self, lengths=lengths)
 
-    def stream_decoder(self, batch_size: int = 1, lengths: Tensor | None = None):
+    def stream_decoder(self, lengths: Tensor | None = None):
         from .streaming import StreamingDecoder
         return StreamingDecoder(self, lengths=lengths)
 
@@ -254,7 +253,3 @@ class HoliTok(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-def to_numpy_audio(wav: Tensor) -> np.ndarray:
-    return wav.detach().to("cpu", torch.float32).reshape(-1).numpy()

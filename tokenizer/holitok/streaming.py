@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from .audio import as_model_input
+from .model import frame_mask
 
 
 class StreamingEncoder:
@@ -24,9 +25,8 @@ class StreamingEncoder:
 
     def _mask_features(self, h: Tensor) -> Tensor:
         # Frames past an item's end must look like the zero padding the offline pass sees there.
-        if self.frame_lengths is not None and h.shape[-1]:
-            idx = torch.arange(self.features_seen, self.features_seen + h.shape[-1], device=h.device)
-            h = h * (idx[None, :] < self.frame_lengths.to(h.device)[:, None])[:, None, :]
+        if self.frame_lengths is not None:
+            h = h * frame_mask(self.frame_lengths.to(h.device), h.shape[-1], self.features_seen)
         self.features_seen += h.shape[-1]
         return h
 
@@ -63,6 +63,7 @@ class StreamingDecoder:
         self.state: dict = {}
         self.frame_lengths = None if lengths is None else torch.as_tensor(lengths)
         self.frames_seen = 0
+        self.samples_out = 0
         self.finished = False
 
     @torch.no_grad()
@@ -76,9 +77,8 @@ class StreamingDecoder:
         if z.shape[-1] == 0:
             return z.new_zeros(z.shape[0], 1, 0)
         h = m.dec_mi_layer.step(m.post_proj(z).transpose(1, 2), self.state).transpose(1, 2)
-        if self.frame_lengths is not None and h.shape[-1]:
-            idx = torch.arange(self.frames_seen, self.frames_seen + h.shape[-1], device=h.device)
-            h = h * (idx[None, :] < self.frame_lengths.to(h.device)[:, None])[:, None, :]
+        if self.frame_lengths is not None:
+            h = h * frame_mask(self.frame_lengths.to(h.device), h.shape[-1], self.frames_seen)
         self.frames_seen += h.shape[-1]
         return self._mask_audio(m.decoder.step(h, self.state))
 
@@ -91,10 +91,9 @@ class StreamingDecoder:
 
     def _mask_audio(self, wav: Tensor) -> Tensor:
         # Audio is emitted delayed by the lookahead; count emitted samples to know which belong to padding.
-        start = self.state.get("samples_out", 0)
-        self.state["samples_out"] = start + wav.shape[-1]
-        if self.frame_lengths is None or wav.shape[-1] == 0:
+        start = self.samples_out
+        self.samples_out += wav.shape[-1]
+        if self.frame_lengths is None:
             return wav
-        idx = torch.arange(start, start + wav.shape[-1], device=wav.device)
-        limit = self.frame_lengths.to(wav.device)[:, None] * self.model.hop_size
-        return wav * (idx[None, :] < limit)[:, None, :]
+        sample_lengths = self.frame_lengths.to(wav.device) * self.model.hop_size
+        return wav * frame_mask(sample_lengths, wav.shape[-1], start)
