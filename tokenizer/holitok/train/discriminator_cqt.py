@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
+from .conv_stack import run_conv_stack
 from .cqt import ConstantQTransform
 
 
@@ -54,13 +54,7 @@ class SubbandCQTDiscriminator(torch.nn.Module):
         spectrum = self.cqt(audio)
         bands = spectrum.split(self.bins_per_octave, dim=2)
         x = torch.cat([conv(band) for conv, band in zip(self.band_convs, bands)], dim=2)
-        features = [x]
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), self.leaky_slope)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return run_conv_stack(x, self.convs, self.conv_post, self.leaky_slope, [x])
 
 
 class MultiScaleSubbandCQTDiscriminator(torch.nn.Module):

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
+from .conv_stack import run_conv_stack
+
 
 @dataclass
 class MPDConfig:
@@ -41,13 +43,7 @@ class PeriodDiscriminator(torch.nn.Module):
             pad = self.period - remainder
             audio = F.pad(audio, (0, pad), mode="reflect" if length > pad else "constant")
         x = audio.view(batch, channels, -1, self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), self.leaky_slope)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return run_conv_stack(x, self.convs, self.conv_post, self.leaky_slope, [])
 
 
 class MultiPeriodDiscriminator(torch.nn.Module):
