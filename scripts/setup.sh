@@ -22,3 +22,6 @@ PY=${PYTHON:-python3}
 python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null || pip install -q torch==2.13.0
 echo "torch==2.13.0" > .venv/constraints.txt
 pip install -q -c .venv/constraints.txt -e ".[all]"
+# resemblyzer pulls webrtcvad, whose import fails on current setuptools; the same module from webrtcvad-wheels
+# must be the one on disk, whatever order pip installed them in.
+python -c "import webrtcvad" 2>/dev/null || pip install -q --force-reinstall --no-deps webrtcvad-wheels==2.0.14.post1

@@ -8,7 +8,7 @@ import torch
 
 from ..model.unified import UnifiedModel
 from .asr import transcribe_latents
-from .tts import TTSOptions, TTSRequest, generate_latents, stream_patches
+from .tts import TTSOptions, TTSRequest, TTSResult, generate_latents, stream_patches
 
 
 class SpeechPipeline:
@@ -80,10 +80,18 @@ class SpeechPipeline:
                   prompt_texts: Sequence[str | None] | None = None, instructions: Sequence[str | None] | None = None,
                   sample_rate: int | None = None, seed: int | None = None, **options) -> list[torch.Tensor]:
         """Batched TTS; each item stops on its own (EOS or its length cap)."""
+        return [wav for wav, _ in self.synthesize(texts, prompt_audios, prompt_texts, instructions, sample_rate, seed,
+                                                  **options)]
+
+    def synthesize(self, texts: Sequence[str], prompt_audios: Sequence[Any] | None = None,
+                   prompt_texts: Sequence[str | None] | None = None, instructions: Sequence[str | None] | None = None,
+                   sample_rate: int | None = None, seed: int | None = None,
+                   **options) -> list[tuple[torch.Tensor, TTSResult]]:
+        """`tts_batch` plus each item's TTSResult (whether the stop head ended it, its length bounds)."""
         requests, prompt_latents = self._requests(texts, prompt_audios, prompt_texts, instructions, sample_rate)
         generator = None if seed is None else torch.Generator(self.model.latent_scale.device).manual_seed(seed)
         results = generate_latents(self.model, requests, TTSOptions.from_model(self.model, **options), generator)
-        return [self._decode_after_prompt(p, r.latents) for p, r in zip(prompt_latents, results)]
+        return [(self._decode_after_prompt(p, r.latents), r) for p, r in zip(prompt_latents, results)]
 
     def tts_stream(self, text: str, prompt_audio: Any = None, prompt_text: str | None = None,
                    instruction: str | None = None, sample_rate: int | None = None, seed: int | None = None,

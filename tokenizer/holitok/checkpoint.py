@@ -176,6 +176,9 @@ def load_holitok(source: Any, checkpoint: str | Path | None = None, **resolve_kw
 def export_runtime_checkpoint(model, path: str | Path, model_name: str = "HoliTok") -> None:
     """Write the authors' model.pt layout: weight norm as weight_g/weight_v, anti-alias buffers included."""
     import copy
+    if model.config.decoder_head != "waveform":
+        raise ValueError(f"the authors' runtime has no {model.config.decoder_head!r} decoder head: this model can only "
+                         "be saved in our format (save_pretrained)")
     unfolded = copy.deepcopy(model).cpu().float().unfold_weight_norm()
     sd = OrderedDict((k, v.detach().clone()) for k, v in unfolded.state_dict().items())
     torch.save({"format": RUNTIME_FORMAT, "model_name": model_name, "model": sd,

@@ -49,21 +49,49 @@ class HoliTokConfig:
     use_bias_at_final: bool = False
     use_tanh_at_final: bool = False
     use_vq: bool = False
+    # Ours, not the authors' (their files never carry these keys): "waveform" ends the decoder in conv_post at the
+    # full sample rate, as every released model does; "istft" stops upsampling at hop_size / istft_hop frames per
+    # second and renders each frame's spectrum (istft_head.py), for the small CPU presets.
+    decoder_head: str = "waveform"
+    istft_n_fft: int = 0
+    # Likewise for the encoder: "waveform" starts with the 12-channel conv stem at 48 kHz; "stft" starts with a fixed
+    # causal DFT every frontend_hop samples (stft_frontend.py), then the downsample_rates ladder.
+    encoder_frontend: str = "waveform"
+    frontend_hop: int = 1
+    frontend_n_fft: int = 0
     # Training-only keys from the authors' files, kept verbatim so save/load round-trips them.
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         problems = []
-        if self.downsample_channels[0] != 12:
-            problems.append("downsample_channels[0] must be 12 (the encoder stem width is fixed at 12)")
+        if self.encoder_frontend == "waveform":
+            if self.downsample_channels[0] != 12:
+                problems.append("downsample_channels[0] must be 12 (the encoder stem width is fixed at 12)")
+            if self.frontend_hop != 1:
+                problems.append("frontend_hop only applies to encoder_frontend 'stft'")
+        elif self.encoder_frontend == "stft":
+            if self.frontend_n_fft < self.frontend_hop or self.frontend_hop < 1:
+                problems.append(f"encoder_frontend 'stft' needs frontend_n_fft >= frontend_hop >= 1, got "
+                                f"{self.frontend_n_fft} and {self.frontend_hop}")
+        else:
+            problems.append(f"encoder_frontend {self.encoder_frontend!r} is unknown (expected 'waveform' or 'stft')")
         if len(self.downsample_channels) != len(self.downsample_rates) + 1:
             problems.append("downsample_channels needs one more entry than downsample_rates")
         if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
             problems.append("upsample_rates and upsample_kernel_sizes differ in length")
         if any(k != 2 * u for u, k in zip(self.upsample_rates, self.upsample_kernel_sizes)):
             problems.append("causal transposed convs need upsample_kernel_sizes == 2 * upsample_rates")
-        if math.prod(self.upsample_rates) != math.prod(self.downsample_rates):
-            problems.append("the product of upsample_rates must equal the product of downsample_rates")
+        if self.decoder_head == "waveform":
+            if math.prod(self.upsample_rates) != self.hop_size:
+                problems.append("the product of upsample_rates must equal the hop size (the product of downsample_rates)")
+        elif self.decoder_head == "istft":
+            if self.hop_size % math.prod(self.upsample_rates):
+                problems.append("with decoder_head 'istft' the product of upsample_rates must divide the hop size")
+            elif self.istft_n_fft < 2 * self.istft_hop or self.istft_n_fft % self.istft_hop:
+                problems.append(f"istft_n_fft must be a multiple (>= 2) of the head's hop {self.istft_hop}, "
+                                f"got {self.istft_n_fft}")
+        else:
+            problems.append(f"decoder_head {self.decoder_head!r} is unknown (expected 'waveform' or 'istft')")
         if self.resblock != "1":
             problems.append(f"resblock {self.resblock!r} is not supported (only AMPBlock1, '1')")
         if self.activation != "snakebeta":
@@ -81,7 +109,12 @@ class HoliTokConfig:
 
     @property
     def hop_size(self) -> int:
-        return math.prod(self.upsample_rates)
+        return self.frontend_hop * math.prod(self.downsample_rates)
+
+    @property
+    def istft_hop(self) -> int:
+        """Samples per output frame of the istft head (the upsampling the decoder's stages leave to it)."""
+        return self.hop_size // math.prod(self.upsample_rates)
 
     @property
     def bottleneck_dim(self) -> int:
@@ -108,6 +141,11 @@ class HoliTokConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         extra = d.pop("extra")
+        # The authors' layout: their files (and runtime) know none of our keys, so they appear only when used.
+        if self.decoder_head == "waveform":
+            del d["decoder_head"], d["istft_n_fft"]
+        if self.encoder_frontend == "waveform":
+            del d["encoder_frontend"], d["frontend_hop"], d["frontend_n_fft"]
         return {**extra, **d}
 
     @classmethod

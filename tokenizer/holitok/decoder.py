@@ -1,4 +1,5 @@
-"""BigVGAN-style causal decoder: latents -> 48 kHz waveform via transposed-conv stages refined by AMP blocks."""
+"""BigVGAN-style causal decoder: latents -> 48 kHz waveform via transposed-conv stages refined by AMP blocks (ending in
+a waveform conv, or for the small CPU presets in an inverse-STFT head)."""
 from __future__ import annotations
 
 import torch
@@ -6,6 +7,7 @@ from torch import Tensor, nn
 
 from .activations import Activation1d
 from .config import HoliTokConfig
+from .istft_head import ISTFTHead
 from .layers import Conv1d, ConvTranspose1d
 
 
@@ -50,7 +52,10 @@ class Decoder(nn.Module):
                 self.resblocks.append(AMPBlock1(out, k, dilations, learnable_filters=not config.fixed_filter))
             channels = out
         self.activation_post = Activation1d(channels, learnable_filters=not config.fixed_filter1)
-        self.conv_post = Conv1d(channels, 1, 7, bias=config.use_bias_at_final)
+        if config.decoder_head == "istft":
+            self.head = ISTFTHead(channels, config.istft_n_fft, config.istft_hop)
+        else:
+            self.conv_post = Conv1d(channels, 1, 7, bias=config.use_bias_at_final)
         self.use_tanh = config.use_tanh_at_final
 
     def _finish(self, x: Tensor) -> Tensor:
@@ -65,7 +70,8 @@ class Decoder(nn.Module):
             x = up[0](x)
             blocks = self._stage_blocks(i)
             x = sum(block(x) for block in blocks) / self.num_kernels
-        return self._finish(self.conv_post(self.activation_post(x)))
+        out = self.head if hasattr(self, "head") else self.conv_post
+        return self._finish(out(self.activation_post(x)))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(self.conv_pre(x))
@@ -74,7 +80,8 @@ class Decoder(nn.Module):
         for i, up in enumerate(self.ups):
             x = up[0].step(x, state)
             x = sum(block.step(x, state) for block in self._stage_blocks(i)) / self.num_kernels
-        return self._finish(self.conv_post.step(self.activation_post.step(x, state), state))
+        out = self.head if hasattr(self, "head") else self.conv_post
+        return self._finish(out.step(self.activation_post.step(x, state), state))
 
     def step(self, x: Tensor, state: dict) -> Tensor:
         return self._body_step(self.conv_pre.step(x, state), state)

@@ -5,6 +5,7 @@ from torch import Tensor, nn
 
 from .config import HoliTokConfig
 from .layers import Conv1d
+from .stft_frontend import STFTFrontend
 
 STEM_CHANNELS = 12  # fixed by the released architecture, whatever the config's ladder says
 RESIDUAL_DILATIONS = (1, 2, 4, 8, 16, 32)
@@ -65,12 +66,17 @@ class ResStack(nn.Module):
 
 
 class AudioEncoder(nn.Module):
-    """stem conv -> [strided causal conv (k = 2 * stride) -> ResStack -> LeakyReLU(0.2)] x 6 -> k5 lookahead conv."""
+    """stem conv (or STFT front end) -> [strided causal conv (k = 2 * stride) -> ResStack -> LeakyReLU(0.2)] x stages
+    -> k5 lookahead conv."""
 
     def __init__(self, config: HoliTokConfig) -> None:
         super().__init__()
         channels = config.downsample_channels
-        layers: list[nn.Module] = [ConvLayer(Conv1d(1, STEM_CHANNELS, 3)), nn.LeakyReLU(0.2)]
+        if config.encoder_frontend == "stft":
+            stem: nn.Module = STFTFrontend(config.frontend_n_fft, config.frontend_hop, channels[0])
+        else:
+            stem = ConvLayer(Conv1d(1, STEM_CHANNELS, 3))
+        layers: list[nn.Module] = [stem, nn.LeakyReLU(0.2)]
         for i, rate in enumerate(config.downsample_rates):
             layers += [ConvLayer(Conv1d(channels[i], channels[i + 1], 2 * rate, stride=rate)),
                        ResStack(channels[i + 1]), nn.LeakyReLU(0.2)]

@@ -1,7 +1,7 @@
 """Export a trained stage to the runtime formats: our safetensors directories and the authors' model.pt/semantic.pt.
 
 Layout written under ``<out>``: ``holitok/`` (``HoliTok.save_pretrained``), ``runtime/model.pt`` + ``runtime/config.json``
-(authors' layout), and for Stage III ``semantic/`` (``SemanticModule.save_pretrained``) + ``runtime/semantic.pt``.
+(authors' layout; only for the waveform decoder head the authors' runtime has), and for Stage III ``semantic/`` (``SemanticModule.save_pretrained``) + ``runtime/semantic.pt``.
 Only HoliTok's runtime modules and the semantic Transformer are written: the flow, distillation heads, bridge,
 task embeddings, language-model decoder and discriminators are training-only and never exported.
 
@@ -29,8 +29,9 @@ def export_trained(model, directory: str | Path, model_name: str = "HoliTok") ->
     holitok.save_pretrained(directory / "holitok")
     runtime = directory / "runtime"
     runtime.mkdir(parents=True, exist_ok=True)
-    export_runtime_checkpoint(holitok, runtime / "model.pt", model_name)
-    (runtime / "config.json").write_text(json.dumps(holitok.config.to_dict(), indent=1))
+    if holitok.config.decoder_head == "waveform":  # the authors' runtime only knows the waveform head
+        export_runtime_checkpoint(holitok, runtime / "model.pt", model_name)
+        (runtime / "config.json").write_text(json.dumps(holitok.config.to_dict(), indent=1))
     if getattr(model, "stage", 1) == 3:
         semantic = copy.deepcopy(model.supervision.semantic).cpu().float().eval()
         semantic.save_pretrained(directory / "semantic")

@@ -1,0 +1,98 @@
+"""eval.report: prompt pairing, aggregation and targets on constructed rows; the whole command on the smoke model with
+the real independent judges (installed by scripts/setup.sh through the `judges` extra)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from data_prep.manifest import ManifestRecord
+from demo.smoke import smoke_outputs
+from eval import report
+
+
+def _record(i: int, voice: str) -> ManifestRecord:
+    return ManifestRecord(id=f"{voice}-{i}", audio=f"{voice}-{i}.wav", duration=1.0, text=f"text {i}", language="en",
+                          speaker=voice)
+
+
+def test_prompts_are_another_utterance_of_the_same_voice():
+    records = [_record(i, v) for v in ("a", "b") for i in range(3)]
+    pairs = report.pair_prompts(records)
+    assert len(pairs) == 6
+    for item, prompt in pairs:
+        assert item.speaker == prompt.speaker and item.id != prompt.id
+    with pytest.raises(ValueError, match="voice 'c' has 1"):
+        report.pair_prompts([_record(0, "c")])
+
+
+def test_select_keeps_one_spare_prompt_per_voice():
+    records = [_record(i, v) for v in ("a", "b") for i in range(10)]
+    kept = report.select(records, per_voice=3)
+    assert [r.id for r in kept] == [f"{v}-{i}" for v in ("a", "b") for i in range(4)]
+
+
+def test_summary_pools_words_and_targets_compare_to_ground_truth():
+    rows = [
+        {"text": "one two three four", "gt_hyp": "one two three four", "resynth_hyp": "one two three",
+         "resynth_sim": 0.8, "resynth_pesq_wb": 2.0, "resynth_stoi": 0.9, "tts_hyp": "one", "tts_sim": 0.5,
+         "tts_duration_ratio": 1.4, "tts_eos": True, "asr_hyp": "one two three four"},
+        {"text": "five six", "gt_hyp": "five sex", "resynth_hyp": "five six", "resynth_sim": 0.7,
+         "resynth_pesq_wb": None, "resynth_stoi": 0.8, "tts_hyp": "five six", "tts_sim": 0.8,
+         "tts_duration_ratio": 1.1, "tts_eos": False, "asr_hyp": ""},
+    ]
+    s = report.summarise(rows)
+    assert s["gt"]["wer"] == pytest.approx(1 / 6)              # pooled: 1 edit over 6 words
+    assert s["resynth"]["wer"] == pytest.approx(1 / 6)
+    assert s["resynth"]["pesq_wb"] == pytest.approx(2.0)       # a metric PESQ could not compute is left out
+    assert s["asr"]["wer"] == pytest.approx(2 / 6)
+    assert s["tts"]["wer"] == pytest.approx(3 / 6)
+    assert s["tts"]["eos_rate"] == pytest.approx(0.5)
+    assert s["tts"]["duration_within_30pct"] == pytest.approx(0.5)
+    checks = {(t["split"], t["part"], t["metric"]): t for t in report.check_targets({"seen": {"all": s}})}
+    # resynthesis WER bound is 1.5 x GT + 5 points = 30 %: 16.7 % passes; TTS 50 % > 2 x 16.7 + 5 = 38.3 % fails
+    assert checks[("seen", "resynth", "wer")]["pass"] and not checks[("seen", "tts", "wer")]["pass"]
+    assert "38.3%" in checks[("seen", "tts", "wer")]["target"]
+    assert checks[("seen", "resynth", "pesq_wb")]["pass"] and not checks[("seen", "tts", "sim")]["pass"]
+    assert checks[("seen", "tts", "duration_ratio")]["pass"]   # mean 1.25 is within +-30 %
+    assert not checks[("seen", "asr", "wer")]["pass"]          # 33 % > 25 %
+    assert ("unseen", "asr", "wer") not in checks               # nothing measured, nothing claimed
+
+
+def test_whisper_base_judge_understands_a_real_recording(tmp_path):
+    judge = report.make_asr_judge("whisper-base")
+    audio, rate = sf.read("/usr/share/sounds/alsa/Front_Center.wav", dtype="float32")
+    assert "front" in judge.transcribe(audio, rate).lower()
+
+
+@pytest.mark.slow
+def test_report_command_on_the_smoke_model(tmp_path_factory, tmp_path):
+    smoke = smoke_outputs(tmp_path_factory.getbasetemp())
+    out = tmp_path / "report"
+    assert report.main(["--corpus", str(smoke.corpus), "--tokenizer", str(smoke.tokenizer), "--model",
+                        str(smoke.model), "--out", str(out), "--per_voice", "1"]) == 0
+    data = json.loads((out / "report.json").read_text())
+    assert set(data["splits"]) == {"seen", "unseen"}
+    for split in data["splits"].values():
+        for row in split["utterances"]:
+            assert row["prompt_id"] != row["id"]
+            assert {"gt_hyp", "resynth_hyp", "asr_hyp", "tts_hyp", "tts_eos", "gt_sim"} <= set(row)
+        assert split["all"]["resynth"]["wer"] is not None and split["all"]["tts"]["eos_rate"] is not None
+        assert set(split["voices"]) == {r["voice"] for r in split["utterances"]}
+    # the smoke model is noise: the ground truth is understood, the resynthesis is not, and the report says so
+    seen = data["splits"]["seen"]["all"]
+    assert seen["gt"]["wer"] < 0.5 < seen["resynth"]["wer"]
+    assert not next(t for t in data["targets"] if t["part"] == "resynth" and t["metric"] == "wer")["pass"]
+    assert "targets met" in (out / "report.md").read_text()
+    from PIL import Image
+
+    picture = np.asarray(Image.open(out / "spectrograms.png"))
+    assert picture.ndim == 3 and picture.std() > 10   # drawn, not blank
+
+
+def test_report_refuses_to_let_the_model_judge_itself(capsys):
+    with pytest.raises(SystemExit):
+        report.main(["--corpus", "x", "--tokenizer", "tiny", "--asr_judge", "self", "--parts", "resynth"])
+    assert "independent" in capsys.readouterr().err

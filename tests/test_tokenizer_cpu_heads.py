@@ -1,0 +1,116 @@
+"""The small-CPU-preset parts of HoliTok (STFT front end, inverse-STFT head): streaming == offline, causal, exact
+round trips through save_pretrained, refused by the authors' export, and invisible in the authors' config layout."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from holitok import HoliTok, get_preset_config
+from holitok.checkpoint import export_runtime_checkpoint
+from holitok.config import HoliTokConfig
+from holitok.istft_head import ISTFTHead
+
+TOL = 1e-5
+CPU_OVERRIDES = dict(latent_dim=8, mi_num_layers=1, encoder_frontend="stft", frontend_hop=480, frontend_n_fft=960,
+                     downsample_rates=[4], downsample_channels=[16, 24], upsample_rates=[4], upsample_kernel_sizes=[8],
+                     upsample_initial_channel=32, resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],
+                     decoder_head="istft", istft_n_fft=1920)
+
+
+def _config(**changes) -> HoliTokConfig:
+    return HoliTokConfig.from_dict({**get_preset_config("tiny").to_dict(), **CPU_OVERRIDES, **changes})
+
+
+torch.manual_seed(0)
+_model = HoliTok(_config()).eval()
+_audio = torch.randn(1, 1, 11 * 1920 + 301, generator=torch.Generator().manual_seed(1)) * 0.1
+with torch.no_grad():
+    _posterior = _model.forward_posterior(_audio)
+    _latents = _model.posterior_mean(_posterior)
+    _wave = _model.forward_decode(_latents)
+
+
+def _partition(total: int, cuts: list[int]) -> list[tuple[int, int]]:
+    points = sorted({0, total, *[c % total for c in cuts]})
+    return list(zip(points[:-1], points[1:]))
+
+
+def test_hop_and_shapes_follow_the_frontend_and_head():
+    assert _model.hop_size == 1920 and _model.config.istft_hop == 480
+    assert _posterior.shape == (1, 16, math.ceil(_audio.shape[-1] / 1920))
+    assert _wave.shape == (1, 1, _latents.shape[-1] * 1920)
+    assert not hasattr(_model.decoder, "conv_post")
+
+
+@settings(max_examples=6, deadline=None, derandomize=True)
+@given(st.lists(st.integers(0, 10**9), max_size=8))
+def test_stream_encoder_equals_offline(cuts):
+    enc = _model.stream_encoder()
+    parts = [enc.step(_audio[..., a:b]) for a, b in _partition(_audio.shape[-1], cuts)]
+    assert (torch.cat(parts + [enc.flush()], dim=-1) - _posterior).abs().max() <= TOL
+
+
+@settings(max_examples=6, deadline=None, derandomize=True)
+@given(st.lists(st.integers(0, 10**9), max_size=6))
+def test_stream_decoder_equals_offline(cuts):
+    dec = _model.stream_decoder()
+    parts = [dec.step(_latents[..., a:b]) for a, b in _partition(_latents.shape[-1], cuts)]
+    assert (torch.cat(parts + [dec.flush()], dim=-1) - _wave).abs().max() <= TOL
+
+
+def test_causal_with_only_the_configured_lookahead():
+    audio = _audio.clone()
+    audio[..., 6 * 1920 + 7] += 0.5
+    with torch.no_grad():
+        changed = (_model.forward_posterior(audio) - _posterior).abs().sum(1)[0] > 0
+    assert int(torch.nonzero(changed)[0]) == 5  # frame t sees samples up to (t + 2) * 1920: t = 5 is the first
+    latents = _latents.clone()
+    latents[..., 8] += 1.0
+    with torch.no_grad():
+        changed = (_model.forward_decode(latents) - _wave).abs()[0, 0] > 0
+    # decoder lookahead 2 frames: the audio of frame 6 is the first that changes
+    assert 6 * 1920 <= int(torch.nonzero(changed)[0]) < 7 * 1920
+
+
+def test_istft_head_has_unit_gain_for_a_steady_spectrum():
+    head = ISTFTHead(channels=4, n_fft=64, hop=16)
+    with torch.no_grad():
+        head.proj.weight_g.zero_()
+        head.proj.bias.zero_()
+        head.proj.bias[: head.bins] = -30.0       # every bin silent ...
+        head.proj.bias[0] = math.log(64.0)        # ... but DC at magnitude n_fft: irfft gives 1 at every sample
+        y = head(torch.zeros(1, 4, 10))[0, 0]
+    steady = y[3 * 16:]  # once `overlap` windows overlap, they sum to one
+    assert torch.allclose(steady, torch.ones_like(steady), atol=1e-5)
+
+
+def test_round_trip_and_authors_layout(tmp_path):
+    _model.save_pretrained(tmp_path / "m")
+    loaded = HoliTok.from_pretrained(tmp_path / "m", device="cpu").eval()
+    with torch.no_grad():
+        assert torch.equal(loaded.forward_decode(_latents), _wave)
+    with pytest.raises(ValueError, match="authors' runtime has no 'istft'"):
+        export_runtime_checkpoint(_model, tmp_path / "model.pt")
+    # a released model's config never mentions our keys, so the authors' files and ours stay identical
+    assert not {"decoder_head", "istft_n_fft", "encoder_frontend", "frontend_hop"} & set(
+        get_preset_config("HoliTok-Base").to_dict())
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(istft_n_fft=500), "istft_n_fft must be a multiple"),
+    (dict(upsample_rates=[7], upsample_kernel_sizes=[14]), "must divide the hop size"),
+    (dict(decoder_head="vocoder"), "decoder_head 'vocoder' is unknown"),
+    (dict(encoder_frontend="mel"), "encoder_frontend 'mel' is unknown"),
+    (dict(frontend_n_fft=100), "frontend_n_fft >= frontend_hop"),
+])
+def test_bad_cpu_configs_are_refused(changes, message):
+    with pytest.raises(ValueError, match=message):
+        _config(**changes)
+
+
+def test_waveform_frontend_refuses_a_frontend_hop():
+    with pytest.raises(ValueError, match="frontend_hop only applies"):
+        HoliTokConfig.from_dict({**get_preset_config("tiny").to_dict(), "frontend_hop": 4})

@@ -1,0 +1,57 @@
+"""Causal inverse-STFT output head: frame-rate features -> log-magnitude + phase -> irfft -> causal overlap-add.
+
+Not part of the released HoliTok models (their decoder ends in a waveform conv, `conv_post`). It exists for the small
+CPU presets (`config.decoder_head = "istft"`): the decoder stops upsampling at hop_size / istft_hop frames per second
+and this head renders each frame's spectrum, so the expensive layers at 48 kHz disappear and the channels that are
+left sit where they are cheap. Causality: frame t's windowed irfft starts at sample t * hop and reaches n_fft samples
+into the future, so output sample s only depends on frames <= s // hop (no lookahead beyond the decoder's own).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .layers import Conv1d
+
+LOG_MAGNITUDE_CEILING = 6.0  # exp(6) ~ 400 per bin: a finite bound keeps an untrained head from overflowing
+
+
+class ISTFTHead(nn.Module):
+    def __init__(self, channels: int, n_fft: int, hop: int) -> None:
+        super().__init__()
+        if n_fft % hop or n_fft < 2 * hop:
+            raise ValueError(f"istft head needs n_fft to be a multiple (>= 2) of the hop, got n_fft={n_fft}, hop={hop}")
+        self.n_fft, self.hop, self.overlap = n_fft, hop, n_fft // hop
+        self.bins = n_fft // 2 + 1
+        self.proj = Conv1d(channels, 2 * self.bins, 1)
+        # Periodic Hann windows `overlap` apart sum to overlap / 2 everywhere: scaled to sum to one.
+        window = torch.hann_window(n_fft, periodic=True) * (2.0 / self.overlap)
+        self.register_buffer("window", window, persistent=False)
+
+    def _blocks(self, x: Tensor) -> Tensor:
+        """[B, C, F] features -> [B, F, overlap, hop]: each frame's windowed waveform cut into hop-sized blocks."""
+        log_magnitude, phase = self.proj(x).float().chunk(2, dim=1)
+        magnitude = log_magnitude.clamp(max=LOG_MAGNITUDE_CEILING).exp()
+        spectrum = torch.polar(magnitude, phase).transpose(1, 2)             # [B, F, bins]
+        frames = torch.fft.irfft(spectrum, n=self.n_fft, dim=-1) * self.window
+        return frames.view(x.shape[0], x.shape[-1], self.overlap, self.hop)
+
+    def _overlap_add(self, blocks: Tensor, carry: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Sums block k of frame t into output block t + k; returns (the F complete blocks, the carry into later ones)."""
+        b, f, k, hop = blocks.shape
+        total = blocks.new_zeros(b, f + k - 1, hop)
+        if carry is not None:
+            total[:, : k - 1] += carry
+        for i in range(k):
+            total[:, i: i + f] += blocks[:, :, i]
+        return total[:, :f].reshape(b, 1, f * hop), total[:, f:]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[B, C, F] -> [B, 1, F * hop]."""
+        return self._overlap_add(self._blocks(x), None)[0]
+
+    def step(self, x: Tensor, state: dict) -> Tensor:
+        if x.shape[-1] == 0:
+            return x.new_zeros(x.shape[0], 1, 0)
+        out, state[self] = self._overlap_add(self._blocks(x), state.get(self))
+        return out
