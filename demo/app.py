@@ -1,5 +1,6 @@
 """Gradio demo of one unified model: voice cloning (prompt audio + transcript + text -> speech) and transcription.
 
+    python -m demo                 # the weights this repository ships (weights/demo), at once
     python -m demo.app --model outputs/demo/unified/final --tokenizer outputs/demo/tokenizer [--port 7860]
 
 Serves on 127.0.0.1 only, with Gradio analytics off. Both tabs are API endpoints, so scripts can call them:
@@ -236,17 +237,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", default="outputs/demo/tokenizer", help="HoliTok directory or model.pt")
     parser.add_argument("--examples", default="outputs/demo/examples.json",
                         help="JSON list of {prompt_wav, prompt_text, target_text} (written by demo.pipeline)")
+    parser.add_argument("--release", help="a release folder (demo/release.py: weights/demo is the shipped one); "
+                        "replaces --model, --tokenizer and --examples, and is checked against its manifest first")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    examples = load_examples(args.examples)
     try:
-        service = DemoService.from_dirs(args.model, args.tokenizer)
+        if args.release:
+            from .release import ReleaseError, verify_release
+
+            try:
+                manifest = verify_release(args.release)
+            except ReleaseError as err:
+                parser.exit(2, f"demo.app: {err}\n")
+            release = Path(args.release)
+            service = DemoService.from_dirs(release / "unified", release / "tokenizer")
+            service.info["note"] = (f"Shipped weights, trained by `{manifest['command']}` at commit "
+                                    f"{manifest['commit'][:10]}; quality: {release / 'report.md'}.")
+            examples = [{**e, "prompt_wav": str(release / e["prompt_wav"])} for e in load_examples(release / "examples.json")]
+        else:
+            service = DemoService.from_dirs(args.model, args.tokenizer)
     except FileNotFoundError as err:
         parser.error(str(err))
     print(f"demo on http://127.0.0.1:{args.port}/  (Ctrl+C stops it)", flush=True)
-    launch(service, args.port, load_examples(args.examples), block=True)
+    launch(service, args.port, examples, block=True)
     return 0
 
 

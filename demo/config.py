@@ -40,6 +40,7 @@ class LatentSettings:
 class UnifiedSettings:
     config: str = "configs/unified/train_tiny.yaml"
     set: dict[str, Any] = field(default_factory=dict)  # --set overrides for train_unified.py
+    processes: int = 1                                 # as TokenizerSettings.processes
 
 
 @dataclass

@@ -234,8 +234,15 @@ class DemoPipeline:
     def unified_config(self) -> Path:
         source = REPO_ROOT / self.config.unified.config
         doc = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-        if isinstance(doc.get("model"), str):  # a sibling file's model section: make the reference absolute
-            doc["model"] = str((source.parent / doc["model"]).resolve())
+        if isinstance(doc.get("model"), str):  # a sibling file's model section: copied in, so presets can edit it
+            named = source.parent / doc["model"]
+            doc["model"] = (yaml.safe_load(named.read_text(encoding="utf-8")) or {}).get("model")
+            if not isinstance(doc["model"], dict):
+                raise PipelineError(f"{named} (named by {self.config.unified.config}) has no model: section")
+        # The unified model reads the tokenizer's latents: their width is the tokenizer's, never a second setting.
+        from holitok.train.config import load_config
+
+        doc["model"]["latent_dim"] = load_config(self.tokenizer_stage_configs()[-1]).model.build().latent_dim
         doc.setdefault("data", {})["datasets"] = [
             {"name": "synth", "latents": str(self.latents_dir), "tasks": ["tts", "asr"]}]
         doc.setdefault("train", {})["output_dir"] = str(self.unified_dir)
@@ -248,7 +255,8 @@ class DemoPipeline:
         return path
 
     def step_unified(self) -> None:
-        self._run([sys.executable, REPO_ROOT / "train_unified.py", "--config", self.unified_config(), "--resume"],
+        self._run(self.launcher(self.config.unified.processes)
+                  + [REPO_ROOT / "train_unified.py", "--config", self.unified_config(), "--resume"],
                   "unified model training")
 
     def is_done(self, step: str) -> bool:

@@ -91,7 +91,7 @@ def test_every_preset_writes_configs_the_trainers_accept(preset, tmp_path):
     run = load_training_run(pipeline.unified_config())
     assert run.data.datasets[0].latents == str(pipeline.latents_dir)
     assert run.train.output_dir == str(pipeline.unified_dir)
-    assert run.model.latent_dim == 16
+    assert run.model.latent_dim == stages[-1].model.build().latent_dim  # the tokenizer's, whatever the YAML said
 
 
 def test_unknown_preset_names_the_available_ones():

@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from holitok import HoliTok, get_preset_config
 from holitok.checkpoint import export_runtime_checkpoint
 from holitok.config import HoliTokConfig
-from holitok.istft_head import ISTFTHead
+from holitok.istft_head import LOG_MAGNITUDE_OFFSET, LOG_MAGNITUDE_SCALE, ISTFTHead
 
 TOL = 1e-5
 CPU_OVERRIDES = dict(latent_dim=8, mi_num_layers=1, encoder_frontend="stft", frontend_hop=480, frontend_n_fft=960,
@@ -80,8 +80,9 @@ def test_istft_head_has_unit_gain_for_a_steady_spectrum():
     with torch.no_grad():
         head.proj.weight_g.zero_()
         head.proj.bias.zero_()
-        head.proj.bias[: head.bins] = -30.0       # every bin silent ...
-        head.proj.bias[0] = math.log(64.0)        # ... but DC at magnitude n_fft: irfft gives 1 at every sample
+        raw = lambda log_magnitude: (log_magnitude - LOG_MAGNITUDE_OFFSET) / LOG_MAGNITUDE_SCALE
+        head.proj.bias[: head.bins] = raw(-30.0)      # every bin silent ...
+        head.proj.bias[0] = raw(math.log(64.0))       # ... but DC at magnitude n_fft: irfft gives 1 at every sample
         y = head(torch.zeros(1, 4, 10))[0, 0]
     steady = y[3 * 16:]  # once `overlap` windows overlap, they sum to one
     assert torch.allclose(steady, torch.ones_like(steady), atol=1e-5)

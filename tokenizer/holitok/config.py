@@ -188,9 +188,17 @@ _PRESETS: dict[str, dict[str, Any]] = {
     # Same architecture at a size that runs in milliseconds: the layout of the authors' conformance model tiny_a.
     "tiny": dict(_FULL, downsample_channels=[12, 8, 12, 16, 24, 48, 96], upsample_initial_channel=128,
                  latent_dim=16, flow_hidden_channels=16),
+    # Ours, for training on a laptop CPU (docs/learning.md): STFT front end at 100 Hz -> one x4 stage -> 25 Hz x 64;
+    # decoder x4 to 100 Hz and an inverse-STFT head, so no layer runs at 48 kHz. 7.6M parameters.
+    "cpu-small": dict(_FULL, latent_dim=64, mi_num_layers=2, flow_hidden_channels=64,
+                      encoder_frontend="stft", frontend_hop=480, frontend_n_fft=960,
+                      downsample_rates=[4], downsample_channels=[160, 192],
+                      upsample_rates=[4], upsample_kernel_sizes=[8], upsample_initial_channel=384,
+                      resblock_kernel_sizes=[3, 7], resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5]],
+                      decoder_head="istft", istft_n_fft=1920),
 }
 _ALIASES = {"base": "HoliTok-Base", "holitok-base": "HoliTok-Base", "unite": "HoliTok-Unite",
-            "holitok-unite": "HoliTok-Unite", "tiny": "tiny", "holitok-tiny": "tiny"}
+            "holitok-unite": "HoliTok-Unite", "tiny": "tiny", "holitok-tiny": "tiny", "cpu-small": "cpu-small"}
 
 
 def preset_names() -> list[str]:

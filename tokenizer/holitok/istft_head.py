@@ -14,6 +14,12 @@ from torch import Tensor, nn
 from .layers import Conv1d
 
 LOG_MAGNITUDE_CEILING = 6.0  # exp(6) ~ 400 per bin: a finite bound keeps an untrained head from overflowing
+# The projection's raw outputs are scaled before use. Speech spans ~10 nats of log-magnitude (harmonics near
+# log 3, empty bands below -5) and Adam moves each weight by about the learning rate per step, so an unscaled head
+# needed thousands of steps just to reach the right levels and the encoder's latents collapsed meanwhile
+# (docs/learning.md: 4 fixed segments, 150 steps, mel loss 0.53 unscaled vs 0.17 scaled). The weights start
+# 1/scale smaller, so the initial output statistics are those of an unscaled head.
+LOG_MAGNITUDE_SCALE, LOG_MAGNITUDE_OFFSET, PHASE_SCALE = 8.0, -3.0, 3.0
 
 
 class ISTFTHead(nn.Module):
@@ -28,11 +34,19 @@ class ISTFTHead(nn.Module):
         window = torch.hann_window(n_fft, periodic=True) * (2.0 / self.overlap)
         self.register_buffer("window", window, persistent=False)
 
+    @torch.no_grad()
+    def shrink_init(self) -> None:
+        """Divide the freshly initialised projection by the output scales (HoliTok.reset_parameters calls this)."""
+        scale = torch.cat([torch.full((self.bins,), LOG_MAGNITUDE_SCALE), torch.full((self.bins,), PHASE_SCALE)])
+        target = self.proj.weight_g if self.proj.has_weight_norm else self.proj.weight  # per output channel
+        target.div_(scale.view(-1, *([1] * (target.dim() - 1))).to(target))
+
     def _blocks(self, x: Tensor) -> Tensor:
         """[B, C, F] features -> [B, F, overlap, hop]: each frame's windowed waveform cut into hop-sized blocks."""
         log_magnitude, phase = self.proj(x).float().chunk(2, dim=1)
+        log_magnitude = log_magnitude * LOG_MAGNITUDE_SCALE + LOG_MAGNITUDE_OFFSET
         magnitude = log_magnitude.clamp(max=LOG_MAGNITUDE_CEILING).exp()
-        spectrum = torch.polar(magnitude, phase).transpose(1, 2)             # [B, F, bins]
+        spectrum = torch.polar(magnitude, phase * PHASE_SCALE).transpose(1, 2)  # [B, F, bins]
         frames = torch.fft.irfft(spectrum, n=self.n_fft, dim=-1) * self.window
         return frames.view(x.shape[0], x.shape[-1], self.overlap, self.hop)
 

@@ -12,6 +12,7 @@ from .bottleneck import MIBlock
 from .config import HoliTokConfig, load_model_config
 from .decoder import AMPBlock1, Decoder
 from .encoder import AudioEncoder, ResidualUnit
+from .istft_head import ISTFTHead
 from .layers import Conv1d, ConvTranspose1d, fold_weight_norm, unfold_weight_norm
 
 # Inference decodes/encodes in chunks of this many latent frames (2 s) through the streaming path: identical output,
@@ -70,6 +71,9 @@ class HoliTok(nn.Module):
         # Residual branches start near zero so each block begins close to the identity (no growth through depth).
         branch_outputs = [unit._modules["5"] for unit in self.modules() if isinstance(unit, ResidualUnit)]
         branch_outputs += [conv for block in self.modules() if isinstance(block, AMPBlock1) for conv in block.convs2]
+        for head in self.modules():
+            if isinstance(head, ISTFTHead):
+                head.shrink_init()
         with torch.no_grad():
             for conv in branch_outputs:
                 (conv.weight_v if conv.has_weight_norm else conv.weight).mul_(RESIDUAL_BRANCH_INIT_GAIN)
