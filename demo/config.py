@@ -44,12 +44,18 @@ class UnifiedSettings:
 
 
 @dataclass
+class ReportSettings:
+    per_voice: int = 8      # eval.report utterances per voice and split; 0 skips the listener report
+
+
+@dataclass
 class PipelineConfig:
     description: str = ""
     corpus: CorpusSettings = field(default_factory=CorpusSettings)
     tokenizer: TokenizerSettings = field(default_factory=TokenizerSettings)
     latents: LatentSettings = field(default_factory=LatentSettings)
     unified: UnifiedSettings = field(default_factory=UnifiedSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
 
     def section(self, name: str) -> dict:
         return asdict(getattr(self, name))
@@ -85,4 +91,5 @@ def load_pipeline_config(preset_or_path: str) -> PipelineConfig:
         tokenizer=TokenizerSettings(stages=stages, processes=int(tokenizer.get("processes", 1))),
         latents=LatentSettings(**_build(LatentSettings, doc.get("latents") or {}, f"{path}: latents")),
         unified=UnifiedSettings(**_build(UnifiedSettings, doc.get("unified") or {}, f"{path}: unified")),
+        report=ReportSettings(**_build(ReportSettings, doc.get("report") or {}, f"{path}: report")),
     )

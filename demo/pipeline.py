@@ -11,7 +11,8 @@ Steps (each runs the project's own command, printed before it starts, so every s
                 (save_pretrained; `python -m holitok.quickstart` picks up outputs/demo/tokenizer by itself)
   3. latents    python -m data_prep.extract_latents                -> OUT/latents/train/
   4. unified    python train_unified.py --config ... --resume       -> OUT/unified/final/
-  5. demo       python -m demo.app --model OUT/unified/final --tokenizer OUT/tokenizer
+  5. report     python -m eval.report (Whisper-base + resemblyzer)  -> OUT/report/ (report.md, .json, spectrograms)
+  6. demo       python -m demo.app --model OUT/unified/final --tokenizer OUT/tokenizer
 A finished step is skipped; an interrupted one resumes (every underlying command resumes by itself). The settings
 of each finished step are recorded in OUT/pipeline_state.json, and rerunning into the same OUT with other settings
 is refused (so a `--preset tiny` run never silently reuses a `default` model). Preset files: configs/demo/*.yaml.
@@ -34,7 +35,7 @@ import yaml
 
 from .config import REPO_ROOT, PipelineConfig, load_pipeline_config
 
-STEPS = ("corpus", "tokenizer", "latents", "unified")
+STEPS = ("corpus", "tokenizer", "latents", "unified", "report")
 STATE_FILE = "pipeline_state.json"
 
 
@@ -259,12 +260,28 @@ class DemoPipeline:
                   + [REPO_ROOT / "train_unified.py", "--config", self.unified_config(), "--resume"],
                   "unified model training")
 
+    @property
+    def report_dir(self) -> Path:
+        return self.out / "report"
+
+    def step_report(self) -> None:
+        per_voice = self.config.report.per_voice
+        if per_voice <= 0:
+            self.log("    listener report skipped (report.per_voice is 0 in this preset)")
+            self.report_dir.mkdir(parents=True, exist_ok=True)
+            (self.report_dir / "report.md").write_text("skipped by the preset (report.per_voice: 0)\n")
+            return
+        self._run([sys.executable, "-m", "eval.report", "--corpus", self.corpus_dir, "--tokenizer", self.tokenizer_dir,
+                   "--model", self.model_dir, "--out", self.report_dir, "--per_voice", str(per_voice)],
+                  "the listener report (python -m eval.report; needs the judges extra)")
+
     def is_done(self, step: str) -> bool:
         outputs = {
             "corpus": [self.corpus_dir / "corpus.json", self.corpus_dir / "train.jsonl"],
             "tokenizer": [self.tokenizer_dir / "config.json"],
             "latents": [self.latents_dir / "index.json"],
             "unified": [self.model_dir / "config.json", self.model_dir / "model.safetensors"],
+            "report": [self.report_dir / "report.md"],
         }[step]
         recorded = self.state["steps"].get(step, {})
         return recorded.get("done", False) and all(p.exists() for p in outputs)

@@ -103,3 +103,20 @@ def test_stage3_has_every_loss_term_and_exports_runtime_checkpoints(assets, tmp_
                    SemanticModule.from_pretrained(result.final_dir / "runtime" / "semantic.pt",
                                                   num_heads=semantic.config.num_heads)):
         assert torch.allclose(loaded(latents), semantic(latents), atol=1e-6)
+
+
+def test_a_later_stage_refuses_to_resume_onto_a_retrained_earlier_stage(assets, tmp_path, make_trainer):
+    """Raising Stage I's max_steps and rerunning the chain must not resume Stage II on the old Stage I weights."""
+    from accelerate.state import AcceleratorState
+
+    def run(stage, steps, **kw):
+        trainer = make_trainer(tiny_config(stage, assets, tmp_path / f"s{stage}", f"train.max_steps={steps}", **kw))
+        trainer.run()
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+    run(1, 1)
+    run(2, 1, init_from=str(tmp_path / "s1"))
+    run(2, 2, init_from=str(tmp_path / "s1"))      # same Stage I: resuming is fine
+    run(1, 2)                                       # Stage I trained further: its export changed
+    with pytest.raises(RuntimeError, match="mix two runs"):
+        make_trainer(tiny_config(2, assets, tmp_path / "s2", "train.max_steps=3", init_from=str(tmp_path / "s1")))

@@ -93,12 +93,54 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), default=None)
 
 
-def write_trainer_state(directory: Path, step: int) -> None:
-    (directory / TRAINER_STATE).write_text(json.dumps({"step": step}))
+def write_trainer_state(directory: Path, step: int, init_from: dict | None = None) -> None:
+    """``init_from``: what the stage started from ({"path", "sha256"}), so a resume can check it is still that."""
+    state = {"step": step, **({"init_from": init_from} if init_from else {})}
+    (directory / TRAINER_STATE).write_text(json.dumps(state))
 
 
 def read_trainer_state(directory: Path) -> int:
     return int(json.loads((directory / TRAINER_STATE).read_text())["step"])
+
+
+def recorded_init(directory: Path) -> dict | None:
+    return json.loads((directory / TRAINER_STATE).read_text()).get("init_from")
+
+
+def init_fingerprint(path: str | Path) -> dict:
+    """sha256 of the weights a stage is initialised from (a previous stage's hand-over, or a HoliTok checkpoint)."""
+    import hashlib
+
+    stage_dir = find_stage_dir(path)
+    path = Path(path)
+    if stage_dir is not None:
+        files = [stage_dir / TRAIN_STATE]
+    elif path.is_dir():
+        files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.pt"))
+    else:
+        files = [path]
+    digest = hashlib.sha256()
+    for file in files:
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return {"path": str(path), "sha256": digest.hexdigest()}
+
+
+def check_resume_init(resume_from: Path, init_from: str | Path) -> None:
+    """Refuse to resume a stage whose initialisation has changed since it started (e.g. the previous stage was
+    trained further): its encoder/decoder would no longer match the previous stage's export."""
+    recorded = recorded_init(resume_from)
+    current = init_fingerprint(init_from)
+    if recorded is None:
+        logger.warning("%s does not record what it was initialised from; cannot check it against %s",
+                       resume_from, init_from)
+        return
+    if recorded["sha256"] != current["sha256"]:
+        raise RuntimeError(
+            f"{resume_from} was initialised from {recorded['path']} (sha256 {recorded['sha256'][:12]}), but "
+            f"{init_from} now holds other weights (sha256 {current['sha256'][:12]}): resuming would mix two runs. "
+            f"Delete {resume_from.parent} to restart this stage from the new weights, or restore the old ones.")
 
 
 def prune_checkpoints(checkpoint_dir: Path, keep: int) -> None:

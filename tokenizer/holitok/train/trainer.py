@@ -12,8 +12,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..audio import load_audio
-from .checkpointing import (CHECKPOINT_PREFIX, initialise_from, latest_checkpoint, prune_checkpoints,
-                            read_trainer_state, save_stage_state, write_trainer_state)
+from .checkpointing import (CHECKPOINT_PREFIX, check_resume_init, init_fingerprint, initialise_from,
+                            latest_checkpoint, prune_checkpoints, read_trainer_state, recorded_init,
+                            save_stage_state, write_trainer_state)
 from .config import TokenizerTrainConfig, save_config
 from .data import AudioDataset, Collator, read_items
 from .discriminators import Discriminators
@@ -70,7 +71,12 @@ class StageTrainer:
         discriminators = Discriminators(self.sample_rate, config.discriminator)
 
         self.resume_from = latest_checkpoint(config.checkpoint_dir) if config.train.resume else None
+        self.init_record = None
+        if self.resume_from is not None and config.init_from:
+            check_resume_init(self.resume_from, config.init_from)
+            self.init_record = recorded_init(self.resume_from)
         if self.resume_from is None and config.init_from:
+            self.init_record = init_fingerprint(config.init_from)
             for note in initialise_from(config.init_from, model, discriminators):
                 if accelerator.is_main_process:
                     logger.info("init: %s", note)
@@ -161,7 +167,7 @@ class StageTrainer:
         self.accelerator.save_state(str(directory))
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            write_trainer_state(directory, self.step)  # written last: marks the checkpoint complete
+            write_trainer_state(directory, self.step, self.init_record)  # written last: marks it complete
             prune_checkpoints(self.config.checkpoint_dir, self.config.train.keep_checkpoints)
         self.accelerator.wait_for_everyone()
         self.saved_step = self.step
