@@ -2,8 +2,8 @@
 
     python -m holitok.quickstart [--checkpoint DIR_OR_PT] [--input some.wav] [--output-dir outputs/quickstart]
 
-Without --checkpoint it uses, in order: a tokenizer this project trained (`outputs/demo/tokenizer`), the authors'
-tiny conformance model (`../shared/golden/tiny_a`, random weights: the output is noise, the plumbing is real), or a
+Without --checkpoint it uses, in order: a tokenizer this project trained (`outputs/demo/tokenizer`, then the shipped
+`weights/demo/tokenizer`), the authors' tiny conformance model (`../shared/golden/tiny_a`, random weights: the output is noise, the plumbing is real), or a
 randomly initialised tiny model.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .model import HoliTok
 
 BUNDLED_CLIP = Path(__file__).with_name("assets") / "hello.wav"
 TRAINED_DEMO_TOKENIZER = Path("outputs/demo/tokenizer")
+SHIPPED_TOKENIZER = Path(__file__).resolve().parents[2] / "weights" / "demo" / "tokenizer"
 GOLDEN_TINY = Path(__file__).resolve().parents[3] / "shared" / "golden" / "tiny_a"
 
 
@@ -27,6 +28,7 @@ def pick_model(checkpoint: str | None) -> tuple[HoliTok, str]:
     if checkpoint:
         return HoliTok.from_pretrained(checkpoint, device="cpu"), checkpoint
     for candidate, label in ((TRAINED_DEMO_TOKENIZER, "tokenizer trained by this project"),
+                             (SHIPPED_TOKENIZER, "tokenizer this repository ships"),
                              (GOLDEN_TINY, "authors' tiny conformance model (random weights)")):
         if candidate.is_dir():
             return HoliTok.from_pretrained(candidate, device="cpu"), f"{candidate} ({label})"
