@@ -85,7 +85,12 @@ TARGETS = (
 
 
 def _sim(judge, a: np.ndarray, b: np.ndarray, sample_rate: int) -> float:
-    return cosine_similarity(judge.embed(a, sample_rate), judge.embed(b, sample_rate))
+    """Cosine of the two speaker embeddings; 0 when the judge finds no voice in one of them (noise is no speaker, and
+    leaving it out would flatter the mean)."""
+    try:
+        return cosine_similarity(judge.embed(a, sample_rate), judge.embed(b, sample_rate))
+    except ValueError:
+        return 0.0
 
 
 def _mean(values) -> float | None:
@@ -139,7 +144,7 @@ class Reporter:
         self.pictures: list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None]] = []
 
     @torch.no_grad()
-    def score_item(self, record, prompt, index: int) -> dict:
+    def score_item(self, record, prompt, index: int) -> tuple[dict, tuple]:
         from holitok.audio import load_audio
 
         sr = self.sample_rate
@@ -170,12 +175,12 @@ class Reporter:
             row["tts_eos"] = bool(result.stopped_by_eos)
             row["tts_hyp"] = self.asr.transcribe(tts, sr) if len(tts) else ""
             if self.sim is not None:
-                row["tts_sim"] = _safe(_sim, self.sim, tts, prompt_audio.numpy(), sr)
+                row["tts_sim"] = _sim(self.sim, tts, prompt_audio.numpy(), sr) if len(tts) else 0.0
         return row, (record.speaker, wav, resynth, tts)
 
 
 def _safe(fn, *args):
-    """A metric that cannot be computed on this item (e.g. PESQ finds no speech in noise) is recorded as None."""
+    """A metric that cannot be computed on this item (PESQ finds no speech in noise) is recorded as None."""
     try:
         return fn(*args)
     except ValueError:
