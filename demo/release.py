@@ -1,12 +1,13 @@
 """Packs a finished `demo.pipeline` run into the small release folder the repository ships (and verifies one).
 
-    python -m demo.release --run outputs/demo --report outputs/demo/report --out weights/demo
+    python -m demo.release --run outputs/demo [--report outputs/demo/report] [--out weights/demo]
 
 Layout of the release (safetensors + JSON only; the prompt wavs are 16 kHz, the corpus' native rate):
   tokenizer/          HoliTok.save_pretrained folder
   unified/            UnifiedModel.save_pretrained folder (with its text tokenizer)
   examples/*.wav      voice prompts of held-out voices, examples.json lists them with their transcripts
-  report.md           the listener report (python -m eval.report) of exactly these weights
+  report.md           the listener report (python -m eval.report, the pipeline's last step) of exactly these weights,
+  spectrograms.png    and its picture (original | resynthesis | TTS per voice)
   manifest.json       command, preset, commit, steps, seeds, the report's numbers and the sha256 of every file
 `verify_release(dir)` recomputes every sha256 and refuses a folder whose files differ from its manifest.
 """
@@ -87,12 +88,13 @@ def build_release(run: str | Path, report_dir: str | Path, out: str | Path, exam
         examples.append({**item, "prompt_wav": name})
     (staging / "examples.json").write_text(json.dumps(examples, indent=1))
     shutil.copy(report_dir / "report.md", staging / "report.md")
+    shutil.copy(report_dir / "spectrograms.png", staging / "spectrograms.png")
     corpus = json.loads((run / "corpus" / "corpus.json").read_text())
+    shown = run.resolve().relative_to(REPO_ROOT) if run.resolve().is_relative_to(REPO_ROOT) else run
     info = _steps(run)
     manifest = {
-        "command": f"python -m demo.pipeline --preset {info['preset']} --no-launch --out {run.name} && "
-                   f"python -m eval.report --corpus {run.name}/corpus --tokenizer {run.name}/tokenizer "
-                   f"--model {run.name}/unified/final && python -m demo.release",
+        "command": f"python -m demo.pipeline --preset {info['preset']} --no-launch --out {shown} && "
+                   f"python -m demo.release --run {shown}",
         "preset": info["preset"], "commit": _commit(), "steps": info["steps"], "step_seconds": info["seconds"],
         "data_seed": corpus["config"]["seed"], "unified_seed": info["unified_seed"],
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
