@@ -1,4 +1,5 @@
-"""Two CPU processes (gloo DDP) run all three tiny stages from the shipped configs, then resume each one."""
+"""Two CPU processes (gloo DDP) run all three tiny stages from the shipped configs, then resume: the last stage on its
+own, and the chain with more steps, whose later stages must refuse to resume onto the retrained earlier one."""
 
 import os
 import subprocess
@@ -13,9 +14,9 @@ from holitok.train.toy_assets import save_tiny_teachers, write_clips
 REPO = Path(__file__).resolve().parents[1]
 
 
-def launch(cwd, max_steps):
+def launch(cwd, max_steps, stages=(1, 2, 3), expect_success=True):
     configs = []
-    for stage in (1, 2, 3):
+    for stage in stages:
         configs += ["--config", str(REPO / "configs" / "tokenizer" / f"tiny_stage{stage}.yaml")]
     # `--cpu --num_processes 2` would silently run one process; --multi_gpu + ACCELERATE_USE_CPU gives two.
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -24,7 +25,7 @@ def launch(cwd, max_steps):
                "train.progress_bar=false"]
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (done.returncode == 0) == expect_success, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout + done.stderr
 
 
@@ -41,9 +42,15 @@ def test_two_process_run_of_every_stage_completes_and_resumes(tmp_path):
         assert read_trainer_state(runs / f"tiny_stage{stage}" / "checkpoints" / "step_1") == 1
         assert (runs / f"tiny_stage{stage}" / "final" / "runtime" / "model.pt").is_file()
 
-    second = launch(tmp_path, max_steps=2)
-    for stage in (1, 2, 3):
-        run = runs / f"tiny_stage{stage}"
-        assert f"resumed from {run.relative_to(tmp_path)}/checkpoints/step_1 at step 1" in second
-        assert read_trainer_state(run / "checkpoints" / "step_2") == 2
-        assert f"stage {stage} finished at step 2" in second
+    # The last stage can be continued on its own: what it was initialised from has not changed.
+    second = launch(tmp_path, max_steps=2, stages=(3,))
+    assert "resumed from runs/tokenizer/tiny_stage3/checkpoints/step_1 at step 1" in second
+    assert read_trainer_state(runs / "tiny_stage3" / "checkpoints" / "step_2") == 2
+    assert "stage 3 finished at step 2" in second
+    # Raising max_steps for the whole chain trains Stage I further, so Stage II would resume on top of another
+    # Stage I than the one it started from: refused, naming both, instead of silently mixing the two runs.
+    third = launch(tmp_path, max_steps=2, expect_success=False)
+    assert "resumed from runs/tokenizer/tiny_stage1/checkpoints/step_1 at step 1" in third
+    assert "stage 1 finished at step 2" in third
+    assert "tiny_stage2/checkpoints/step_1 was initialised from runs/tokenizer/tiny_stage1" in third
+    assert "resuming would mix two runs" in third
