@@ -141,7 +141,6 @@ class Reporter:
         self.codec, self.pipeline, self.asr, self.sim = codec, pipeline, asr_judge, sim_judge
         self.parts, self.seed = parts, seed
         self.sample_rate = codec.sample_rate
-        self.pictures: list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None]] = []
 
     @torch.no_grad()
     def score_item(self, record, prompt, index: int) -> tuple[dict, tuple]:
