@@ -14,7 +14,6 @@ Layout of the release (safetensors + JSON only; the prompt wavs are 16 kHz, the 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import subprocess
@@ -22,6 +21,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from holitok.checkpoint import file_sha256 as sha256
 
 from .config import REPO_ROOT
 
@@ -32,14 +33,6 @@ EXAMPLE_RATE = 16000
 
 class ReleaseError(RuntimeError):
     """A release folder is incomplete or its files do not match its manifest."""
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _files(root: Path) -> list[Path]:

@@ -28,6 +28,18 @@ class CheckpointError(ValueError):
     """A checkpoint that does not fit the model; the message lists every key and shape that differs."""
 
 
+def file_sha256(*paths: str | Path) -> str:
+    """One sha256 over the bytes of `paths` in order (checkpoint fingerprints, release manifests)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def read_torch_checkpoint(path: str | Path) -> Any:
     """torch.load with weights_only=True: tensors and plain containers only, never arbitrary pickled code."""
     path = Path(path)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..checkpoint import CheckpointError, load_holitok, load_state_dict_strict
+from ..checkpoint import CheckpointError, file_sha256, load_holitok, load_state_dict_strict
 from .config import TokenizerTrainConfig, save_config
 
 logger = logging.getLogger(__name__)
@@ -109,8 +109,6 @@ def recorded_init(directory: Path) -> dict | None:
 
 def init_fingerprint(path: str | Path) -> dict:
     """sha256 of the weights a stage is initialised from (a previous stage's hand-over, or a HoliTok checkpoint)."""
-    import hashlib
-
     stage_dir = find_stage_dir(path)
     path = Path(path)
     if stage_dir is not None:
@@ -119,12 +117,7 @@ def init_fingerprint(path: str | Path) -> dict:
         files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.pt"))
     else:
         files = [path]
-    digest = hashlib.sha256()
-    for file in files:
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return {"path": str(path), "sha256": digest.hexdigest()}
+    return {"path": str(path), "sha256": file_sha256(*files)}
 
 
 def check_resume_init(resume_from: Path, init_from: str | Path) -> None:
