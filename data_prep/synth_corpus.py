@@ -143,11 +143,20 @@ def build_corpus(out: str | Path, cfg: CorpusConfig, workers: int = 2, progress:
     """Renders the corpus into `out`; returns the summary written to corpus.json. Re-running with the same config
     keeps already rendered files (rendering is deterministic), so an interrupted build just continues."""
     out = Path(out)
-    summary_path = out / "corpus.json"
+    summary_path, plan_path = out / "corpus.json", out / "corpus.building.json"
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
         if summary.get("config") == asdict(cfg):
             return summary
+    # Files are named by voice and index, not by text: wavs rendered under another configuration would carry
+    # other sentences under the same names, so they are removed before anything is reused.
+    previous = summary_path if summary_path.exists() else plan_path
+    if previous.exists() and json.loads(previous.read_text()).get("config") != asdict(cfg):
+        print(f"{out}: rendered for another corpus configuration; removing its wavs and manifests")
+        shutil.rmtree(out / "wavs", ignore_errors=True)
+        summary_path.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    plan_path.write_text(json.dumps({"config": asdict(cfg)}, indent=2))
     for tool in {"flite", "text2wave", "espeak-ng"}:
         if shutil.which(tool) is None:
             raise RuntimeError(f"`{tool}` not found: run scripts/setup.sh (apt-get install espeak-ng flite festival "
@@ -184,6 +193,7 @@ def build_corpus(out: str | Path, cfg: CorpusConfig, workers: int = 2, progress:
                    for split, items in records.items()},
     }
     summary_path.write_text(json.dumps(summary, indent=2))
+    plan_path.unlink(missing_ok=True)
     return summary
 
 
@@ -208,12 +218,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
     parser.add_argument("--train_utterances_per_voice", type=int, help="override the preset (scales the hours)")
+    parser.add_argument("--train_sentence_pool", type=int, help="override the preset (distinct training sentences)")
     parser.add_argument("--seed", type=int, help="override the preset's seed")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     cfg = PRESETS[args.preset]
     overrides = {k: v for k, v in {"train_utterances_per_voice": args.train_utterances_per_voice,
-                                   "seed": args.seed}.items() if v is not None}
+                                   "train_sentence_pool": args.train_sentence_pool, "seed": args.seed}.items() if v is not None}
     cfg = CorpusConfig(**{**asdict(cfg), **overrides})
     summary = build_corpus(args.out, cfg, workers=args.workers)
     print(json.dumps(summary["splits"], indent=2))

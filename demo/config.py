@@ -15,6 +15,7 @@ PRESET_DIR = REPO_ROOT / "configs" / "demo"
 class CorpusSettings:
     preset: str = "default"                          # data_prep.synth_corpus preset
     train_utterances_per_voice: int | None = None    # overrides the preset (scales the hours)
+    train_sentence_pool: int | None = None           # overrides the preset (distinct training sentences)
 
 
 @dataclass

@@ -154,6 +154,8 @@ class DemoPipeline:
                "--preset", self.config.corpus.preset, "--workers", str(os.cpu_count() or 1)]
         if self.config.corpus.train_utterances_per_voice is not None:
             cmd += ["--train_utterances_per_voice", str(self.config.corpus.train_utterances_per_voice)]
+        if self.config.corpus.train_sentence_pool is not None:
+            cmd += ["--train_sentence_pool", str(self.config.corpus.train_sentence_pool)]
         self._run(cmd, "building the synthetic corpus")
 
     def tokenizer_stage_configs(self) -> list[Path]:
@@ -162,7 +164,9 @@ class DemoPipeline:
         for stage in self.config.tokenizer.stages:
             source = REPO_ROOT / stage.config
             doc = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-            number = doc.get("stage", len(paths) + 1)
+            # Folders are numbered by position in the chain: two steps may share a stage type (the decoder
+            # fine-tuning after Stage II is a stage-2 config too).
+            number = len(paths) + 1
             doc["output_dir"] = str(self.out / "tokenizer_runs" / f"stage{number}")
             if previous_output is not None:
                 doc["init_from"] = previous_output

@@ -8,7 +8,7 @@ import torch
 from holitok import HoliTok, SemanticModule
 from holitok.train.config import load_config
 from holitok.train.toy_assets import save_tiny_teachers, write_clips
-from holitok.train.train_model import BOTTLENECK_MODULES
+from holitok.train.train_model import BOTTLENECK_MODULES, DECODER_SIDE_MODULES
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tokenizer"
 
@@ -75,6 +75,33 @@ def test_stage2_changes_only_bottleneck_parameters(assets, tmp_path, make_traine
         keys = [k for k in before if k.startswith(module + ".")]
         assert any(not torch.equal(before[k], after[k]) for k in keys), f"{module} did not train"
     assert any(not torch.equal(a, b) for a, b in zip(flow_before, trainer.unwrapped.flow.parameters()))
+
+
+def test_stage2_decoder_only_keeps_the_latents_bit_identical(assets, tmp_path, make_trainer):
+    trainer = make_trainer(tiny_config(2, assets, tmp_path / "s2d", "optim.lr=0.01", "stage_options.decoder_only=true",
+                                       "stage_options.init_log_std=null", "train.adversarial_start_step=0"))
+    holitok = trainer.unwrapped.holitok
+    before = {k: v.detach().clone() for k, v in holitok.state_dict().items()}
+    batches = iter(trainer._batches())
+    batch = first = next(batches)
+    with torch.no_grad():
+        latents_before = holitok.encode(first["audio"], sample=False)
+    for _ in range(2):
+        logs = trainer.train_step(batch)
+        assert "adv" in logs
+        batch = next(batches)
+    after = holitok.state_dict()
+    encoder_side = [k for k in before if k.startswith(("audio_encoder.", "enc_mi_layer.", "pre_proj."))]
+    assert encoder_side and all(torch.equal(before[k], after[k]) for k in encoder_side)
+    for module in DECODER_SIDE_MODULES:
+        keys = [k for k in before if k.startswith(module + ".")]
+        assert any(not torch.equal(before[k], after[k]) for k in keys), f"{module} did not train"
+    with torch.no_grad():
+        assert torch.equal(holitok.encode(first["audio"], sample=False), latents_before)
+    with pytest.raises(ValueError, match="stage 2 only"):
+        from holitok.train.train_model import TokenizerTrainModel
+
+        TokenizerTrainModel(tiny_config(1, assets, tmp_path / "bad", "stage_options.decoder_only=true"))
 
 
 @pytest.mark.slow

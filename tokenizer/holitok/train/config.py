@@ -80,6 +80,10 @@ class StageOptions:
     init_log_std: float | None = -4.0
     # Stage III: the decoder keeps training with the GAN objective (false: frozen like in Stage II).
     train_decoder: bool = True
+    # Stage II only: the other way round. The encoder side (encoder, enc_mi_layer, pre_proj) is frozen and the
+    # decoder side (post_proj, dec_mi_layer, decoder) trains on posterior samples, so the latents stay bit-identical:
+    # a decoder fine-tuning (e.g. with the discriminators on) that a model trained on these latents can use as is.
+    decoder_only: bool = False
 
 
 @dataclass

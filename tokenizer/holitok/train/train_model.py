@@ -3,6 +3,8 @@
 Stage I   deterministic autoencoder: z = mu (posterior mean), no sampling, no KL; everything in HoliTok trains.
 Stage II  encoder and decoder frozen; enc_mi_layer, pre_proj, post_proj, dec_mi_layer (+ the training-only flow)
           train on z = mu + sigma * eps decoded by the frozen decoder, with a weak KL through the flow.
+          With stage_options.decoder_only the encoder side is frozen instead and post_proj, dec_mi_layer and the
+          decoder train on the same samples (decoder fine-tuning on fixed latents).
 Stage III encoder + bottleneck (+ decoder if stage_options.train_decoder) train with a stronger KL, WavLM and
           x-vector distillation and the supervision network's text cross-entropy.
 """
@@ -21,6 +23,7 @@ from .supervision import SupervisionNetwork
 from .teachers import TeacherTargets
 
 BOTTLENECK_MODULES = ("enc_mi_layer", "pre_proj", "post_proj", "dec_mi_layer")
+DECODER_SIDE_MODULES = ("post_proj", "dec_mi_layer", "decoder")
 
 
 @dataclass
@@ -44,6 +47,9 @@ class TokenizerTrainModel(torch.nn.Module):
             self.utterance_head = UtteranceDistillHead(latent_dim, config.distill.head_hidden, xvector_dim)
             self.supervision = SupervisionNetwork(latent_dim, config.supervision)
         self.train_decoder = config.stage_options.train_decoder
+        self.decoder_only = config.stage_options.decoder_only
+        if self.decoder_only and self.stage != 2:
+            raise ValueError(f"stage_options.decoder_only applies to stage 2 only, not stage {self.stage}")
         self.apply_freezing()
 
     def apply_freezing(self) -> None:
@@ -53,7 +59,7 @@ class TokenizerTrainModel(torch.nn.Module):
             model.requires_grad_(True)
         elif self.stage == 2:
             model.requires_grad_(False)
-            for name in BOTTLENECK_MODULES:
+            for name in DECODER_SIDE_MODULES if self.decoder_only else BOTTLENECK_MODULES:
                 getattr(model, name).requires_grad_(True)
         else:
             model.requires_grad_(True)
