@@ -29,6 +29,8 @@ from accelerate.utils import DeepSpeedPlugin, DistributedType, gather_object, se
 from safetensors.torch import load_model
 from tqdm import tqdm
 
+from holitok.train.run_info import (deepspeed_requested, describe_accelerator, format_run_info,
+                                    refuse_inactive_deepspeed)
 from holitok_slm.model.unified import UnifiedModel
 from holitok_slm.train.bad_items import BadItemLog
 from holitok_slm.train.checkpoint import (PARTIAL, checkpoint_dir, latest_checkpoint, load_optimizer_state,
@@ -81,20 +83,19 @@ def is_deepspeed(accelerator: Accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.DEEPSPEED
 
 
-def export_model(accelerator: Accelerator, model, run: TrainingRun, directory: Path) -> None:
-    """save_pretrained() weights. DeepSpeed keeps parameters as views into flat buffers (and partitions them under
-    ZeRO-3), so there the gathered state dict is loaded into a fresh CPU model that is then saved."""
-    if is_deepspeed(accelerator):
-        state = accelerator.get_state_dict(model)  # collective under ZeRO-3: every rank must call it
-        if accelerator.is_main_process:
-            full = UnifiedModel.from_config(run.model)
-            full.load_checked_state_dict({k: v.detach().cpu().clone() for k, v in state.items()})
-            full.save_pretrained(directory)
-    elif accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(directory)
+def describe_run(accelerator: Accelerator, run: TrainingRun) -> dict:
+    """What this run really is, with its frame budget; refuses a DeepSpeed request accelerate did not honour."""
+    info = describe_accelerator(accelerator)
+    refuse_inactive_deepspeed(info, deepspeed_requested(run.train.deepspeed_config),
+                              f"train.deepspeed_config={run.train.deepspeed_config!r}")
+    # The padded-frame budget of all ranks (25 frames = 1 s of audio).
+    info["frames_per_optimizer_step"] = (run.data.max_frames_per_batch * run.train.gradient_accumulation_steps
+                                         * accelerator.num_processes)
+    return info
 
 
-def save_checkpoint(accelerator, model, optimizer, scheduler, batcher, bad_items, run, step, counters) -> Path:
+def save_checkpoint(accelerator, model, optimizer, scheduler, batcher, bad_items, run, step, counters,
+                    run_info: dict) -> Path:
     final = checkpoint_dir(run.train.output_dir, step)
     tmp = final.with_name(final.name + PARTIAL)
     if accelerator.is_main_process:
@@ -112,7 +113,7 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, batcher, bad_items
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         state = {"step": step, "scheduler": scheduler.state_dict(), "counters": counters,
-                 "world_size": accelerator.num_processes, "config": run.to_dict()}
+                 "world_size": accelerator.num_processes, "run": run_info, "config": run.to_dict()}
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1, default=str))
         os.replace(tmp, final)
         prune_checkpoints(run.train.output_dir, run.train.keep_last_checkpoints)
@@ -177,6 +178,9 @@ def main(argv=None) -> int:
     cfg = run.train
     output_dir = Path(cfg.output_dir)
     accelerator = build_accelerator(run)
+    run_info = describe_run(accelerator, run)
+    frames = run_info["frames_per_optimizer_step"]
+    accelerator.print(format_run_info(run_info, f"at most {frames} latent frames ({frames / 25:.0f} s of audio)"))
     rank, world = accelerator.process_index, accelerator.num_processes
     set_seed(cfg.seed)  # identical initial weights on every rank; the data streams are per rank
 
@@ -212,7 +216,8 @@ def main(argv=None) -> int:
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.json").write_text(json.dumps(run.to_dict(), indent=1, default=str))
-    accelerator.init_trackers("tensorboard", config=flat_config(run))
+    accelerator.init_trackers("tensorboard", config={**flat_config(run), **{f"run.{k}": v if v is not None else "none"
+                                                                           for k, v in run_info.items()}})
     metrics_file = open(output_dir / "metrics.jsonl", "a") if accelerator.is_main_process else None
     bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not accelerator.is_main_process,
                dynamic_ncols=True)
@@ -275,8 +280,11 @@ def main(argv=None) -> int:
                               f"({counters['consecutive_nonfinite']} in a row, {counters['nonfinite_steps']} total)")
         else:
             counters["consecutive_nonfinite"] = 0
-        record = {"step": step, "lr": lr, "items": items_seen, "frames": frames_seen, "tts_items": tts_items,
-                  "skipped_nonfinite": step_poisoned}
+        # Counts are summed over ranks, losses averaged over ranks (docs/training.md, "Metrics").
+        counts = accelerator.reduce(torch.tensor([items_seen, frames_seen, tts_items], device=accelerator.device),
+                                    "sum").tolist()
+        record = {"step": step, "lr": lr, "world_size": world, "items": int(counts[0]), "frames": int(counts[1]),
+                  "tts_items": int(counts[2]), "skipped_nonfinite": step_poisoned}
         if finite_micro:
             local = torch.tensor([sums[k] / finite_micro for k in sums], device=accelerator.device)
             values = accelerator.reduce(local, "mean").tolist()
@@ -292,7 +300,8 @@ def main(argv=None) -> int:
             bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}", lr=f"{lr:.2e}")
         bar.update(1)
         if counters["consecutive_nonfinite"] >= cfg.max_consecutive_nonfinite:
-            path = save_checkpoint(accelerator, model, optimizer, scheduler, batcher, bad_items, run, step, counters)
+            path = save_checkpoint(accelerator, model, optimizer, scheduler, batcher, bad_items, run, step, counters,
+                                   run_info)
             accelerator.print(
                 f"STOPPING: {counters['consecutive_nonfinite']} consecutive steps had a non-finite loss "
                 f"(steps {step - counters['consecutive_nonfinite'] + 1}..{step}). The weights are those of the last "
@@ -300,7 +309,8 @@ def main(argv=None) -> int:
             exit_code = EXIT_NONFINITE
             break
         if step % cfg.save_every == 0 or step == cfg.max_steps:
-            save_checkpoint(accelerator, model, optimizer, scheduler, batcher, bad_items, run, step, counters)
+            save_checkpoint(accelerator, model, optimizer, scheduler, batcher, bad_items, run, step, counters,
+                                   run_info)
     bar.close()
 
     all_bad = gather_object([bad_items.state_dict()])

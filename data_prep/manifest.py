@@ -56,8 +56,8 @@ def write_manifest(records: Iterable[ManifestRecord], path: str | Path, relative
     `relative_to` names the folder that relative input paths are relative to (default: the manifest folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    base = path.parent
-    source = Path(relative_to) if relative_to is not None else base
+    base = path.parent.resolve()  # absolute: a relative output folder must not leave its prefix in the paths
+    source = Path(relative_to).resolve() if relative_to is not None else base
     count = 0
     tmp = path.with_name(path.name + ".partial")
     with open(tmp, "w", encoding="utf-8") as f:

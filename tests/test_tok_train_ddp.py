@@ -1,6 +1,7 @@
 """Two CPU processes (gloo DDP) run all three tiny stages from the shipped configs, then resume: the last stage on its
 own, and the chain with more steps, whose later stages must refuse to resume onto the retrained earlier one."""
 
+import json
 import os
 import subprocess
 import sys
@@ -38,6 +39,9 @@ def test_two_process_run_of_every_stage_completes_and_resumes(tmp_path):
 
     first = launch(tmp_path, max_steps=1)
     assert first.count("on 2 processes") == 3  # really data-parallel, once per stage
+    assert first.count("run: 2 process(es), MULTI_CPU (gloo)") == 3 and "no DeepSpeed" in first
+    state = json.loads((runs / "tiny_stage1" / "checkpoints" / "step_1" / "trainer_state.json").read_text())
+    assert state["run"]["world_size"] == 2 and state["run"]["backend"] == "gloo"
     for stage in (1, 2, 3):
         assert read_trainer_state(runs / f"tiny_stage{stage}" / "checkpoints" / "step_1") == 1
         assert (runs / f"tiny_stage{stage}" / "final" / "runtime" / "model.pt").is_file()

@@ -107,6 +107,23 @@ def test_two_process_ddp_on_cpu_trains_and_checkpoints(store, tmp_path):
     assert [r["rank"] for r in ranks] == [0, 1] and ranks[0]["rng"] != ranks[1]["rng"]
     assert (checkpoint / "optimizer.pt").exists() and (out / "final" / "model.safetensors").exists()
     assert [m["step"] for m in metrics(out)] == [1, 2, 3]
+    # The run says what it really is, and counts cover both ranks (each rank's batch holds at most 6 items).
+    assert "run: 2 process(es), MULTI_CPU (gloo)" in done.stdout + done.stderr
+    assert "no DeepSpeed" in done.stdout + done.stderr
+    assert state["run"]["world_size"] == 2 and state["run"]["deepspeed"] is False
+    assert all(m["world_size"] == 2 for m in metrics(out))
+    assert any(m["items"] > 6 for m in metrics(out))
+
+
+@pytest.mark.slow
+def test_deepspeed_request_that_accelerate_would_drop_is_refused(store, tmp_path):
+    out = tmp_path / "dropped"
+    done = launch_two(overrides(store, out, steps=2, save_every=2,
+                                extra=[f"train.deepspeed_config='{ROOT / 'configs/deepspeed/zero2.json'}'"]),
+                      {"ACCELERATE_USE_CPU": "1"})
+    assert done.returncode != 0
+    assert "DeepSpeed was requested" in done.stderr and "launch without ACCELERATE_USE_CPU" in done.stderr
+    assert not (out / "checkpoints").exists()
 
 
 @pytest.mark.slow
@@ -116,7 +133,9 @@ def test_two_process_deepspeed_zero2_on_cpu_trains_and_checkpoints(store, tmp_pa
                                 extra=[f"train.deepspeed_config='{ROOT / 'configs/deepspeed/zero2.json'}'"]))
     assert done.returncode == 0, done.stderr[-3000:]
     checkpoint = out / "checkpoints" / "step-00000003"
-    assert json.loads((checkpoint / "trainer_state.json").read_text())["world_size"] == 2
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert state["world_size"] == 2 and state["run"]["deepspeed"] and state["run"]["zero_stage"] == 2
+    assert "DeepSpeed ZeRO-2" in done.stdout + done.stderr
     engine = checkpoint / "deepspeed" / "engine"
     assert sorted(p.name for p in engine.glob("*optim_states.pt")) == [  # one ZeRO partition per rank
         "zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]

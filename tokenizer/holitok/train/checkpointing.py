@@ -93,9 +93,10 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), default=None)
 
 
-def write_trainer_state(directory: Path, step: int, init_from: dict | None = None) -> None:
-    """``init_from``: what the stage started from ({"path", "sha256"}), so a resume can check it is still that."""
-    state = {"step": step, **({"init_from": init_from} if init_from else {})}
+def write_trainer_state(directory: Path, step: int, init_from: dict | None = None, run: dict | None = None) -> None:
+    """``init_from``: what the stage started from ({"path", "sha256"}), so a resume can check it is still that;
+    ``run``: what the run really was (holitok.train.run_info)."""
+    state = {"step": step, **({"init_from": init_from} if init_from else {}), **({"run": run} if run else {})}
     (directory / TRAINER_STATE).write_text(json.dumps(state))
 
 

@@ -21,6 +21,7 @@ from .discriminators import Discriminators
 from .export import export_trained
 from .losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from .mel import MultiScaleMelLoss
+from .run_info import deepspeed_requested, describe_accelerator, format_run_info, refuse_inactive_deepspeed
 from .tb_logging import SpectrogramPainter, log_media
 from .teachers import Teachers
 from .train_model import TokenizerTrainModel
@@ -56,6 +57,11 @@ class StageTrainer:
             project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(output / "logs")),
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=config.train.find_unused_parameters)],
         )
+        self.run_info = describe_accelerator(self.accelerator)
+        refuse_inactive_deepspeed(self.run_info, deepspeed_requested(), "ACCELERATE_USE_DEEPSPEED=true")
+        if self.run_info["deepspeed"]:
+            raise SystemExit("the tokenizer trainer does not run under DeepSpeed (its GAN steps two optimizers); "
+                             "launch it without --use_deepspeed")
         # Same seed everywhere for identical initial weights; data randomness differs per rank via the sampler.
         set_seed(config.train.seed)
         accelerator = self.accelerator
@@ -167,7 +173,7 @@ class StageTrainer:
         self.accelerator.save_state(str(directory))
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            write_trainer_state(directory, self.step, self.init_record)  # written last: marks it complete
+            write_trainer_state(directory, self.step, self.init_record, self.run_info)  # written last: marks it complete
             prune_checkpoints(self.config.checkpoint_dir, self.config.train.keep_checkpoints)
         self.accelerator.wait_for_everyone()
         self.saved_step = self.step
@@ -218,7 +224,13 @@ class StageTrainer:
             save_config(config, Path(config.output_dir) / "config.yaml")
             logger.info("stage %d: steps %d -> %d on %d processes (%s)", config.stage, self.step, loop.max_steps,
                         accelerator.num_processes, accelerator.device)
-        accelerator.init_trackers("tensorboard", config={"stage": config.stage, "max_steps": loop.max_steps})
+            segment = config.data.segment_seconds
+            batch = config.data.batch_size * accelerator.num_processes
+            logger.info("%s", format_run_info(self.run_info, f"{batch} clips" + (f" of {segment} s" if segment else "")))
+        # Logged losses are means over ranks.
+        accelerator.init_trackers("tensorboard", config={"stage": config.stage, "max_steps": loop.max_steps,
+                                                         **{f"run.{k}": v if v is not None else "none"
+                                                            for k, v in self.run_info.items()}})
         clips = self._sample_clips() if accelerator.is_main_process else []
         painter = SpectrogramPainter(self.sample_rate)
         history = []
