@@ -3,7 +3,8 @@
     python -m demo                 # the weights this repository ships (weights/demo), at once
     python -m demo.app --model outputs/demo/unified/final --tokenizer outputs/demo/tokenizer [--port 7860]
 
-Serves on 127.0.0.1 only, with Gradio analytics off. Both tabs are API endpoints, so scripts can call them:
+Serves on 127.0.0.1 (another address with --host), with Gradio analytics off. Both tabs are API endpoints, so
+scripts can call them:
     from gradio_client import Client, handle_file
     client = Client("http://127.0.0.1:7860/")
     client.predict(handle_file("voice.wav"), "what the prompt says", "Text to say.", 10, 2.0, 1.0, 0,
@@ -70,19 +71,21 @@ class DemoService:
         self.generation = model.config.generation
 
     @classmethod
-    def from_dirs(cls, model_dir: str | Path, tokenizer_dir: str | Path, limits: DemoLimits | None = None) -> "DemoService":
+    def from_dirs(cls, model_dir: str | Path, tokenizer_dir: str | Path, limits: DemoLimits | None = None,
+                  load_pipeline=None) -> "DemoService":
+        """`load_pipeline(model_dir, tokenizer_dir)` replaces SpeechPipeline.from_pretrained (e.g. another device)."""
         from holitok_slm.infer.pipeline import SpeechPipeline
 
         for name, path in (("--model", model_dir), ("--tokenizer", tokenizer_dir)):
             if not Path(path).exists():
                 raise FileNotFoundError(f"{name} {path} does not exist (run `python -m demo.pipeline` to train one)")
-        pipeline = SpeechPipeline.from_pretrained(model_dir, tokenizer_dir)
+        pipeline = (load_pipeline or SpeechPipeline.from_pretrained)(model_dir, tokenizer_dir)
         params = sum(p.numel() for p in pipeline.model.parameters())
         return cls(pipeline, limits, {"model": str(model_dir), "tokenizer": str(tokenizer_dir),
                                       "parameters": params})
 
     # ---- input checks ------------------------------------------------------------------------------------------
-    def _audio(self, audio: Any, what: str) -> torch.Tensor:
+    def check_audio(self, audio: Any, what: str) -> torch.Tensor:
         """Gradio numpy tuple (rate, samples) or a path -> mono 48 kHz float tensor, validated."""
         if audio is None:
             raise DemoInputError(f"Please upload or record the {what} first.")
@@ -109,7 +112,7 @@ class DemoService:
             raise DemoInputError(f"The {what} is silent (peak {peak_dbfs:.0f} dBFS). Please use audio with speech.")
         return wav
 
-    def _text(self, text: str | None, what: str, required: bool = True) -> str | None:
+    def check_text(self, text: str | None, what: str, required: bool = True) -> str | None:
         text = " ".join((text or "").split())
         if not text:
             if required:
@@ -129,9 +132,9 @@ class DemoService:
                     cfg_strength: float | None = None, temperature: float | None = None,
                     seed: int | None = 0) -> tuple[int, np.ndarray]:
         """-> (48000, float32 waveform). An empty prompt transcript makes the model transcribe the prompt itself."""
-        target = self._text(target_text, "text to speak")
-        prompt_transcript = self._text(prompt_text, "prompt transcript", required=False)
-        prompt = self._audio(prompt_audio, "voice prompt")
+        target = self.check_text(target_text, "text to speak")
+        prompt_transcript = self.check_text(prompt_text, "prompt transcript", required=False)
+        prompt = self.check_audio(prompt_audio, "voice prompt")
         options = {}
         if steps is not None:
             if int(steps) < 1:
@@ -151,7 +154,7 @@ class DemoService:
         return self.pipeline.sample_rate, wav.detach().cpu().float().numpy()
 
     def transcribe(self, audio: Any) -> str:
-        wav = self._audio(audio, "audio to transcribe")
+        wav = self.check_audio(audio, "audio to transcribe")
         return self.pipeline.asr(wav.numpy(), sample_rate=self.pipeline.sample_rate)
 
 
@@ -216,19 +219,43 @@ def build_app(service: DemoService, examples: list[dict] | None = None):
     return app
 
 
-def launch(service: DemoService, port: int = 7860, examples: list[dict] | None = None, block: bool = True):
-    """Starts the server on 127.0.0.1:port; with block=False returns (app, url) and the server keeps running."""
+def launch(service: DemoService, port: int = 7860, examples: list[dict] | None = None, block: bool = True,
+           host: str = "127.0.0.1"):
+    """Starts the server on host:port; with block=False returns (app, url) and the server keeps running."""
     app = build_app(service, examples)
     allowed = sorted({str(Path(e["prompt_wav"]).resolve().parent) for e in examples or []})
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=not block, quiet=not block,
+    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=not block,
                allowed_paths=allowed)
-    return app, f"http://127.0.0.1:{port}/"
+    return app, f"http://{host}:{port}/"
 
 
 def load_examples(path: str | Path | None) -> list[dict]:
     if path is None or not Path(path).is_file():
         return []
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def load_service(model: str | Path | None = None, tokenizer: str | Path | None = None,
+                 release: str | Path | None = None, examples: str | Path | None = None,
+                 load_pipeline=None) -> tuple[DemoService, list[dict]]:
+    """(service, examples) from a release folder (checked against its manifest first: ReleaseError otherwise), or
+    from a model + tokenizer folder and an optional examples JSON. A missing folder raises FileNotFoundError;
+    `load_pipeline` as in DemoService.from_dirs."""
+    note = None
+    if release is not None:
+        from .release import verify_release
+
+        manifest = verify_release(release)
+        release = Path(release)
+        model, tokenizer, examples = release / "unified", release / "tokenizer", release / "examples.json"
+        note = (f"Shipped weights, trained by `{manifest['command']}` at commit {manifest['commit'][:10]}; "
+                f"quality: {release / 'report.md'}.")
+    service = DemoService.from_dirs(model, tokenizer, load_pipeline=load_pipeline)
+    items = load_examples(examples)
+    if release is not None:
+        service.info["note"] = note
+        items = [{**e, "prompt_wav": str(release / e["prompt_wav"])} for e in items]
+    return service, items
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,31 +266,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="JSON list of {prompt_wav, prompt_text, target_text} (written by demo.pipeline)")
     parser.add_argument("--release", help="a release folder (demo/release.py: weights/demo is the shipped one); "
                         "replaces --model, --tokenizer and --examples, and is checked against its manifest first")
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    examples = load_examples(args.examples)
-    try:
-        if args.release:
-            from .release import ReleaseError, verify_release
+    from .release import ReleaseError
 
-            try:
-                manifest = verify_release(args.release)
-            except ReleaseError as err:
-                parser.exit(2, f"demo.app: {err}\n")
-            release = Path(args.release)
-            service = DemoService.from_dirs(release / "unified", release / "tokenizer")
-            service.info["note"] = (f"Shipped weights, trained by `{manifest['command']}` at commit "
-                                    f"{manifest['commit'][:10]}; quality: {release / 'report.md'}.")
-            examples = [{**e, "prompt_wav": str(release / e["prompt_wav"])} for e in load_examples(release / "examples.json")]
-        else:
-            service = DemoService.from_dirs(args.model, args.tokenizer)
+    try:
+        service, examples = load_service(args.model, args.tokenizer, args.release, args.examples)
+    except ReleaseError as err:
+        parser.exit(2, f"demo.app: {err}\n")
     except FileNotFoundError as err:
         parser.error(str(err))
-    print(f"demo on http://127.0.0.1:{args.port}/  (Ctrl+C stops it)", flush=True)
-    launch(service, args.port, examples, block=True)
+    print(f"demo on http://{args.host}:{args.port}/  (Ctrl+C stops it)", flush=True)
+    launch(service, args.port, examples, block=True, host=args.host)
     return 0
 
 

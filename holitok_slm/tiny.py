@@ -23,3 +23,15 @@ def build_tiny_model(texts: Iterable[str], workdir: str | Path, cfg: UnifiedConf
     cfg = cfg or tiny_config()
     cfg.tokenizer.kind, cfg.tokenizer.path = "sentencepiece", str(Path(workdir) / "spm.model")
     return UnifiedModel(cfg, train_sentencepiece(texts, cfg.tokenizer.path))
+
+
+def randomize_heads(model: UnifiedModel, seed: int = 0, std: float = 0.05) -> UnifiedModel:
+    """Untrained DiT and stop heads are zero-initialised (constant outputs); random weights make the outputs of a
+    tiny test model depend on its input, so comparisons between code paths mean something. Returns it in eval mode."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in list(model.dit.parameters()) + list(model.stop_head.parameters()):
+            p.normal_(0, std)
+    return model.eval()

@@ -6,23 +6,14 @@ import torch
 
 from holitok_slm.infer.sampler import sample_patch, sway_timesteps
 from holitok_slm.infer.tts import TTSOptions, TTSRequest, generate_latents, stream_patches
-from holitok_slm.tiny import build_tiny_model, tiny_config
+from holitok_slm.tiny import build_tiny_model, randomize_heads, tiny_config
 
 TEXTS = ["the cat sat on the mat", "a dog ran in the park", "hello world"]
 
 
-def _randomised(model):
-    """Untrained heads are zero-initialised (constant outputs); random weights make every comparison meaningful."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in list(model.dit.parameters()) + list(model.stop_head.parameters()):
-            p.normal_(0, 0.05)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    return _randomised(build_tiny_model(TEXTS, tmp_path_factory.mktemp("tok")))
+    return randomize_heads(build_tiny_model(TEXTS, tmp_path_factory.mktemp("tok")))
 
 
 def _requests():
@@ -77,8 +68,8 @@ def test_generation_with_kv_cache_equals_without(tmp_path, variant):
 
 def model_for(variant, tmp_path):
     if variant == "patch":
-        return _randomised(build_tiny_model(TEXTS, tmp_path))
-    return _randomised(build_tiny_model(TEXTS, tmp_path, tiny_config("semantic")))
+        return randomize_heads(build_tiny_model(TEXTS, tmp_path))
+    return randomize_heads(build_tiny_model(TEXTS, tmp_path, tiny_config("semantic")))
 
 
 def test_per_item_finishing_and_length_caps(model):

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Generator, Sequence
 
 import torch
 
 from ..model.unified import UnifiedModel
 from .asr import transcribe_latents
-from .tts import TTSOptions, TTSRequest, TTSResult, generate_latents, stream_patches
+from .tts import TTSOptions, TTSRequest, TTSResult, generate_latents, stream_patches, tts_result
 
 
 class SpeechPipeline:
@@ -95,9 +95,11 @@ class SpeechPipeline:
 
     def tts_stream(self, text: str, prompt_audio: Any = None, prompt_text: str | None = None,
                    instruction: str | None = None, sample_rate: int | None = None, seed: int | None = None,
-                   chunk_patches: int = 1, **options) -> Iterator[torch.Tensor]:
-        """Yields waveform chunks [n] as patches are generated; their concatenation equals `tts(...)`."""
+                   chunk_patches: int = 1, **options) -> Generator[torch.Tensor, None, TTSResult]:
+        """Yields waveform chunks [n] as patches are generated; their concatenation equals `tts(...)`. The
+        generator's return value (StopIteration.value, or `yield from`'s result) is the utterance's TTSResult."""
         requests, prompt_latents = self._requests([text], [prompt_audio], [prompt_text], [instruction], sample_rate)
+        tts_options = TTSOptions.from_model(self.model, **options)
         generator = None if seed is None else torch.Generator(self.model.latent_scale.device).manual_seed(seed)
         decoder = self.codec.stream_decoder()
         to_skip = 0
@@ -105,6 +107,7 @@ class SpeechPipeline:
             # The prompt is decoder context only: its samples (delayed by the lookahead) are dropped.
             to_skip = prompt_latents[0].shape[0] * self.codec.hop_size
         pending: list[torch.Tensor] = []
+        generated: list[torch.Tensor] = []
 
         def emit(wav: torch.Tensor) -> torch.Tensor:
             nonlocal to_skip
@@ -117,11 +120,11 @@ class SpeechPipeline:
             chunk = emit(decoder.step(prompt_latents[0].T[None]))
             if chunk.numel():
                 yield chunk
-        for patch, active in stream_patches(self.model, requests, TTSOptions.from_model(self.model, **options),
-                                            generator):
+        for patch, active in stream_patches(self.model, requests, tts_options, generator):
             if not bool(active[0]):
                 continue
             pending.append(patch[0])
+            generated.append(patch[0])
             if len(pending) >= chunk_patches:
                 chunk = emit(decoder.step(torch.cat(pending).T[None]))
                 pending = []
@@ -134,6 +137,7 @@ class SpeechPipeline:
         tail = emit(decoder.flush())
         if tail.numel():
             yield tail
+        return tts_result(self.model, requests[0], generated, tts_options)
 
     # ---- ASR -------------------------------------------------------------------------------------------------------
     def asr(self, audio: Any, sample_rate: int | None = None, beam_size: int = 1,

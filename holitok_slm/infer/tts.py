@@ -27,10 +27,12 @@ class TTSRequest:
 
 @dataclass
 class TTSOptions(GenerationDefaults):
-    """Sampling options; `min_patches`/`max_patches` override the text-length-derived bounds when set."""
+    """Sampling options; `min_patches`/`max_patches` override the text-length-derived bounds when set;
+    `patch_cap` is a hard limit on top of whichever bounds apply (a time budget: both bounds are clipped to it)."""
 
     min_patches: int | None = None
     max_patches: int | None = None
+    patch_cap: int | None = None
     use_cache: bool = True
 
     @classmethod
@@ -72,7 +74,11 @@ def _length_bounds(model: UnifiedModel, request: TTSRequest, prompt_patches: int
     low = options.min_patches if options.min_patches is not None else int(options.min_length_ratio * expected)
     high = options.max_patches if options.max_patches is not None else (
         math.ceil(options.max_length_ratio * expected) + options.max_length_margin_patches)
-    return max(0, low), max(1, high, low)
+    low, high = max(0, low), max(1, high, low)
+    if options.patch_cap is not None:
+        cap = max(1, options.patch_cap)
+        low, high = min(low, cap), min(high, cap)
+    return low, high
 
 
 def _prepare(model: UnifiedModel, requests: Sequence[TTSRequest], options: TTSOptions) -> _Prepared:
@@ -206,10 +212,14 @@ def generate_latents(model: UnifiedModel, requests: Sequence[TTSRequest], option
     for patch, active in stream_patches(model, requests, options, generator):
         for i in torch.nonzero(active).flatten().tolist():
             pieces[i].append(patch[i])
-    results = []
-    for i, request in enumerate(requests):
-        prompt_patches = 0 if request.prompt_latents is None else request.prompt_latents.shape[0] // model.config.patch_size
-        bounds = _length_bounds(model, request, prompt_patches, options)
-        latents = torch.cat(pieces[i]) if pieces[i] else model.latent_scale.new_zeros(0, model.config.latent_dim)
-        results.append(TTSResult(latents, len(pieces[i]) < bounds[1], bounds))
-    return results
+    return [tts_result(model, request, patches, options) for request, patches in zip(requests, pieces)]
+
+
+def tts_result(model: UnifiedModel, request: TTSRequest, patches: Sequence[torch.Tensor],
+               options: TTSOptions) -> TTSResult:
+    """The TTSResult of one request from the raw patches [P, D] streamed for it (fewer than its maximum length:
+    the stop head ended it)."""
+    prompt_patches = 0 if request.prompt_latents is None else request.prompt_latents.shape[0] // model.config.patch_size
+    bounds = _length_bounds(model, request, prompt_patches, options)
+    latents = torch.cat(list(patches)) if patches else model.latent_scale.new_zeros(0, model.config.latent_dim)
+    return TTSResult(latents, len(patches) < bounds[1], bounds)
