@@ -56,7 +56,8 @@ def _steps(run: Path) -> dict:
             "preset": next(iter(state["steps"].values())).get("preset"), "unified_seed": unified["train"]["seed"]}
 
 
-def build_release(run: str | Path, report_dir: str | Path, out: str | Path, examples_per_voice: int = 2) -> Path:
+def build_release(run: str | Path, report_dir: str | Path, out: str | Path, examples_per_voice: int = 2,
+                  lineage: dict | None = None) -> Path:
     """Copies the run's tokenizer, final unified model and prompt examples into `out` and writes the manifest."""
     import soundfile as sf
 
@@ -96,6 +97,10 @@ def build_release(run: str | Path, report_dir: str | Path, out: str | Path, exam
                     "targets": report["targets"]},
         "files": {str(p.relative_to(staging)): sha256(p) for p in _files(staging)},
     }
+    if lineage:
+        # A run that did not go through the pipeline in one piece (e.g. a stage continued from an earlier release
+        # across sessions) records each command it really ran; `command` above is its from-scratch reproduction.
+        manifest["lineage"] = lineage
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
@@ -129,8 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", default="outputs/demo", help="a finished demo.pipeline output folder")
     parser.add_argument("--report", default=None, help="its eval.report folder (default RUN/report)")
     parser.add_argument("--out", default=str(DEFAULT_RELEASE))
+    parser.add_argument("--lineage", default=None,
+                        help="a JSON file with the commands a multi-session run really ran (stored in the manifest)")
     args = parser.parse_args(argv)
-    out = build_release(args.run, args.report or Path(args.run) / "report", args.out)
+    lineage = json.loads(Path(args.lineage).read_text()) if args.lineage else None
+    out = build_release(args.run, args.report or Path(args.run) / "report", args.out, lineage=lineage)
     manifest = verify_release(out)
     size = sum((out / name).stat().st_size for name in manifest["files"]) / 1e6
     print(f"release written to {out}: {len(manifest['files'])} files, {size:.1f} MB")
