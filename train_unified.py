@@ -94,6 +94,19 @@ def describe_run(accelerator: Accelerator, run: TrainingRun) -> dict:
     return info
 
 
+def export_model(accelerator: Accelerator, model, run: TrainingRun, directory: Path) -> None:
+    """save_pretrained() weights. DeepSpeed keeps parameters as views into flat buffers (and partitions them under
+    ZeRO-3), so there the gathered state dict is loaded into a fresh CPU model that is then saved."""
+    if is_deepspeed(accelerator):
+        state = accelerator.get_state_dict(model)  # collective under ZeRO-3: every rank must call it
+        if accelerator.is_main_process:
+            full = UnifiedModel.from_config(run.model)
+            full.load_checked_state_dict({k: v.detach().cpu().clone() for k, v in state.items()})
+            full.save_pretrained(directory)
+    elif accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(directory)
+
+
 def save_checkpoint(accelerator, model, optimizer, scheduler, batcher, bad_items, run, step, counters,
                     run_info: dict) -> Path:
     final = checkpoint_dir(run.train.output_dir, step)
@@ -227,6 +240,8 @@ def main(argv=None) -> int:
     while step < cfg.max_steps:
         step += 1
         sums = {"loss": 0.0, "flow_loss": 0.0, "stop_loss": 0.0, "text_loss": 0.0}
+        if run.model.flow.asr_ctc_weight > 0:
+            sums["ctc_loss"] = 0.0
         finite_micro, items_seen, frames_seen, tts_items = 0, 0, 0, 0
         step_poisoned = False
         for micro in range(cfg.gradient_accumulation_steps):

@@ -75,6 +75,11 @@ class FlowConfig:
     text_weight: float = 1.0
     # Weight of the single positive (stop) position per utterance in the BCE; >1 counters the 1:N imbalance.
     stop_pos_weight: float = 1.0
+    # Auxiliary CTC on ASR items (not in the paper: 0 there): the LM head at the audio positions, with <|pad|> as
+    # the blank, must spell the transcript in order. It ties each patch's hidden state to the words spoken there,
+    # which a small model trained from scratch on little data otherwise takes very long to discover
+    # (docs/learning.md). Needs text tokens <= audio patches (whole-word pieces: tokenizer.sentencepiece_vocab_size).
+    asr_ctc_weight: float = 0.0
 
 
 @dataclass
@@ -84,6 +89,9 @@ class TextTokenizerConfig:
     kind: str = "qwen"
     # `hf`: tokenizer directory; `sentencepiece`: .model file (train one with text_tokenizer.train_sentencepiece).
     path: str | None = None
+    # `sentencepiece` without a path: the vocabulary trained on the training transcripts has this many pieces
+    # (256 of them are byte fallbacks). Whole-word pieces make ASR targets and TTS inputs shorter.
+    sentencepiece_vocab_size: int = 512
 
 
 @dataclass

@@ -6,7 +6,7 @@ import torch
 
 from holitok_slm.config import TextTokenizerConfig, UnifiedConfig, load_unified_config
 from holitok_slm.model.unified import UnifiedModel
-from holitok_slm.text_tokenizer import AUDIO_START, TextTokenizer
+from holitok_slm.text_tokenizer import AUDIO_START, PAD, TextTokenizer
 from holitok_slm.tiny import build_tiny_model, tiny_config
 
 TEXTS = ["the cat sat on the mat", "a dog ran in the park", "hello world"]
@@ -50,6 +50,40 @@ def test_losses_are_finite_and_separate(model):
     assert not out["flow_loss"].requires_grad and out["loss"].requires_grad
     assert out["num_flow_frames"] == 4 + 8  # whole patches of the two TTS items (5 -> 4 frames, 11 -> 8)
     assert out["num_text_tokens"] > 0
+
+
+def test_asr_ctc_is_the_transcript_spelled_over_the_audio_positions(model):
+    noise = torch.Generator().manual_seed(1)
+    items = [dict(id="a", task="asr", text="hello world", latents=torch.randn(40, 16, generator=noise)), *_items()]
+    batch = model.collate(items)
+    model.config.flow.asr_ctc_weight = 0.0
+    try:
+        plain = model(**batch)
+        assert "ctc_loss" not in plain
+        model.config.flow.asr_ctc_weight = 0.5
+        out = model(**batch)
+    finally:
+        model.config.flow.asr_ctc_weight = 0.0
+    # Independent computation for the first ASR item: its hidden states at its own audio positions only.
+    tok = model.text_tokenizer
+    with torch.no_grad():
+        audio = model.embed_audio(batch["latents"], batch["frame_mask"], batch["num_patches"])
+        embeds = model.merge_embeddings(batch["input_ids"], audio, batch["audio_offset"], batch["num_patches"])
+        positions = torch.arange(batch["input_ids"].shape[1]).expand_as(batch["input_ids"])
+        hidden = model.backbone(embeds, batch["attention_mask"], positions)
+        rows = [i for i, item in enumerate(items) if item["task"] == "asr"]
+        losses = []
+        for r in rows:
+            start, n = int(batch["audio_offset"][r]), int(batch["num_patches"][r])
+            log_probs = torch.log_softmax(model.backbone.text_logits(hidden[r, start:start + n]).float(), -1)
+            target = torch.tensor(tok.encode(items[r]["text"]))
+            losses.append(torch.nn.functional.ctc_loss(log_probs[:, None], target[None], [n], [len(target)],
+                                                       blank=tok.id(PAD), reduction="sum", zero_infinity=True)
+                          / len(target))
+    expected = torch.stack(losses).mean()
+    assert torch.isfinite(out["ctc_loss"]) and torch.allclose(out["ctc_loss"], expected, rtol=1e-4, atol=1e-5)
+    components = out["flow_loss"] + out["stop_loss"] + out["text_loss"] + 0.5 * out["ctc_loss"]
+    assert torch.allclose(out["loss"].detach(), components, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("tasks", [("tts",), ("asr",), ("tts", "asr")])

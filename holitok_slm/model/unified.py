@@ -273,9 +273,13 @@ class UnifiedModel(nn.Module):
         stop_loss, stop_count = self._stop_loss(hidden, stop_labels)
         text_loss, text_count = self._text_loss(hidden, text_labels)
         total = cfg.flow_weight * flow_loss + cfg.stop_weight * stop_loss + cfg.text_weight * text_loss
-        return {"loss": total, "flow_loss": flow_loss.detach(), "stop_loss": stop_loss.detach(),
-                "text_loss": text_loss.detach(), "num_flow_frames": flow_count, "num_stop_positions": stop_count,
-                "num_text_tokens": text_count}
+        out = {"flow_loss": flow_loss.detach(), "stop_loss": stop_loss.detach(), "text_loss": text_loss.detach(),
+               "num_flow_frames": flow_count, "num_stop_positions": stop_count, "num_text_tokens": text_count}
+        if cfg.asr_ctc_weight > 0:
+            ctc_loss = self._ctc_loss(hidden, text_labels, audio_offset, num_patches, is_tts)
+            total = total + cfg.asr_ctc_weight * ctc_loss
+            out["ctc_loss"] = ctc_loss.detach()
+        return {"loss": total, **out}
 
     def _unused_branch_term(self, *modules: nn.Module) -> torch.Tensor:
         """0 x (sum of parameters): gives a branch that this batch did not use a gradient path (DDP/ZeRO)."""
@@ -315,6 +319,21 @@ class UnifiedModel(nn.Module):
         logits = self.stop_head(hidden[valid]).float()
         pos_weight = torch.tensor(self.config.flow.stop_pos_weight, device=logits.device)
         return F.binary_cross_entropy_with_logits(logits, stop_labels[valid].float(), pos_weight=pos_weight), count
+
+    def _ctc_loss(self, hidden, text_labels, audio_offset, num_patches, is_tts):
+        """CTC of each ASR item's transcript (its text labels without <|text_end|>) over its audio positions."""
+        rows = (~is_tts).nonzero(as_tuple=True)[0]
+        if rows.numel() == 0:
+            return self._unused_branch_term(self.backbone.lm.lm_head)
+        steps = int(num_patches[rows].max())
+        positions = (audio_offset[rows, None] + torch.arange(steps, device=hidden.device)[None]).clamp(
+            max=hidden.shape[1] - 1)
+        log_probs = torch.log_softmax(self.backbone.text_logits(hidden[rows[:, None], positions]).float(), -1)
+        targets = [text_labels[r][text_labels[r] != -100][:-1] for r in rows.tolist()]
+        # zero_infinity: an item with more tokens than patches cannot be aligned; it adds nothing instead of inf.
+        return F.ctc_loss(log_probs.transpose(0, 1), torch.cat(targets),
+                          input_lengths=num_patches[rows], target_lengths=torch.tensor([len(t) for t in targets]),
+                          blank=self._require_tokenizer().id(PAD), zero_infinity=True)
 
     def _text_loss(self, hidden, text_labels):
         valid = text_labels != -100

@@ -29,7 +29,7 @@ def ensure_sentencepiece(cfg: UnifiedConfig, stores: list[LatentStore], output_d
     path = output_dir / "text_tokenizer" / "spm.model"
     if is_main and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        train_sentencepiece(corpus_texts(stores), path)
+        train_sentencepiece(corpus_texts(stores), path, vocab_size=cfg.tokenizer.sentencepiece_vocab_size)
     wait()
     cfg.tokenizer.path = str(path)
 
