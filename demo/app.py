@@ -11,52 +11,42 @@ scripts can call them:
                    api_name="/clone_voice")                      # -> path of a 48 kHz wav
     client.predict(handle_file("speech.wav"), api_name="/transcribe")   # -> text
 The handlers live in `DemoService` (plain Python, testable without a server); bad input raises DemoInputError with a
-message meant for the user, which the UI shows as an error instead of a stack trace.
+message meant for the user, which the UI shows as an error message, never a stack trace (any other failure is
+logged on the server and the user gets a one-line message).
+
+Limits (flags of `python -m demo`, `python -m demo.app` and `holitok-slm serve`; defaults in demo/limits.py):
+--concurrency jobs at once (1) with --queue-size more waiting (8; beyond that users are told the server is busy and
+to try again), --max-upload-mb per uploaded file (16), --max-audio-seconds per voice prompt / audio to transcribe (30)
+and --time-limit seconds of computing per request (120), after which the request stops with a message.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no phone-home
 
 import numpy as np
 import torch
 
-from holitok.audio import AudioError, load_audio
+from holitok_slm.infer.inputs import InputError, TimeLimitExceeded, check_text, check_whole, load_speech, time_limit
+
+from .limits import DemoLimits, add_limit_flags, limits_from_args
+
+log = logging.getLogger(__name__)
 
 
 class DemoInputError(ValueError):
-    """Input the demo cannot use; the message is shown to the user as is."""
-
-
-@dataclass
-class DemoLimits:
-    max_text_chars: int = 400          # target and prompt transcripts
-    max_prompt_seconds: float = 30.0   # voice prompt / audio to transcribe
-    silence_dbfs: float = -60.0        # a peak below this counts as silence (same floor as latent extraction)
+    """Input the demo cannot use (or a request it had to stop); the message is shown to the user as is."""
 
 
 def unknown_characters(tokenizer, text: str) -> list[str]:
-    """Characters the model's text tokenizer (holitok_slm TextTokenizer) has no piece for. A sentencepiece tokenizer
-    trained on the corpus encodes them as raw byte pieces the model never saw in training, so it would say nonsense."""
-    if tokenizer.kind != "sentencepiece":
-        return []  # byte-level BPE (Qwen) covers every character it was trained on
-    import sentencepiece as spm
-
-    processor = spm.SentencePieceProcessor()
-    processor.LoadFromSerializedProto(tokenizer._backend.serialized_model_proto())
-    found = []
-    for ch in dict.fromkeys(text):
-        if ch.isspace():
-            continue
-        if any(processor.IsByte(i) for i in processor.EncodeAsIds(ch)) and ch not in found:
-            found.append(ch)
-    return found
+    """Characters the model's text tokenizer has no piece for (TextTokenizer.unknown_characters)."""
+    return tokenizer.unknown_characters(text)
 
 
 class DemoService:
@@ -66,9 +56,11 @@ class DemoService:
         self.pipeline = pipeline
         self.limits = limits or DemoLimits()
         self.info = info or {}
-        model = pipeline.model
-        self.min_prompt_samples = model.config.patch_size * pipeline.codec.hop_size  # one patch (160 ms)
-        self.generation = model.config.generation
+        self.min_prompt_samples = pipeline.patch_samples  # one patch (160 ms)
+        self.generation = pipeline.model.config.generation
+        cap = getattr(pipeline, "max_audio_seconds", None)
+        if cap is not None and cap < self.limits.max_prompt_seconds:
+            pipeline.max_audio_seconds = self.limits.max_prompt_seconds  # the demo's limit governs
 
     @classmethod
     def from_dirs(cls, model_dir: str | Path, tokenizer_dir: str | Path, limits: DemoLimits | None = None,
@@ -84,78 +76,70 @@ class DemoService:
         return cls(pipeline, limits, {"model": str(model_dir), "tokenizer": str(tokenizer_dir),
                                       "parameters": params})
 
-    # ---- input checks ------------------------------------------------------------------------------------------
+    # ---- input checks (holitok_slm.infer.inputs, with the demo's limits) --------------------------------------------
     def check_audio(self, audio: Any, what: str) -> torch.Tensor:
-        """Gradio numpy tuple (rate, samples) or a path -> mono 48 kHz float tensor, validated."""
+        """Gradio numpy tuple (rate, samples) or a path -> mono 48 kHz float tensor, validated: readable, finite, at
+        least one patch, at most max_prompt_seconds (from the file header, before decoding), not silent."""
         if audio is None:
             raise DemoInputError(f"Please upload or record the {what} first.")
+        rate = None
+        if isinstance(audio, (tuple, list)) and len(audio) == 2:
+            rate, audio = audio
+            audio = np.zeros(0, np.float32) if audio is None else np.asarray(audio)
         try:
-            if isinstance(audio, (tuple, list)) and len(audio) == 2:
-                rate, samples = audio
-                if samples is None or np.asarray(samples).size == 0:
-                    raise DemoInputError(f"The {what} is empty.")
-                wav = load_audio(np.asarray(samples), int(rate))
-            else:
-                wav = load_audio(audio)
-        except AudioError as err:
-            raise DemoInputError(f"The {what} cannot be used: {err}") from err
-        seconds = wav.shape[-1] / self.pipeline.sample_rate
-        if wav.numel() < self.min_prompt_samples:
-            raise DemoInputError(f"The {what} is too short ({seconds * 1000:.0f} ms); give at least "
-                                 f"{1000 * self.min_prompt_samples / self.pipeline.sample_rate:.0f} ms.")
-        if seconds > self.limits.max_prompt_seconds:
-            raise DemoInputError(f"The {what} is {seconds:.1f} s long; the limit is "
-                                 f"{self.limits.max_prompt_seconds:.0f} s. Please trim it.")
-        peak = float(wav.abs().max())
-        peak_dbfs = 20 * np.log10(peak) if peak > 0 else -np.inf
-        if peak_dbfs < self.limits.silence_dbfs:
-            raise DemoInputError(f"The {what} is silent (peak {peak_dbfs:.0f} dBFS). Please use audio with speech.")
-        return wav
+            return load_speech(audio, rate, what=what, min_samples=self.min_prompt_samples,
+                               max_seconds=self.limits.max_prompt_seconds, silence_dbfs=self.limits.silence_dbfs,
+                               target_sample_rate=self.pipeline.sample_rate)
+        except InputError as err:
+            raise DemoInputError(str(err)) from None
 
     def check_text(self, text: str | None, what: str, required: bool = True) -> str | None:
-        text = " ".join((text or "").split())
-        if not text:
-            if required:
-                raise DemoInputError(f"Please enter the {what}.")
-            return None
-        if len(text) > self.limits.max_text_chars:
-            raise DemoInputError(f"The {what} has {len(text)} characters; the limit is {self.limits.max_text_chars}. "
-                                 "Please shorten it.")
-        unknown = unknown_characters(self.pipeline.model.text_tokenizer, text)
-        if unknown:
-            raise DemoInputError(f"The {what} contains characters this model was not trained on: "
-                                 f"{' '.join(repr(c) for c in unknown)}. Please remove or spell them out.")
-        return text
+        """Whitespace-normalised text within max_text_chars, in characters the model knows (None: empty, optional)."""
+        try:
+            return check_text(text, what, required=required, max_chars=self.limits.max_text_chars,
+                              tokenizer=self.pipeline.model.text_tokenizer)
+        except InputError as err:
+            raise DemoInputError(str(err)) from None
+
+    def _run(self, work: Callable[[], Any]) -> Any:
+        """Runs the model part of a request under the time limit; the pipeline's own refusals become messages."""
+        try:
+            with time_limit(self.limits.time_limit_seconds):
+                return work()
+        except TimeLimitExceeded as err:
+            raise DemoInputError(f"This request was stopped after the {err.seconds:g} s time limit. Please try a "
+                                 "shorter text or recording, or fewer flow steps.") from None
+        except InputError as err:  # checks only the model can make (e.g. a text too long for its positions)
+            raise DemoInputError(str(err)) from None
 
     # ---- handlers ---------------------------------------------------------------------------------------------
     def clone_voice(self, prompt_audio: Any, prompt_text: str | None, target_text: str, steps: int | None = None,
                     cfg_strength: float | None = None, temperature: float | None = None,
                     seed: int | None = 0) -> tuple[int, np.ndarray]:
         """-> (48000, float32 waveform). An empty prompt transcript makes the model transcribe the prompt itself."""
+        from holitok_slm.infer.tts import check_options
+
         target = self.check_text(target_text, "text to speak")
         prompt_transcript = self.check_text(prompt_text, "prompt transcript", required=False)
+        options = {k: v for k, v in (("steps", steps), ("cfg_strength", cfg_strength),
+                                     ("temperature", temperature)) if v is not None}
+        try:
+            check_options(options)
+            if "steps" in options:
+                options["steps"] = int(options["steps"])  # a UI number field sends 10.0
+            seed = check_whole(seed, "seed", optional=True)
+        except InputError as err:
+            raise DemoInputError(str(err)) from None
         prompt = self.check_audio(prompt_audio, "voice prompt")
-        options = {}
-        if steps is not None:
-            if int(steps) < 1:
-                raise DemoInputError("Sampling steps must be at least 1.")
-            options["steps"] = int(steps)
-        if cfg_strength is not None:
-            options["cfg_strength"] = float(cfg_strength)
-        if temperature is not None:
-            if float(temperature) < 0:
-                raise DemoInputError("Temperature cannot be negative.")
-            options["temperature"] = float(temperature)
-        wav = self.pipeline.tts(target, prompt_audio=prompt.numpy(), prompt_text=prompt_transcript,
-                                sample_rate=self.pipeline.sample_rate,
-                                seed=None if seed is None else int(seed), **options)
+        wav = self._run(lambda: self.pipeline.tts(target, prompt_audio=prompt.numpy(), prompt_text=prompt_transcript,
+                                                  sample_rate=self.pipeline.sample_rate, seed=seed, **options))
         if wav.numel() == 0:
             raise DemoInputError("The model produced no audio for this input; try another prompt or seed.")
         return self.pipeline.sample_rate, wav.detach().cpu().float().numpy()
 
     def transcribe(self, audio: Any) -> str:
         wav = self.check_audio(audio, "audio to transcribe")
-        return self.pipeline.asr(wav.numpy(), sample_rate=self.pipeline.sample_rate)
+        return self._run(lambda: self.pipeline.asr(wav.numpy(), sample_rate=self.pipeline.sample_rate))
 
 
 def _to_int16(rate_and_wav: tuple[int, np.ndarray]) -> tuple[int, np.ndarray]:
@@ -163,22 +147,31 @@ def _to_int16(rate_and_wav: tuple[int, np.ndarray]) -> tuple[int, np.ndarray]:
     return rate, (np.clip(wav, -1.0, 1.0) * 32767).astype(np.int16)
 
 
+def answer_for_user(work: Callable[[], Any]) -> Any:
+    """What a UI handler returns; every failure becomes a gr.Error whose message the user sees (DemoInputError: its
+    own message; anything else: a one-line note, with the traceback in the server log), never a stack trace."""
+    import gradio as gr
+
+    try:
+        return work()
+    except DemoInputError as err:
+        raise gr.Error(str(err), print_exception=False) from None
+    except Exception as err:  # a bug or a broken model: the user gets one line, the log gets the traceback
+        log.exception("demo request failed")
+        raise gr.Error(f"The server could not finish this request ({type(err).__name__}); the details are in its "
+                       "log. Please try again or use other input.", print_exception=False) from None
+
+
 def build_app(service: DemoService, examples: list[dict] | None = None):
     """The Blocks UI. `examples`: [{"prompt_wav", "prompt_text", "target_text"}] shown under the cloning tab."""
     import gradio as gr
 
     def clone_ui(prompt_audio, prompt_text, target_text, steps, cfg_strength, temperature, seed):
-        try:
-            return _to_int16(service.clone_voice(prompt_audio, prompt_text, target_text, steps, cfg_strength,
-                                                 temperature, seed))
-        except DemoInputError as err:
-            raise gr.Error(str(err)) from None
+        return answer_for_user(lambda: _to_int16(service.clone_voice(prompt_audio, prompt_text, target_text, steps,
+                                                                     cfg_strength, temperature, seed)))
 
     def transcribe_ui(audio):
-        try:
-            return service.transcribe(audio)
-        except DemoInputError as err:
-            raise gr.Error(str(err)) from None
+        return answer_for_user(lambda: service.transcribe(audio))
 
     gen = service.generation
     info = service.info
@@ -189,7 +182,7 @@ def build_app(service: DemoService, examples: list[dict] | None = None):
         with gr.Tab("Voice cloning"):
             with gr.Row():
                 with gr.Column():
-                    prompt_audio = gr.Audio(sources=["upload", "microphone"], type="numpy", label="Voice prompt")
+                    prompt_audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Voice prompt")
                     prompt_text = gr.Textbox(label="Prompt transcript (what the prompt says; empty = transcribe it)")
                     target_text = gr.Textbox(label="Text to speak", lines=3)
                     with gr.Accordion("Sampling", open=True):
@@ -209,7 +202,7 @@ def build_app(service: DemoService, examples: list[dict] | None = None):
         with gr.Tab("Transcription"):
             with gr.Row():
                 with gr.Column():
-                    asr_audio = gr.Audio(sources=["upload", "microphone"], type="numpy", label="Speech")
+                    asr_audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Speech")
                     asr_button = gr.Button("Transcribe", variant="primary")
                 with gr.Column():
                     transcript = gr.Textbox(label="Transcript", lines=3)
@@ -221,11 +214,14 @@ def build_app(service: DemoService, examples: list[dict] | None = None):
 
 def launch(service: DemoService, port: int = 7860, examples: list[dict] | None = None, block: bool = True,
            host: str = "127.0.0.1"):
-    """Starts the server on host:port; with block=False returns (app, url) and the server keeps running."""
+    """Starts the server on host:port with the queue and upload limits of `service.limits`; with block=False
+    returns (app, url) and the server keeps running."""
+    limits = service.limits
     app = build_app(service, examples)
+    app.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
     allowed = sorted({str(Path(e["prompt_wav"]).resolve().parent) for e in examples or []})
     app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=not block,
-               allowed_paths=allowed)
+               allowed_paths=allowed, max_file_size=limits.max_upload_bytes)
     return app, f"http://{host}:{port}/"
 
 
@@ -237,7 +233,7 @@ def load_examples(path: str | Path | None) -> list[dict]:
 
 def load_service(model: str | Path | None = None, tokenizer: str | Path | None = None,
                  release: str | Path | None = None, examples: str | Path | None = None,
-                 load_pipeline=None) -> tuple[DemoService, list[dict]]:
+                 load_pipeline=None, limits: DemoLimits | None = None) -> tuple[DemoService, list[dict]]:
     """(service, examples) from a release folder (checked against its manifest first: ReleaseError otherwise), or
     from a model + tokenizer folder and an optional examples JSON. A missing folder raises FileNotFoundError;
     `load_pipeline` as in DemoService.from_dirs."""
@@ -250,7 +246,7 @@ def load_service(model: str | Path | None = None, tokenizer: str | Path | None =
         model, tokenizer, examples = release / "unified", release / "tokenizer", release / "examples.json"
         note = (f"Shipped weights, trained by `{manifest['command']}` at commit {manifest['commit'][:10]}; "
                 f"quality: {release / 'report.md'}.")
-    service = DemoService.from_dirs(model, tokenizer, load_pipeline=load_pipeline)
+    service = DemoService.from_dirs(model, tokenizer, limits, load_pipeline=load_pipeline)
     items = load_examples(examples)
     if release is not None:
         service.info["note"] = note
@@ -269,17 +265,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_limit_flags(parser)
     args = parser.parse_args(argv)
+    try:
+        limits = limits_from_args(args)
+    except ValueError as err:
+        parser.error(str(err))
     if args.threads:
         torch.set_num_threads(args.threads)
-    from .release import ReleaseError
-
     try:
-        service, examples = load_service(args.model, args.tokenizer, args.release, args.examples)
-    except ReleaseError as err:
-        parser.exit(2, f"demo.app: {err}\n")
+        service, examples = load_service(args.model, args.tokenizer, args.release, args.examples, limits=limits)
     except FileNotFoundError as err:
         parser.error(str(err))
+    except (ValueError, OSError, RuntimeError) as err:
+        # ReleaseError (a release that fails its manifest), CheckpointError (a folder that is not a usable model),
+        # a tokenizer that does not fit the model: one line, exit status 2
+        parser.exit(2, f"demo.app: error: {' '.join(str(err).split())}\n")
     print(f"demo on http://{args.host}:{args.port}/  (Ctrl+C stops it)", flush=True)
     launch(service, args.port, examples, block=True, host=args.host)
     return 0

@@ -15,6 +15,9 @@ _EXPORTS = {
     "stream_patches": "holitok_slm.infer.tts",
     "transcribe_latents": "holitok_slm.infer.asr",
     "SpeechPipeline": "holitok_slm.infer.pipeline",
+    "InputError": "holitok_slm.infer.inputs",
+    "TimeLimitExceeded": "holitok_slm.infer.inputs",
+    "time_limit": "holitok_slm.infer.inputs",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -2,13 +2,16 @@
 
     holitok-slm tts --text "Hello there." --prompt-audio voice.wav [--prompt-text "..."] --out tts_out [--stream]
     holitok-slm asr a.wav b.flac | --dir clips/ | --manifest m.jsonl  --out transcripts.jsonl [--batch-size 8]
-    holitok-slm serve [--model DIR --tokenizer DIR] [--host 127.0.0.1] [--port 7860]
+    holitok-slm serve [--model DIR --tokenizer DIR] [--host 127.0.0.1] [--port 7860] [--concurrency 1]
+        [--queue-size 8] [--max-upload-mb 16] [--max-audio-seconds 30] [--time-limit 120]
 
 Without --model/--tokenizer every command uses the release this repository ships (weights/demo, checked against its
 manifest). Audio in any soundfile-readable format, sample rate and channel count is mixed to mono and resampled to
-48 kHz. Bad input (missing/corrupt/silent audio, empty text, malformed manifest, a folder that is not a model, a
-tokenizer that does not fit the model, an output path that cannot be written) prints one line `error: ...` on stderr
-and exits with status 2, like `holitok`.
+48 kHz. Bad input (missing/corrupt/empty/silent/NaN audio, audio shorter than one 160 ms patch or longer than 30 s,
+empty text or characters the model never saw, out-of-range sampling options, malformed manifest, a folder that is
+not a model or holds a broken one, a tokenizer that does not fit the model, an output path that cannot be written)
+prints one line `error: ...` on stderr and exits with status 2, like `holitok`. The checks are those of the Python
+API and the demo (holitok_slm.infer.inputs), with the demo's limits (demo/limits.py).
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
 from typing import Iterator
+
+from demo.limits import DemoLimits, add_limit_flags, limits_from_args
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 RESULTS = "results.jsonl"
@@ -80,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", help="JSON list of {prompt_wav, prompt_text, target_text} to show (with --model)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860)
+    add_limit_flags(p)
     return parser
 
 
@@ -105,10 +111,10 @@ def _load_pipeline(model_dir, tokenizer_dir, device: str | None = None):
         codec = HoliTok.from_pretrained(tokenizer_dir, device=device)
     except Exception as err:
         raise _load_error("--tokenizer", tokenizer_dir, "HoliTok", err) from None
-    if codec.latent_dim != model.config.latent_dim:
-        raise CliError(f"--tokenizer {tokenizer_dir} makes {codec.latent_dim}-dim latents but --model {model_dir} "
-                       f"expects {model.config.latent_dim}: give the tokenizer the model was trained with")
-    return SpeechPipeline(model, codec)
+    try:
+        return SpeechPipeline(model, codec)
+    except ValueError as err:  # the tokenizer does not fit the model
+        raise CliError(f"--tokenizer {tokenizer_dir} does not fit --model {model_dir}: {_one_line(err)}") from None
 
 
 def _service(args):
@@ -124,7 +130,18 @@ def _service(args):
         torch.set_num_threads(args.threads)
     loader = partial(_load_pipeline, device=getattr(args, "device", None))
     release = DEFAULT_RELEASE if args.model is None else None
-    return load_service(args.model, args.tokenizer, release, getattr(args, "examples", None), loader)
+    return load_service(args.model, args.tokenizer, release, getattr(args, "examples", None), loader,
+                        _limits(args))
+
+
+def _limits(args) -> DemoLimits:
+    """The demo's limits: `serve` takes them as flags; tts/asr check their audio and text against the defaults."""
+    if args.command != "serve":
+        return DemoLimits()
+    try:
+        return limits_from_args(args)
+    except ValueError as err:
+        raise CliError(str(err)) from None
 
 
 # ---- inputs --------------------------------------------------------------------------------------------------------
@@ -179,20 +196,18 @@ def _read_text(path: str, flag: str) -> str:
 
 
 def _check_audio_file(path: str, where: str) -> float:
-    """Header-only check before any model is loaded: the file exists, is readable audio and not empty -> seconds."""
-    import soundfile as sf
+    """Header-only check before any model is loaded: the file exists, is readable audio, not empty and not longer
+    than the limit -> seconds."""
+    from holitok.audio import AudioError, audio_file_info
 
     prefix = "" if where == path else f"{where}: "
-    if not Path(path).is_file():
-        raise CliError(f"{prefix}audio file not found: {path}")
     try:
-        info = sf.info(path)
-    except Exception as err:  # libsndfile raises several types for files it cannot parse
-        reason = getattr(err, "error_string", None) or _one_line(err)
-        raise CliError(f"{prefix}cannot read audio file {path}: {reason}") from None
-    if info.frames == 0:
+        frames, rate = audio_file_info(path, max_seconds=DemoLimits().max_prompt_seconds)
+    except AudioError as err:
+        raise CliError(f"{prefix}{err}") from None
+    if frames == 0:
         raise CliError(f"{prefix}audio file {path} is empty (0 samples)")
-    return info.frames / info.samplerate
+    return frames / rate
 
 
 def _unique_ids(ids: list[str], where: list[str]) -> None:
@@ -261,14 +276,17 @@ def _sentences(args) -> list[_Sentence]:
 
 
 def _tts_options(args) -> dict:
-    if args.steps is not None and args.steps < 1:
-        raise CliError(f"--steps must be at least 1, got {args.steps}")
-    if args.temperature is not None and args.temperature < 0:
-        raise CliError(f"--temperature cannot be negative, got {args.temperature}")
+    from holitok_slm.infer.tts import check_options
+
     if args.max_seconds is not None and not args.max_seconds > 0:
         raise CliError(f"--max-seconds must be positive, got {args.max_seconds}")
-    return {k: v for k, v in (("steps", args.steps), ("cfg_strength", args.cfg_strength),
-                              ("temperature", args.temperature)) if v is not None}
+    options = {k: v for k, v in (("steps", args.steps), ("cfg_strength", args.cfg_strength),
+                                 ("temperature", args.temperature)) if v is not None}
+    try:
+        check_options(options)
+    except ValueError as err:  # the message starts with the option's name: name it as its flag
+        raise CliError("--" + str(err).replace("_", "-", 1)) from None
+    return options
 
 
 def _write_stream(path: Path, chunks: Iterator, sample_rate: int):

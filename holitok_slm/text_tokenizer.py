@@ -104,6 +104,18 @@ class TextTokenizer:
     def id(self, token: str) -> int:
         return self.special_ids[token]
 
+    def unknown_characters(self, text: str) -> list[str]:
+        """Characters of `text` (in order of appearance, whitespace aside) this tokenizer has no piece for. A
+        sentencepiece model encodes them as byte-fallback pieces, which a model trained on its corpus never saw, so
+        the model says nonsense there; byte-level BPE (`hf`) covers every character."""
+        if self.kind != "sentencepiece":
+            return []
+        found = []
+        for ch in dict.fromkeys(unicodedata.normalize("NFC", text)):
+            if not ch.isspace() and any(self._backend.IsByte(i) for i in self._backend.EncodeAsIds(ch)):
+                found.append(ch)
+        return found
+
     def _token_to_id(self, token: str) -> int | None:
         if self.kind == "hf":
             idx = self._backend.convert_tokens_to_ids(token)

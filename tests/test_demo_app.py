@@ -3,21 +3,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import free_port
 from demo.smoke import smoke_outputs
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +20,7 @@ def served(tmp_path_factory):
 
     smoke = smoke_outputs(tmp_path_factory.getbasetemp())
     service = DemoService.from_dirs(smoke.model, smoke.tokenizer)
-    app, url = launch(service, _free_port(), block=False)
+    app, url = launch(service, free_port(), block=False)
     try:
         yield smoke, url
     finally:

@@ -11,41 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
-from holitok import HoliTok, HoliTokConfig, get_preset_config
+from conftest import speech_like
 from holitok_slm.cli import main
-from holitok_slm.tiny import build_tiny_model, randomize_heads
 
-TEXTS = ["the cat sat on the mat", "a dog ran in the park", "hello world"]
 FAST = ["--max-seconds", "0.5", "--steps", "2"]  # 3 patches of 160 ms, 2 Euler steps: a tiny model in ~1 s
-
-
-def _speech_like(path, sr=48000, seconds=0.6, channels=1, f0=180.0):
-    t = np.arange(int(sr * seconds)) / sr
-    x = (0.2 * np.sin(2 * np.pi * f0 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
-    sf.write(path, np.stack([x] * channels, axis=1) if channels > 1 else x, sr)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("slm_cli")
-    randomize_heads(build_tiny_model(TEXTS, root / "spm")).save_pretrained(root / "unified")
-    torch.manual_seed(0)
-    HoliTok(get_preset_config("tiny")).save_pretrained(root / "tokenizer")
-    other = HoliTokConfig.from_dict({**get_preset_config("tiny").to_dict(), "latent_dim": 8})
-    HoliTok(other).save_pretrained(root / "tokenizer_8dim")
-    prompt = _speech_like(root / "prompt_16k_stereo.wav", sr=16000, seconds=1.0, channels=2)  # resampled inside
-    return root, ["--model", str(root / "unified"), "--tokenizer", str(root / "tokenizer")], prompt
 
 
 def _rows(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
-def test_tts_from_text_text_file_and_manifest(tiny, tmp_path):
-    root, model, prompt = tiny
+def test_tts_from_text_text_file_and_manifest(tiny_slm, tmp_path):
+    root, model, prompt = tiny_slm
     out = tmp_path / "one"
     assert main(["tts", *model, "--text", "hello world", "--prompt-audio", prompt, "--prompt-text", "a dog ran",
                  *FAST, "--out", str(out)]) == 0
@@ -69,7 +47,7 @@ def test_tts_from_text_text_file_and_manifest(tiny, tmp_path):
 
     # A manifest: a row with its own prompt (path relative to the manifest), a row on --prompt-audio + instruction.
     (tmp_path / "voices").mkdir()
-    _speech_like(tmp_path / "voices" / "v.wav", f0=120.0)
+    speech_like(tmp_path / "voices" / "v.wav", f0=120.0)
     manifest = tmp_path / "tts.jsonl"
     manifest.write_text(json.dumps({"id": "spk/a", "text": "the mat", "prompt_audio": "voices/v.wav",
                                     "prompt_text": "hello world"}) + "\n" +
@@ -82,10 +60,10 @@ def test_tts_from_text_text_file_and_manifest(tiny, tmp_path):
     assert all(Path(r["path"]).is_file() for r in rows)
 
 
-def test_stream_writes_incrementally_and_matches_one_shot(tiny, tmp_path, monkeypatch):
+def test_stream_writes_incrementally_and_matches_one_shot(tiny_slm, tmp_path, monkeypatch):
     from holitok_slm.infer.pipeline import SpeechPipeline
 
-    root, model, prompt = tiny
+    root, model, prompt = tiny_slm
     args = ["tts", *model, "--text", "the cat sat on the mat", "--prompt-audio", prompt, "--max-seconds", "0.7",
             "--steps", "2", "--seed", "7"]
     assert main([*args, "--out", str(tmp_path / "plain")]) == 0
@@ -119,12 +97,12 @@ def test_stream_writes_incrementally_and_matches_one_shot(tiny, tmp_path, monkey
     assert {**a, "path": None} == {**b, "path": None}
 
 
-def test_asr_files_folder_and_manifest_to_jsonl_and_txt(tiny, tmp_path):
-    root, model, _ = tiny
+def test_asr_files_folder_and_manifest_to_jsonl_and_txt(tiny_slm, tmp_path):
+    root, model, _ = tiny_slm
     clips = tmp_path / "clips"
     (clips / "sub").mkdir(parents=True)
-    paths = [_speech_like(clips / "a.wav", sr=16000, f0=150.0), _speech_like(clips / "b.flac", seconds=0.9),
-             _speech_like(clips / "sub" / "c.wav", sr=22050, channels=2, f0=220.0)]
+    paths = [speech_like(clips / "a.wav", sr=16000, f0=150.0), speech_like(clips / "b.flac", seconds=0.9),
+             speech_like(clips / "sub" / "c.wav", sr=22050, channels=2, f0=220.0)]
     (clips / "notes.txt").write_text("not audio")
 
     assert main(["asr", *model, *paths, "--out", str(tmp_path / "files.jsonl"), "--batch-size", "2"]) == 0
@@ -147,11 +125,11 @@ def test_asr_files_folder_and_manifest_to_jsonl_and_txt(tiny, tmp_path):
     assert [Path(r["audio"]) for r in got] == [Path(p).resolve() for p in paths]
 
 
-def test_serve_delegates_to_the_demo_app(tiny, monkeypatch, capsys):
+def test_serve_delegates_to_the_demo_app(tiny_slm, monkeypatch, capsys):
     import demo.app
     from demo.release import DEFAULT_RELEASE
 
-    root, model, _ = tiny
+    root, model, _ = tiny_slm
     calls = []
     monkeypatch.setattr(demo.app, "launch", lambda service, port, examples, block, host: calls.append(
         (service, port, examples, block, host)))
@@ -238,8 +216,8 @@ BAD_CASES = ["missing_audio", "corrupt_audio", "silent_prompt", "empty_text", "u
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
-def test_bad_input_gives_one_clear_line_and_exit_2(tiny, tmp_path, capsys, case):
-    root, model, prompt = tiny
+def test_bad_input_gives_one_clear_line_and_exit_2(tiny_slm, tmp_path, capsys, case):
+    root, model, prompt = tiny_slm
     argv, expected = _bad_case(case, root, model, prompt, tmp_path)
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -251,9 +229,9 @@ def test_bad_input_gives_one_clear_line_and_exit_2(tiny, tmp_path, capsys, case)
     assert not leftovers  # nothing written on bad input
 
 
-def test_installed_script(tiny, tmp_path):
+def test_installed_script(tiny_slm, tmp_path):
     """The console script from setup.cfg, as a user runs it (the in-process tests above cover the rest)."""
-    root, model, prompt = tiny
+    root, model, prompt = tiny_slm
     script = Path(sys.executable).with_name("holitok-slm")
     assert script.is_file(), "reinstall the package: pip install --no-deps -e ."
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -10,6 +10,7 @@ from .. import prompts
 from ..model.unified import UnifiedModel
 from ..text_tokenizer import AUDIO_PAD, TEXT_END
 from .batching import LeftPaddedBatch
+from .inputs import check_positions, check_time, check_whole
 
 
 def _prefix_embeddings(model: UnifiedModel, latents: torch.Tensor) -> torch.Tensor:
@@ -23,6 +24,7 @@ def _prefix_embeddings(model: UnifiedModel, latents: torch.Tensor) -> torch.Tens
     if not torch.isfinite(latents).all():
         raise ValueError("ASR latents contain NaN or inf")
     n_patches = math.ceil(latents.shape[0] / cfg.patch_size)
+    check_positions(model, _prefix_length(model, latents) + 1, f"Transcribing this audio ({n_patches} patches)")
     padded = torch.zeros(n_patches * cfg.patch_size, cfg.latent_dim, device=device)
     padded[: latents.shape[0]] = latents.to(device).float()
     frame_mask = torch.zeros(1, padded.shape[0], dtype=torch.bool, device=device)
@@ -35,11 +37,20 @@ def _prefix_embeddings(model: UnifiedModel, latents: torch.Tensor) -> torch.Tens
                                   counts)[0]
 
 
-def _max_new_tokens(model: UnifiedModel, latents: torch.Tensor, max_new_tokens: int | None) -> int:
-    if max_new_tokens is not None:
-        return max_new_tokens
+def _prefix_length(model: UnifiedModel, latents: torch.Tensor) -> int:
+    """Positions before the transcript: task and audio markers around one position per patch."""
+    tok = model.text_tokenizer
     patches = math.ceil(latents.shape[0] / model.config.patch_size)
-    return 8 + math.ceil(model.config.generation.asr_max_tokens_per_patch * patches)
+    return len(prompts.asr_prefix_ids(tok)) + patches + len(prompts.asr_suffix_ids(tok))
+
+
+def _max_new_tokens(model: UnifiedModel, latents: torch.Tensor, max_new_tokens: int | None) -> int:
+    """The given limit, or a generous bound from the audio length; never past the backbone's last position."""
+    room = model.config.backbone.max_position_embeddings - _prefix_length(model, latents)
+    if max_new_tokens is not None:
+        return min(max_new_tokens, room)
+    patches = math.ceil(latents.shape[0] / model.config.patch_size)
+    return min(8 + math.ceil(model.config.generation.asr_max_tokens_per_patch * patches), room)
 
 
 @torch.no_grad()
@@ -48,6 +59,10 @@ def transcribe_latents(model: UnifiedModel, latents: Sequence[torch.Tensor], max
     """Raw latents [T, D] per utterance -> transcripts. Greedy (batched) or beam search (one item at a time)."""
     if model.text_tokenizer is None:
         raise RuntimeError("ASR needs a model with a text tokenizer")
+    beam_size = check_whole(beam_size, "beam_size", minimum=1)
+    max_new_tokens = check_whole(max_new_tokens, "max_new_tokens", minimum=0, optional=True)
+    if len(latents) == 0:
+        return []
     was_training = model.training
     model.eval()
     try:
@@ -69,6 +84,7 @@ def _greedy(model: UnifiedModel, latents: list[torch.Tensor], max_new_tokens: in
     outputs = [[] for _ in latents]
     finished = torch.zeros(len(latents), dtype=torch.bool, device=hidden.device)
     for step in range(int(limits.max())):
+        check_time()
         next_ids = model.backbone.text_logits(hidden).argmax(-1)
         finished |= (next_ids == end_id) | (step >= limits)
         if bool(finished.all()):
@@ -94,6 +110,7 @@ def _beam_search(model: UnifiedModel, latents: torch.Tensor, max_new_tokens: int
     beams: list[list[int]] = [[] for _ in range(beam_size)]
     done: list[tuple[float, list[int]]] = []
     for _ in range(max_new_tokens):
+        check_time()
         log_probs = torch.log_softmax(model.backbone.text_logits(hidden).float(), -1)
         candidates = (scores[:, None] + log_probs).flatten()
         top_scores, top_index = candidates.topk(2 * beam_size)

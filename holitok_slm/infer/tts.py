@@ -12,6 +12,7 @@ from ..config import GenerationDefaults
 from ..model.unified import UnifiedModel
 from ..text_tokenizer import AUDIO_PAD
 from .batching import LeftPaddedBatch
+from .inputs import check_number, check_positions, check_text, check_time, check_whole
 from .sampler import sample_patch
 
 
@@ -35,6 +36,9 @@ class TTSOptions(GenerationDefaults):
     patch_cap: int | None = None
     use_cache: bool = True
 
+    def __post_init__(self) -> None:
+        check_options(self.__dict__)
+
     @classmethod
     def from_model(cls, model: UnifiedModel, **overrides) -> "TTSOptions":
         base = {f.name: getattr(model.config.generation, f.name) for f in fields(GenerationDefaults)}
@@ -42,6 +46,30 @@ class TTSOptions(GenerationDefaults):
         if unknown:
             raise TypeError(f"unknown TTS options {unknown}")
         return cls(**{**base, **overrides})
+
+
+_WHOLE_OPTIONS = {"steps": 1, "max_length_margin_patches": 0, "min_patches": 0, "max_patches": 1, "patch_cap": 1}
+_REAL_OPTIONS = {"cfg_strength": None, "sway_coef": None, "temperature": 0.0, "eos_threshold": None,
+                 "min_length_ratio": 0.0, "max_length_ratio": 0.0, "asr_max_tokens_per_patch": 0.0}
+
+
+def check_options(options: dict) -> None:
+    """Refuses (InputError) a sampling option of the wrong kind or out of range; None stands for "the default" in
+    the optional ones. Front ends call it on their overrides before any work; TTSOptions calls it on itself."""
+    optional = {"min_patches", "max_patches", "patch_cap"}
+    for name, value in options.items():
+        if name in _WHOLE_OPTIONS:
+            check_whole(value, name, minimum=_WHOLE_OPTIONS[name], optional=name in optional)
+        elif name in _REAL_OPTIONS:
+            check_number(value, name, minimum=_REAL_OPTIONS[name])
+
+
+def check_request_texts(text, prompt_text=None, instruction=None) -> None:
+    """The texts of one TTSRequest: a non-empty text to speak, optional prompt transcript and instruction (InputError
+    otherwise). Kept as given: whitespace is the caller's business."""
+    check_text(text, "text to speak")
+    check_text(prompt_text, "prompt transcript", required=False)
+    check_text(instruction, "instruction", required=False)
 
 
 @dataclass
@@ -88,8 +116,7 @@ def _prepare(model: UnifiedModel, requests: Sequence[TTSRequest], options: TTSOp
     item_embeds, histories, lows, highs, prompt_list = [], [], [], [], []
     caches = [] if model.semantic_input is not None else None
     for request in requests:
-        if not isinstance(request.text, str) or not request.text.strip():
-            raise ValueError("TTS text is empty")
+        check_request_texts(request.text, request.prompt_text, request.instruction)
         prompt = request.prompt_latents
         if prompt is not None:
             if prompt.dim() != 2 or prompt.shape[1] != cfg.latent_dim:
@@ -103,6 +130,9 @@ def _prepare(model: UnifiedModel, requests: Sequence[TTSRequest], options: TTSOp
         n_prompt = 0 if prompt is None else prompt.shape[0] // cfg.patch_size
         text = prompts.join_prompt_and_target_text(request.prompt_text or "", request.text) if n_prompt else request.text
         ids = prompts.tts_prefix_ids(tok, text, request.instruction) + [tok.id(AUDIO_PAD)] * n_prompt
+        low, high = _length_bounds(model, request, n_prompt, options)
+        check_positions(model, len(ids) + high, f"Speaking this text ({len(ids) - n_prompt} text tokens, "
+                        f"{n_prompt} prompt patches, up to {high} new patches)")
         ids_t = torch.tensor([ids], device=device)
         if n_prompt:
             normalized = model.normalize_latents(prompt)
@@ -123,7 +153,6 @@ def _prepare(model: UnifiedModel, requests: Sequence[TTSRequest], options: TTSOp
             history = torch.zeros(cfg.patch_size, cfg.latent_dim, device=device)
         embeds = model.merge_embeddings(ids_t, audio, torch.tensor([len(ids) - n_prompt], device=device),
                                         torch.tensor([n_prompt], device=device))[0]
-        low, high = _length_bounds(model, request, n_prompt, options)
         item_embeds.append(embeds)
         histories.append(history)
         lows.append(low)
@@ -167,6 +196,7 @@ def _run(model, requests, options, generator):
     finished = torch.zeros(size, dtype=torch.bool, device=device)
     step = 0
     while True:
+        check_time()
         stop_prob = torch.sigmoid(model.stop_head(hidden).float())
         finished |= ((step >= prep.min_patches) & (stop_prob > options.eos_threshold)) | (step >= prep.max_patches)
         if bool(finished.all()):

@@ -9,7 +9,8 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_model
+from holitok.checkpoint import CheckpointError, read_json, read_safetensors
+from safetensors.torch import save_model
 from torch import nn
 
 from .. import prompts
@@ -78,10 +79,18 @@ class UnifiedModel(nn.Module):
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"{directory} is not a UnifiedModel checkpoint ({name} missing)")
-        cfg = UnifiedConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8")))
+        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+        config = read_json(config_path)  # every failure names the file it comes from (CheckpointError: ValueError)
+        try:
+            cfg = UnifiedConfig.from_dict(config)
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{config_path}: {err}") from None
         model = cls(cfg, TextTokenizer.load(directory / TOKENIZER_DIR))
-        state = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
-        model.load_checked_state_dict(state)
+        state = read_safetensors(weights_path, device=str(map_location))
+        try:
+            model.load_checked_state_dict(state)
+        except ValueError as err:
+            raise CheckpointError(f"{weights_path} does not fit {config_path}: {err}") from None
         return model.to(map_location)
 
     def load_checked_state_dict(self, state: dict[str, torch.Tensor]) -> None:

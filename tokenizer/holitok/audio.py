@@ -25,6 +25,27 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int = MODEL_SAMPLE_RATE
     return np.stack([soxr.resample(a, orig_sr, target_sr, "HQ") for a in audio]).astype(np.float32)
 
 
+def audio_file_info(path: str | Path, max_seconds: float | None = None) -> tuple[int, int]:
+    """(samples per channel, sample_rate) from the file's header, without decoding it; AudioError when the file is
+    missing, unreadable or longer than `max_seconds`."""
+    import soundfile as sf
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"audio file not found: {path}")
+    try:
+        info = sf.info(str(path))
+    except Exception as err:  # libsndfile raises several types for files it cannot parse
+        reason = getattr(err, "error_string", None) or " ".join(str(err).split()) or type(err).__name__
+        raise AudioError(f"cannot read audio file {path}: {reason}") from None
+    _check_length(info.frames, info.samplerate, max_seconds, str(path))
+    return int(info.frames), int(info.samplerate)
+
+
+def _check_length(samples: int, sample_rate: float, max_seconds: float | None, what: str = "audio") -> None:
+    if max_seconds is not None and samples > max_seconds * sample_rate:
+        raise AudioError(f"{what} is {samples / sample_rate:.1f} s long; the limit is {max_seconds:g} s")
+
+
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """(samples [L] or [C, L] float32, sample_rate) from any file libsndfile reads (wav, flac, ogg, mp3)."""
     import soundfile as sf
@@ -39,24 +60,36 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
 
 
 def load_audio(source: Any, sample_rate: int | None = None, *, target_sample_rate: int = MODEL_SAMPLE_RATE,
-               mono: str = "mix") -> Tensor:
+               mono: str = "mix", max_seconds: float | None = None) -> Tensor:
     """A path or array (at `sample_rate`) -> float32 mono tensor [L] at `target_sample_rate`, validated.
 
-    `mono="mix"` averages channels; `mono="refuse"` raises on multi-channel input.
+    `mono="mix"` averages channels; `mono="refuse"` raises on multi-channel input. `max_seconds` refuses longer
+    audio before any decoding or resampling (a file's length comes from its header).
     """
+    if sample_rate is not None and not (isinstance(sample_rate, (int, float, np.number)) and sample_rate > 0):
+        raise AudioError(f"sample_rate must be a positive number of Hz, got {sample_rate!r}")
     if isinstance(source, (str, Path)):
+        if max_seconds is not None:
+            audio_file_info(source, max_seconds)
         data, sr = read_audio(source)
         if sample_rate is not None and sample_rate != sr:
             raise AudioError(f"{source} is {sr} Hz but sample_rate={sample_rate} was given")
     else:
         data = source.detach().cpu().numpy() if isinstance(source, Tensor) else np.asarray(source)
-        sr = sample_rate or target_sample_rate
+        sr = target_sample_rate if sample_rate is None else sample_rate
+        if data.dtype.kind not in "iuf":
+            raise AudioError(f"audio must be a path or numeric samples, got {type(source).__name__} of dtype "
+                             f"{data.dtype}")
         if data.dtype.kind in "iu":  # PCM integers -> [-1, 1]
             data = data.astype(np.float32) / float(np.iinfo(data.dtype).max + 1)
         data = data.astype(np.float32)
-        data = np.squeeze(data)
+        if data.size == 0:  # also [0, C] or [C, 0]: no layout guess needed
+            raise AudioError("audio is empty (0 samples)")
+        data = np.atleast_1d(np.squeeze(data))
         if data.ndim == 2 and data.shape[0] > data.shape[1]:
             data = data.T  # [L, C] -> [C, L]
+        if data.ndim <= 2:
+            _check_length(data.shape[-1], sr, max_seconds)
     if data.ndim == 2:
         if mono == "refuse":
             raise AudioError(f"expected mono audio, got {data.shape[0]} channels")

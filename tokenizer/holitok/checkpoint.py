@@ -108,12 +108,16 @@ def save_safetensors_dir(module: nn.Module, directory: str | Path, config: dict[
     (directory / CONFIG_NAME).write_text(json.dumps({"format": SAFETENSORS_FORMAT, **config}, indent=1))
 
 
-def _read_config_json(directory: Path) -> dict[str, Any]:
-    path = directory / CONFIG_NAME
+def read_json(path: str | Path) -> Any:
+    """A checkpoint's JSON file; CheckpointError naming the file when it is not valid JSON."""
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path} is not valid JSON: {err}") from None
+
+
+def _read_config_json(directory: Path) -> dict[str, Any]:
+    return read_json(directory / CONFIG_NAME)
 
 
 def load_safetensors_dir(directory: Path, section: str, build) -> nn.Module:
@@ -126,13 +130,17 @@ def load_safetensors_dir(directory: Path, section: str, build) -> nn.Module:
     return model
 
 
-def _read_safetensors(path: Path) -> dict[str, Tensor]:
+def read_safetensors(path: str | Path, device: str = "cpu") -> dict[str, Tensor]:
+    """Every tensor of a safetensors file; CheckpointError naming the file when it is not one (truncated, garbage)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     try:
-        return load_file(str(path))
+        return load_file(str(path), device=str(device))
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from None
+
+
+_read_safetensors = read_safetensors
 
 
 # ---- HoliTok ---------------------------------------------------------------------------------------------------
