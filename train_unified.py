@@ -349,5 +349,5 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     code = main()
-    # gloo can abort in its destructor at interpreter exit (environment.md); everything is flushed by now.
+    # gloo can abort in its destructor at interpreter exit (seen on CPU runs); everything is flushed by now.
     os._exit(code)

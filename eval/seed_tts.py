@@ -5,7 +5,7 @@
         [--asr_judge self|whisper:DIR|none] [--sim_judge resemblyzer|melstats|none] [--seeds 0 1 2] [--limit N]
     python -m eval.seed_tts --meta ... --generated DIR --asr_judge whisper:DIR   # score existing <utt>.wav files
 
-Protocol (shared/reference/downstream_anchors.md; Seed-TTS-Eval's scripts): `meta.lst` lines are
+Protocol (as Seed-TTS-Eval's official scripts do it; docs/eval.md): `meta.lst` lines are
 `utt|prompt_text|prompt_wav|target_text[|gt_wav]`; the model gets the prompt audio + its transcript and speaks the
 target text; WER = **mean of per-utterance WERs** after the eval.asr_wer normaliser (lower-case, punctuation except
 the apostrophe removed, no number normalisation; per character for zh); SIM = cosine between the speaker embeddings
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from holitok.audio import AudioError, load_audio, read_audio, save_audio
+from holitok.audio import AudioError, read_audio, save_audio
 
 from .asr_wer import score_utterance
 from .audio_metrics import MissingJudgeError, cosine_similarity

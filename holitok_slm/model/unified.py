@@ -160,7 +160,7 @@ class UnifiedModel(nn.Module):
         return latents.float()
 
     def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """Training items (see CONTEXT.md) -> a right-padded batch for `forward` (prompts, patching, masks)."""
+        """Training items (dicts: id, task, text, latents [T, D]) -> a right-padded batch for `forward` (prompts, patching, masks)."""
         if not items:
             raise ValueError("collate needs at least one item")
         tok = self._require_tokenizer()

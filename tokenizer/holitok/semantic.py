@@ -1,7 +1,6 @@
 """Causal semantic Transformer of HoliTok-Unite: latents [B,T,D] -> features [B,T,H], streamable with a KV cache."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -148,6 +147,3 @@ class SemanticModule(nn.Module):
         model = load_semantic(checkpoint or source, num_heads=num_heads, causal=causal)
         model.eval()
         return model.to(device=device, dtype=dtype) if (device or dtype) else model
-
-    def config_json(self) -> str:
-        return json.dumps(self.config.to_dict(), indent=1)

@@ -43,11 +43,3 @@ class Decimator(torch.nn.Module):
         out = F.conv1d(F.pad(flat, (pad, pad)), self.taps, stride=self.factor)
         return out.reshape(*shape[:-1], out.shape[-1])
 
-
-def resample_to(audio: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
-    """Down-sample [..., L] by the integer ratio ``orig_sr / target_sr`` (used for 48 kHz -> 16 kHz teacher input)."""
-    if orig_sr == target_sr:
-        return audio
-    if orig_sr % target_sr != 0:
-        raise ValueError(f"only integer down-sampling ratios are supported in training, got {orig_sr} -> {target_sr}")
-    return Decimator(orig_sr // target_sr).to(audio.device)(audio)

@@ -266,10 +266,3 @@ class StageTrainer:
             tracker.finish()
         return TrainResult(final, self.step, history)
 
-
-def train(config: TokenizerTrainConfig) -> TrainResult:
-    """Train one stage in this process (or under ``accelerate launch``) and release the process group."""
-    trainer = StageTrainer(config)
-    result = trainer.run()
-    trainer.accelerator.end_training()
-    return result
