@@ -253,18 +253,18 @@ def test_hf_tokenizer_directory_gets_our_special_tokens(tmp_path):
 
 
 def test_prompt_templates(model):
-    from holitok_slm import prompts
+    from holitok_slm import layout
 
     tok = model.text_tokenizer
-    plain = prompts.tts_prefix_ids(tok, "hello world")
-    controlled = prompts.tts_prefix_ids(tok, "hello world", instruction="whisper")
+    plain = layout.tts_prefix_ids(tok, "hello world")
+    controlled = layout.tts_prefix_ids(tok, "hello world", instruction="whisper")
     assert plain[0] == tok.id("<|task_tts|>") and plain[-1] == tok.id(AUDIO_START)
     start, end = controlled.index(tok.id("<|instruct_start|>")), controlled.index(tok.id("<|instruct_end|>"))
     assert tok.decode(controlled[start + 1:end]) == "whisper"
     assert controlled[end + 1:] == plain[1:]  # same text/audio layout after the instruction block
-    assert prompts.asr_prefix_ids(tok) == [tok.id("<|task_asr|>"), tok.id(AUDIO_START)]
-    assert prompts.join_prompt_and_target_text("a dog ran.", "hello") == "a dog ran. hello"
-    assert prompts.join_prompt_and_target_text("你好。", "世界") == "你好。世界"
+    assert layout.asr_prefix_ids(tok) == [tok.id("<|task_asr|>"), tok.id(AUDIO_START)]
+    assert layout.join_prompt_and_target_text("a dog ran.", "hello") == "a dog ran. hello"
+    assert layout.join_prompt_and_target_text("你好。", "世界") == "你好。世界"
     batch = model.collate([dict(id="c", task="tts", text="hello world", instruction="whisper",
                                 latents=torch.randn(8, 16))])
     assert batch["input_ids"][0, :len(controlled)].tolist() == controlled

@@ -6,51 +6,27 @@ from typing import Sequence
 
 import torch
 
-from .. import prompts
+from .. import layout
 from ..model.unified import UnifiedModel
-from ..text_tokenizer import AUDIO_PAD, TEXT_END
+from ..text_tokenizer import TEXT_END
 from .batching import LeftPaddedBatch
 from .inputs import check_positions, check_time, check_whole
 
 
-def _prefix_embeddings(model: UnifiedModel, latents: torch.Tensor) -> torch.Tensor:
-    """[task_asr, audio_start, A..A, audio_end] embeddings of one utterance's raw latents [T, D]."""
-    cfg, tok = model.config, model.text_tokenizer
-    device = model.latent_scale.device
-    if latents.dim() != 2 or latents.shape[1] != cfg.latent_dim:
-        raise ValueError(f"ASR latents must be [T, {cfg.latent_dim}], got {tuple(latents.shape)}")
-    if latents.shape[0] == 0:
-        raise ValueError("ASR input has no latent frames (empty audio)")
-    if not torch.isfinite(latents).all():
-        raise ValueError("ASR latents contain NaN or inf")
-    n_patches = math.ceil(latents.shape[0] / cfg.patch_size)
-    check_positions(model, _prefix_length(model, latents) + 1, f"Transcribing this audio ({n_patches} patches)")
-    padded = torch.zeros(n_patches * cfg.patch_size, cfg.latent_dim, device=device)
-    padded[: latents.shape[0]] = latents.to(device).float()
-    frame_mask = torch.zeros(1, padded.shape[0], dtype=torch.bool, device=device)
-    frame_mask[0, : latents.shape[0]] = True
-    prefix = prompts.asr_prefix_ids(tok)
-    ids = prefix + [tok.id(AUDIO_PAD)] * n_patches + prompts.asr_suffix_ids(tok)
-    counts = torch.tensor([n_patches], device=device)
-    audio = model.embed_audio(padded[None], frame_mask, counts)
-    return model.merge_embeddings(torch.tensor([ids], device=device), audio, torch.tensor([len(prefix)], device=device),
-                                  counts)[0]
+def _layout(model: UnifiedModel, latents: torch.Tensor) -> layout.ItemLayout:
+    """One utterance's checked ASR layout [task_asr, audio_start, A..A, audio_end]; refuses audio whose layout and
+    first transcript token do not fit the backbone's positions."""
+    item = layout.asr_layout(model.text_tokenizer, model.config, latents)
+    check_positions(model, len(item.ids) + 1, f"Transcribing this audio ({item.num_patches} patches)")
+    return item
 
 
-def _prefix_length(model: UnifiedModel, latents: torch.Tensor) -> int:
-    """Positions before the transcript: task and audio markers around one position per patch."""
-    tok = model.text_tokenizer
-    patches = math.ceil(latents.shape[0] / model.config.patch_size)
-    return len(prompts.asr_prefix_ids(tok)) + patches + len(prompts.asr_suffix_ids(tok))
-
-
-def _max_new_tokens(model: UnifiedModel, latents: torch.Tensor, max_new_tokens: int | None) -> int:
+def _max_new_tokens(model: UnifiedModel, item: layout.ItemLayout, max_new_tokens: int | None) -> int:
     """The given limit, or a generous bound from the audio length; never past the backbone's last position."""
-    room = model.config.backbone.max_position_embeddings - _prefix_length(model, latents)
+    room = model.config.backbone.max_position_embeddings - len(item.ids)
     if max_new_tokens is not None:
         return min(max_new_tokens, room)
-    patches = math.ceil(latents.shape[0] / model.config.patch_size)
-    return min(8 + math.ceil(model.config.generation.asr_max_tokens_per_patch * patches), room)
+    return min(8 + math.ceil(model.config.generation.asr_max_tokens_per_patch * item.num_patches), room)
 
 
 @torch.no_grad()
@@ -68,21 +44,21 @@ def transcribe_latents(model: UnifiedModel, latents: Sequence[torch.Tensor], max
     try:
         if beam_size > 1:
             return [_beam_search(model, item, _max_new_tokens(model, item, max_new_tokens), beam_size)
-                    for item in latents]
-        return _greedy(model, list(latents), max_new_tokens)
+                    for item in (_layout(model, x) for x in latents)]
+        return _greedy(model, [_layout(model, x) for x in latents], max_new_tokens)
     finally:
         model.train(was_training)
 
 
-def _greedy(model: UnifiedModel, latents: list[torch.Tensor], max_new_tokens: int | None) -> list[str]:
+def _greedy(model: UnifiedModel, items: list[layout.ItemLayout], max_new_tokens: int | None) -> list[str]:
     tok = model.text_tokenizer
     end_id = tok.id(TEXT_END)
-    batch = LeftPaddedBatch.from_items([_prefix_embeddings(model, x) for x in latents])
-    limits = torch.tensor([_max_new_tokens(model, x, max_new_tokens) for x in latents], device=batch.embeds.device)
+    batch = LeftPaddedBatch.from_items([layout.asr_prefix(model, item) for item in items])
+    limits = torch.tensor([_max_new_tokens(model, item, max_new_tokens) for item in items], device=batch.embeds.device)
     cache = model.backbone.new_cache()
     hidden = model.backbone(batch.embeds, batch.attention_mask, batch.position_ids, cache)[:, -1]
-    outputs = [[] for _ in latents]
-    finished = torch.zeros(len(latents), dtype=torch.bool, device=hidden.device)
+    outputs = [[] for _ in items]
+    finished = torch.zeros(len(items), dtype=torch.bool, device=hidden.device)
     for step in range(int(limits.max())):
         check_time()
         next_ids = model.backbone.text_logits(hidden).argmax(-1)
@@ -97,11 +73,11 @@ def _greedy(model: UnifiedModel, latents: list[torch.Tensor], max_new_tokens: in
     return [tok.decode(ids) for ids in outputs]
 
 
-def _beam_search(model: UnifiedModel, latents: torch.Tensor, max_new_tokens: int, beam_size: int) -> str:
+def _beam_search(model: UnifiedModel, item: layout.ItemLayout, max_new_tokens: int, beam_size: int) -> str:
     """Length-normalised beam search; beams share one batched KV cache that is reordered every step."""
     tok = model.text_tokenizer
     end_id = tok.id(TEXT_END)
-    prefix = _prefix_embeddings(model, latents)
+    prefix = layout.asr_prefix(model, item)
     batch = LeftPaddedBatch.from_items([prefix] * beam_size)
     cache = model.backbone.new_cache()
     hidden = model.backbone(batch.embeds, batch.attention_mask, batch.position_ids, cache)[:, -1]

@@ -6,6 +6,7 @@ from typing import Any, Generator, Sequence
 
 import torch
 
+from ..layout import whole_patches
 from ..model.unified import UnifiedModel
 from .asr import transcribe_latents
 from .inputs import InputError, check_time, check_whole, load_speech
@@ -106,7 +107,7 @@ class SpeechPipeline:
             latents = None
             if audio is not None:
                 latents = self.encode_audio(audio, sample_rate, "voice prompt", self.patch_samples)
-                latents = latents[: latents.shape[0] // self.model.config.patch_size * self.model.config.patch_size]
+                latents = whole_patches(latents, self.model.config.patch_size, "voice prompt")
                 if prompt_text is None:  # the same model transcribes the prompt for continuation
                     prompt_text = transcribe_latents(self.model, [latents])[0]
             requests.append(TTSRequest(text, latents, prompt_text, instruction))

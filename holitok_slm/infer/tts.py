@@ -7,10 +7,9 @@ from typing import Iterator, Sequence
 
 import torch
 
-from .. import prompts
+from .. import layout
 from ..config import GenerationDefaults
 from ..model.unified import UnifiedModel
-from ..text_tokenizer import AUDIO_PAD
 from .batching import LeftPaddedBatch
 from .inputs import check_number, check_positions, check_text, check_time, check_whole
 from .sampler import sample_patch
@@ -110,56 +109,25 @@ def _length_bounds(model: UnifiedModel, request: TTSRequest, prompt_patches: int
 
 
 def _prepare(model: UnifiedModel, requests: Sequence[TTSRequest], options: TTSOptions) -> _Prepared:
-    tok = model.text_tokenizer
-    cfg = model.config
+    """Every request's layout and length bounds are checked before any is embedded."""
+    tok, cfg = model.text_tokenizer, model.config
     device = model.latent_scale.device
-    item_embeds, histories, lows, highs, prompt_list = [], [], [], [], []
-    caches = [] if model.semantic_input is not None else None
+    layouts, lows, highs = [], [], []
     for request in requests:
         check_request_texts(request.text, request.prompt_text, request.instruction)
-        prompt = request.prompt_latents
-        if prompt is not None:
-            if prompt.dim() != 2 or prompt.shape[1] != cfg.latent_dim:
-                raise ValueError(f"prompt_latents must be [T, {cfg.latent_dim}], got {tuple(prompt.shape)}")
-            if not torch.isfinite(prompt).all():
-                raise ValueError("prompt_latents contain NaN or inf")
-            # Whole patches only: a trailing partial patch (< 160 ms, normally silence) is dropped.
-            prompt = prompt[: prompt.shape[0] // cfg.patch_size * cfg.patch_size].to(device).float()
-            if prompt.shape[0] == 0:
-                raise ValueError(f"prompt audio is shorter than one patch ({cfg.patch_size} latent frames)")
-        n_prompt = 0 if prompt is None else prompt.shape[0] // cfg.patch_size
-        text = prompts.join_prompt_and_target_text(request.prompt_text or "", request.text) if n_prompt else request.text
-        ids = prompts.tts_prefix_ids(tok, text, request.instruction) + [tok.id(AUDIO_PAD)] * n_prompt
-        low, high = _length_bounds(model, request, n_prompt, options)
-        check_positions(model, len(ids) + high, f"Speaking this text ({len(ids) - n_prompt} text tokens, "
-                        f"{n_prompt} prompt patches, up to {high} new patches)")
-        ids_t = torch.tensor([ids], device=device)
-        if n_prompt:
-            normalized = model.normalize_latents(prompt)
-            if caches is not None:
-                cache = model.semantic_input.init_cache()
-                caches.append(cache)
-                features = model.semantic_input.encoder.step(prompt[None], cache)
-                audio = model.semantic_input.pool_project(features, torch.ones(features.shape[:2], dtype=torch.bool,
-                                                                               device=device))
-            else:
-                audio = model.embed_audio(prompt[None], torch.ones(1, prompt.shape[0], dtype=torch.bool, device=device),
-                                          torch.tensor([n_prompt], device=device))
-            history = normalized[-cfg.patch_size:]
-        else:
-            if caches is not None:
-                caches.append(model.semantic_input.init_cache())
-            audio = torch.zeros(1, 0, model.backbone.hidden_size, device=device)
-            history = torch.zeros(cfg.patch_size, cfg.latent_dim, device=device)
-        embeds = model.merge_embeddings(ids_t, audio, torch.tensor([len(ids) - n_prompt], device=device),
-                                        torch.tensor([n_prompt], device=device))[0]
-        item_embeds.append(embeds)
-        histories.append(history)
+        item = layout.tts_request_layout(tok, cfg, request.text, request.prompt_latents, request.prompt_text,
+                                         request.instruction)
+        low, high = _length_bounds(model, request, item.num_patches, options)
+        check_positions(model, len(item.ids) + high, f"Speaking this text ({item.audio_offset} text tokens, "
+                        f"{item.num_patches} prompt patches, up to {high} new patches)")
+        layouts.append(item)
         lows.append(low)
         highs.append(high)
-        prompt_list.append(prompt if prompt is not None else torch.zeros(0, cfg.latent_dim, device=device))
-    return _Prepared(item_embeds, torch.stack(histories), torch.tensor(lows, device=device),
-                     torch.tensor(highs, device=device), prompt_list, caches)
+    prefixes = [layout.tts_prefix(model, item) for item in layouts]
+    caches = [p.semantic_cache for p in prefixes] if model.semantic_input is not None else None
+    return _Prepared([p.embeds for p in prefixes], torch.stack([p.history for p in prefixes]),
+                     torch.tensor(lows, device=device), torch.tensor(highs, device=device),
+                     [item.latents.to(device) for item in layouts], caches)
 
 
 @torch.no_grad()
@@ -249,7 +217,8 @@ def tts_result(model: UnifiedModel, request: TTSRequest, patches: Sequence[torch
                options: TTSOptions) -> TTSResult:
     """The TTSResult of one request from the raw patches [P, D] streamed for it (fewer than its maximum length:
     the stop head ended it)."""
-    prompt_patches = 0 if request.prompt_latents is None else request.prompt_latents.shape[0] // model.config.patch_size
+    prompt_patches = 0 if request.prompt_latents is None else layout.whole_patch_count(request.prompt_latents.shape[0],
+                                                                                       model.config.patch_size)
     bounds = _length_bounds(model, request, prompt_patches, options)
     latents = torch.cat(list(patches)) if patches else model.latent_scale.new_zeros(0, model.config.latent_dim)
     return TTSResult(latents, len(patches) < bounds[1], bounds)

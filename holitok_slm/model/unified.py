@@ -1,8 +1,7 @@
-"""UnifiedModel: Qwen2 backbone + audio input path + DiT flow head + stop/LM heads; batching, losses, checkpoints."""
+"""UnifiedModel: Qwen2 backbone + audio input path + DiT flow head + stop/LM heads; embeddings, losses, checkpoints."""
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,9 +12,9 @@ from holitok.checkpoint import CheckpointError, read_json, read_safetensors
 from safetensors.torch import save_model
 from torch import nn
 
-from .. import prompts
+from .. import layout
 from ..config import UnifiedConfig
-from ..text_tokenizer import AUDIO_PAD, PAD, TextTokenizer
+from ..text_tokenizer import PAD, TextTokenizer
 from .backbone import Backbone
 from .dit_head import DiTHead
 from .heads import ConditionBridge, StopHead
@@ -132,7 +131,7 @@ class UnifiedModel(nn.Module):
         self.latent_scale.fill_(1.0 / std.item())
         tts = [item for item in items if item["task"] == "tts"]
         if tts and self.text_tokenizer is not None:
-            patches = sum(math.ceil(item["latents"].shape[0] / self.config.patch_size) for item in tts)
+            patches = sum(layout.num_patches(item["latents"].shape[0], self.config.patch_size) for item in tts)
             tokens = sum(max(1, len(self.text_tokenizer.encode(item["text"]))) for item in tts)
             self.patches_per_token.fill_(patches / tokens)
         return {"latent_mean": mean.item(), "latent_std": std.item(), "patches_per_token": self.patches_per_token.item()}
@@ -143,92 +142,10 @@ class UnifiedModel(nn.Module):
             raise RuntimeError("this model was built without a text tokenizer")
         return self.text_tokenizer
 
-    def _check_item(self, item: dict[str, Any]) -> torch.Tensor:
-        name = item.get("id", "<no id>")
-        if item.get("task") not in ("tts", "asr"):
-            raise ValueError(f"item {name}: task must be 'tts' or 'asr', got {item.get('task')!r}")
-        if not isinstance(item.get("text"), str) or not item["text"].strip():
-            raise ValueError(f"item {name}: empty or missing text")
-        latents = item.get("latents")
-        if not isinstance(latents, torch.Tensor) or latents.dim() != 2 or latents.shape[1] != self.config.latent_dim:
-            shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
-            raise ValueError(f"item {name}: latents must be a [T, {self.config.latent_dim}] tensor, got {shape}")
-        if latents.shape[0] == 0:
-            raise ValueError(f"item {name}: latents have no frames")
-        if not torch.isfinite(latents).all():
-            raise ValueError(f"item {name}: latents contain NaN or inf")
-        return latents.float()
-
     def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """Training items (dicts: id, task, text, latents [T, D]) -> a right-padded batch for `forward` (prompts, patching, masks)."""
-        if not items:
-            raise ValueError("collate needs at least one item")
-        tok = self._require_tokenizer()
-        patch = self.config.patch_size
-        sequences, offsets, patch_counts, latents_list = [], [], [], []
-        stop_spans, text_spans = [], []
-        for item in items:
-            latents = self._check_item(item)
-            if item["task"] == "tts" and latents.shape[0] > patch:
-                # Generation only ever produces whole patches, so TTS trains on whole patches too: a trailing
-                # partial patch (< 160 ms, normally silence) is dropped rather than padded with frames the
-                # model could never produce (a padded last patch made the stop head miss at inference).
-                latents = latents[: latents.shape[0] // patch * patch]
-            n_patches = math.ceil(latents.shape[0] / patch)
-            if item["task"] == "tts":
-                prefix = prompts.tts_prefix_ids(tok, item["text"], item.get("instruction"))
-                ids = prefix + [tok.id(AUDIO_PAD)] * n_patches
-                # Hidden states from <|audio_start|> through the last patch predict "continue"... "stop".
-                stop_spans.append((len(prefix) - 1, n_patches + 1))
-                text_spans.append(None)
-            else:
-                prefix = prompts.asr_prefix_ids(tok)
-                target = prompts.asr_target_ids(tok, item["text"])
-                ids = prefix + [tok.id(AUDIO_PAD)] * n_patches + prompts.asr_suffix_ids(tok)
-                text_spans.append((len(ids) - 1, target))
-                ids = ids + target[:-1]
-                stop_spans.append(None)
-            sequences.append(ids)
-            offsets.append(len(prefix))
-            patch_counts.append(n_patches)
-            latents_list.append(latents)
-
-        batch, length, max_patches = len(items), max(map(len, sequences)), max(patch_counts)
-        input_ids = torch.full((batch, length), tok.id(PAD), dtype=torch.long)
-        attention_mask = torch.zeros(batch, length, dtype=torch.long)
-        latents = torch.zeros(batch, max_patches * patch, self.config.latent_dim)
-        frame_mask = torch.zeros(batch, max_patches * patch, dtype=torch.bool)
-        stop_labels = torch.full((batch, length), -1.0)
-        text_labels = torch.full((batch, length), -100, dtype=torch.long)
-        for i, ids in enumerate(sequences):
-            input_ids[i, :len(ids)] = torch.tensor(ids)
-            attention_mask[i, :len(ids)] = 1
-            latents[i, :latents_list[i].shape[0]] = latents_list[i]
-            frame_mask[i, :latents_list[i].shape[0]] = True
-            if stop_spans[i] is not None:
-                start, count = stop_spans[i]
-                stop_labels[i, start:start + count] = 0.0
-                stop_labels[i, start + count - 1] = 1.0
-            if text_spans[i] is not None:
-                start, target = text_spans[i]
-                text_labels[i, start:start + len(target)] = torch.tensor(target)
-        out = {
-            "input_ids": input_ids, "attention_mask": attention_mask, "latents": latents, "frame_mask": frame_mask,
-            "audio_offset": torch.tensor(offsets), "num_patches": torch.tensor(patch_counts),
-            "is_tts": torch.tensor([item["task"] == "tts" for item in items]),
-            "stop_labels": stop_labels, "text_labels": text_labels,
-        }
-        if all(item.get("semantic") is not None for item in items):
-            width = items[0]["semantic"].shape[-1]
-            semantic = torch.zeros(batch, max_patches * patch, width)
-            for i, item in enumerate(items):
-                frames = latents_list[i].shape[0]  # TTS items may have lost a trailing partial patch
-                if item["semantic"].shape[0] < frames:
-                    raise ValueError(f"item {item.get('id', '<no id>')}: semantic has {item['semantic'].shape[0]} "
-                                     f"frames but latents have {frames}")
-                semantic[i, :frames] = item["semantic"][:frames].float()
-            out["semantic"] = semantic
-        return out
+        """Training items (dicts: id, task, text, latents [T, D]) -> a right-padded batch for `forward`; the layout
+        (prompts, whole patches, masks, labels) is holitok_slm.layout's."""
+        return layout.collate(self._require_tokenizer(), self.config, items)
 
     # ---- shared pieces used by training and generation ----------------------------------------------------------
     def embed_audio(self, latents: torch.Tensor, frame_mask: torch.Tensor, num_patches: torch.Tensor,
@@ -262,6 +179,27 @@ class UnifiedModel(nn.Module):
         rows, cols = valid.nonzero(as_tuple=True)
         return embeds.index_put((rows, audio_offset[rows] + cols), audio_embeds[rows, cols].to(embeds.dtype))
 
+    def embed_inputs(self, input_ids: torch.Tensor, latents: torch.Tensor, frame_mask: torch.Tensor,
+                     audio_offset: torch.Tensor, num_patches: torch.Tensor,
+                     semantic: torch.Tensor | None = None) -> torch.Tensor:
+        """The backbone's input embeddings [B, L, H] of a padded layout batch (holitok_slm.layout.pad_layouts)."""
+        audio_embeds = self.embed_audio(latents, frame_mask, num_patches, semantic)
+        return self.merge_embeddings(input_ids, audio_embeds, audio_offset, num_patches)
+
+    def embed_prompt(self, prompt: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """A voice prompt's raw latents [T, D] (whole patches; T may be 0) -> its audio embeddings [1, T/P, H] and,
+        for Unite, the semantic encoder's cache primed with it (generation continues the cache; else None)."""
+        n_patches = prompt.shape[0] // self.config.patch_size
+        cache = self.semantic_input.init_cache() if self.semantic_input is not None else None
+        if n_patches == 0:
+            return torch.zeros(1, 0, self.backbone.hidden_size, device=prompt.device), cache
+        if cache is not None:
+            features = self.semantic_input.encoder.step(prompt[None], cache)
+            mask = torch.ones(features.shape[:2], dtype=torch.bool, device=prompt.device)
+            return self.semantic_input.pool_project(features, mask), cache
+        mask = torch.ones(1, prompt.shape[0], dtype=torch.bool, device=prompt.device)
+        return self.embed_audio(prompt[None], mask, torch.tensor([n_patches], device=prompt.device)), None
+
     # ---- training forward ----------------------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor] | None = None, **tensors: torch.Tensor) -> dict[str, torch.Tensor]:
         """Losses of a collated batch, called as model(**batch) or model(batch): total `loss` plus detached
@@ -273,8 +211,7 @@ class UnifiedModel(nn.Module):
                        is_tts: torch.Tensor, stop_labels: torch.Tensor, text_labels: torch.Tensor,
                        semantic: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         cfg = self.config.flow
-        audio_embeds = self.embed_audio(latents, frame_mask, num_patches, semantic)
-        embeds = self.merge_embeddings(input_ids, audio_embeds, audio_offset, num_patches)
+        embeds = self.embed_inputs(input_ids, latents, frame_mask, audio_offset, num_patches, semantic)
         position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
         hidden = self.backbone(embeds, attention_mask, position_ids)
 

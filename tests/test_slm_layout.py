@@ -1,0 +1,130 @@
+"""Sequence layout (holitok_slm.layout): training batches and TTS/ASR inference prefixes agree position by position;
+the whole-patch rule and the latent checks are the layout's, whichever front door the latents come through."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from holitok_slm import layout
+from holitok_slm.infer import tts
+from holitok_slm.infer.asr import transcribe_latents
+from holitok_slm.infer.tts import TTSOptions, TTSRequest, generate_latents
+from holitok_slm.text_tokenizer import AUDIO_END, AUDIO_PAD, AUDIO_START, TEXT_END
+from holitok_slm.tiny import build_tiny_model, tiny_config
+
+TEXTS = ["the cat sat on the mat", "a dog ran in the park", "hello world"]
+
+
+@pytest.fixture(scope="module", params=["patch", "semantic"])  # Base and Unite input paths
+def model(request, tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_tiny_model(TEXTS, tmp_path_factory.mktemp("tok"), tiny_config(request.param)).eval()
+    model.latent_bias.fill_(0.3), model.latent_scale.fill_(0.7)  # normalisation must be applied the same way
+    return model
+
+
+def _latents(frames, seed=0):
+    return torch.randn(frames, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def _training_embeds(model, batch):
+    with torch.no_grad():
+        return model.embed_inputs(batch["input_ids"], batch["latents"], batch["frame_mask"], batch["audio_offset"],
+                                  batch["num_patches"])
+
+
+def test_tts_prefix_is_the_training_sequence_cut_where_the_prompt_ends(model):
+    tok, patch = model.text_tokenizer, model.config.patch_size
+    audio = _latents(10)  # 2 whole patches + a partial one, dropped by both
+    batch = model.collate([dict(id="u", task="tts", text="a dog ran in the park", latents=audio)])
+    request = TTSRequest("in the park", prompt_latents=audio, prompt_text="a dog ran", instruction=None)
+    item = layout.tts_request_layout(tok, model.config, request.text, request.prompt_latents, request.prompt_text)
+
+    assert item.ids == batch["input_ids"][0].tolist()  # token ids, audio positions included
+    assert (item.audio_offset, item.num_patches) == (batch["audio_offset"][0].item(), batch["num_patches"][0].item())
+    assert item.num_patches == 2 and batch["frame_mask"][0].sum() == 2 * patch
+    assert [item.ids[i] for i in item.audio_positions] == [tok.id(AUDIO_PAD)] * 2
+    assert item.ids[item.audio_offset - 1] == tok.id(AUDIO_START)
+    # The stop head is trained from <|audio_start|> through the last patch: the prefix ends at its last label.
+    stop = batch["stop_labels"][0]
+    assert (stop >= 0).nonzero().flatten().tolist() == list(range(item.audio_offset - 1, len(item.ids)))
+
+    # What TTS generation starts from (tts._prepare goes through layout.tts_prefix) embeds like training.
+    prepared = tts._prepare(model, [request], TTSOptions.from_model(model, max_patches=2))
+    embeds = _training_embeds(model, batch)[0]
+    assert prepared.item_embeds[0].shape == embeds.shape
+    text_positions = list(range(item.audio_offset))
+    assert torch.equal(prepared.item_embeds[0][text_positions], embeds[text_positions])
+    assert torch.allclose(prepared.item_embeds[0], embeds, atol=1e-5)  # Unite primes its cache step by step
+    # The DiT history of the first generated patch is the last prompt patch, normalised as in training.
+    assert torch.allclose(prepared.history[0], model.normalize_latents(audio[patch:2 * patch]))
+
+
+def test_tts_prefix_without_prompt_and_with_instruction(model):
+    tok = model.text_tokenizer
+    batch = model.collate([dict(id="u", task="tts", text="hello world", instruction="whisper", latents=_latents(8))])
+    item = layout.tts_request_layout(tok, model.config, "hello world", instruction="whisper")
+    assert item.num_patches == 0 and item.ids == batch["input_ids"][0, :item.audio_offset].tolist()
+    assert item.audio_offset == batch["audio_offset"][0].item()
+    prepared = tts._prepare(model, [TTSRequest("hello world", instruction="whisper")], TTSOptions.from_model(model))
+    assert torch.equal(prepared.item_embeds[0], _training_embeds(model, batch)[0, :item.audio_offset])
+    assert torch.equal(prepared.history[0], torch.zeros_like(prepared.history[0]))
+
+
+def test_asr_prefix_is_the_training_sequence_before_the_transcript(model):
+    tok = model.text_tokenizer
+    audio = _latents(7)  # ASR keeps every frame: 2 patches, the last one partial
+    batch = model.collate([dict(id="u", task="asr", text="hello world", latents=audio)])
+    item = layout.asr_layout(tok, model.config, audio)
+    n = len(item.ids)
+    assert item.ids == batch["input_ids"][0, :n].tolist()
+    assert (item.audio_offset, item.num_patches) == (batch["audio_offset"][0].item(), batch["num_patches"][0].item())
+    assert item.num_patches == 2 and batch["frame_mask"][0].sum() == 7
+    assert item.ids[item.audio_offset - 1] == tok.id(AUDIO_START) and item.ids[-1] == tok.id(AUDIO_END)
+    # The last prefix position (<|audio_end|>) carries the first transcript label; nothing before it does.
+    labels = batch["text_labels"][0]
+    assert (labels[:n - 1] == -100).all() and labels[n - 1] == tok.encode("hello world")[0]
+    assert labels[labels != -100].tolist()[-1] == tok.id(TEXT_END)
+    with torch.no_grad():
+        prefix = layout.asr_prefix(model, item)
+    assert torch.equal(prefix, _training_embeds(model, batch)[0, :n])
+
+
+def test_whole_patch_rule(model):
+    patch = model.config.patch_size
+    assert layout.whole_patches(_latents(10), patch).shape[0] == 8
+    assert layout.whole_patches(_latents(8), patch).shape[0] == 8
+    # A training item shorter than one patch has nothing to cut to: it stays one (partial) patch.
+    batch = model.collate([dict(id="u", task="tts", text="hello", latents=_latents(3))])
+    assert batch["num_patches"].tolist() == [1] and batch["frame_mask"].sum() == 3
+    # A voice prompt shorter than one patch is refused, by the layout.
+    with pytest.raises(ValueError, match="shorter than one patch") as info:
+        generate_latents(model, [TTSRequest("hi", prompt_latents=_latents(3), prompt_text="a")])
+    assert _raised_in(info) == ("layout.py", "whole_patches")
+
+
+def _raised_in(info) -> tuple[str, str]:
+    tb = info.tb
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).name, tb.tb_frame.f_code.co_name
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.full((8, 16), float("nan")), "contain NaN or inf"),
+    (torch.zeros(8, 3), r"must be a \[T, 16\] tensor, got \(8, 3\)"),
+    (torch.zeros(0, 16), "have no frames"),
+    ([[0.0] * 16] * 8, "got list"),
+])
+def test_latent_checks_are_the_layouts_for_training_tts_and_asr(model, bad, message):
+    calls = {
+        "item u7: latents": lambda: model.collate([dict(id="u7", task="tts", text="hi", latents=bad)]),
+        "item u8: latents": lambda: model.collate([dict(id="u8", task="asr", text="hi", latents=bad)]),
+        "prompt_latents": lambda: generate_latents(model, [TTSRequest("hi", prompt_latents=bad, prompt_text="a")]),
+        "ASR latents": lambda: transcribe_latents(model, [bad]),
+    }
+    for what, call in calls.items():
+        with pytest.raises(ValueError, match=message) as info:
+            call()
+        assert str(info.value).startswith(what)
+        assert _raised_in(info) == ("layout.py", "check_latents")
