@@ -1,6 +1,6 @@
 """Writes a random latent store (real format, random latents, grammar sentences) for smoke runs and tests.
 
-It lets the training loop be exercised without audio or a tokenizer: `python -m holitok_slm.train.toy_store OUT`.
+It lets the training loop be exercised without audio or a tokenizer: `python -m data_prep.toy_store OUT`.
 Planted bad items (`plant_bad=True`) cover what training itself must catch: NaN latents, an over-long item, an
 empty transcript and a too-short item.
 """

@@ -17,7 +17,7 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-from holitok_slm.train.toy_store import write_toy_store
+from data_prep.toy_store import write_toy_store
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "unified" / "train_tiny.yaml"

@@ -9,7 +9,7 @@ from holitok_slm.train.config import DataConfig
 from holitok_slm.train.data import build_batcher, open_streams
 from holitok_slm.train.latent_store import LatentStore
 from holitok_slm.train.sampler import Stream, TaskSampler
-from holitok_slm.train.toy_store import write_toy_store
+from data_prep.toy_store import write_toy_store
 
 
 def make_streams(sizes_by_task: dict[str, list[int]]) -> list[Stream]:

@@ -19,7 +19,7 @@ from holitok_slm.model.unified import UnifiedModel
 from holitok_slm.train.config import load_training_run
 from holitok_slm.train.model_setup import apply_semantic_freeze, init_submodules_from
 from holitok_slm.train.optim import build_optimizer, build_scheduler, cosine_with_warmup
-from holitok_slm.train.toy_store import write_toy_store
+from data_prep.toy_store import write_toy_store
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = yaml.safe_load((ROOT / "configs" / "unified" / "model_tiny.yaml").read_text())["model"]
