@@ -7,6 +7,11 @@ Normaliser (`normalize_text`), chosen to match how Seed-TTS-Eval numbers are com
   * whitespace collapsed; numbers are NOT spelled out (the official scripts do not normalise numbers either);
   * Chinese/Japanese/Korean text is scored per character (`language="zh"`): spaces removed, one token per character.
 
+`style="seed-tts"` is the official Seed-TTS-Eval `run_wer.py` normaliser, character for character: every character of
+`SEED_TTS_PUNCTUATION` (zhon's Chinese punctuation + Python's `string.punctuation`) except the ASCII apostrophe is
+deleted (not replaced by a space: "well-known" -> "wellknown"), no NFKC, English lower-cased, zh split per character
+(not lower-cased), numbers untouched. `eval/seed_tts.py --normaliser seed-tts` uses it to reproduce published numbers.
+
 Two aggregates are reported because papers use both: `macro_wer` = mean of per-utterance WERs (the Seed-TTS-Eval
 number) and `corpus_wer` = total edits / total reference words (LibriSpeech-style ASR number).
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import string
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,12 +32,36 @@ from typing import Sequence
 import jiwer
 
 CJK_LANGUAGES = {"zh", "ja", "ko", "yue"}
+STYLES = ("default", "seed-tts")
+
+# `zhon.hanzi.punctuation` (zhon 2.x, imported by the official run_wer.py), written out by code point so that zhon
+# is not a dependency: fullwidth ASCII variants, halfwidth CJK marks, CJK symbols and brackets, dashes, curly quotes,
+# ellipsis, small forms, the middle dot, then the four stops. Note what it lacks: the fullwidth full stop U+FF0E.
+ZHON_PUNCTUATION = "".join(chr(c) for c in (
+    *range(0xFF02, 0xFF0E), 0xFF0F, 0xFF1A, 0xFF1B, 0xFF1C, 0xFF1D, 0xFF1E, 0xFF20, *range(0xFF3B, 0xFF41),
+    *range(0xFF5B, 0xFF61), 0xFF62, 0xFF63, 0xFF64, 0x3000, 0x3001, 0x3003, *range(0x3008, 0x3012),
+    *range(0x3014, 0x3020), 0x3030, 0x303E, 0x303F, 0x2013, 0x2014, 0x2018, 0x2019, 0x201B, 0x201C, 0x201D, 0x201E,
+    0x201F, 0x2026, 0x2027, 0xFE4F, 0xFE51, 0xFE54, 0x00B7, 0xFF01, 0xFF1F, 0xFF61, 0x3002))
+SEED_TTS_PUNCTUATION = ZHON_PUNCTUATION + string.punctuation
+_SEED_TTS_DELETE = str.maketrans("", "", SEED_TTS_PUNCTUATION.replace("'", ""))
 
 
-def normalize_text(text: str, language: str = "en", keep_apostrophe: bool = True) -> str:
+def _seed_tts_normalise(text: str, language: str) -> str:
+    """Official run_wer.py `process_one`: delete punctuation (not the ASCII apostrophe), zh per char, en lower."""
+    text = text.translate(_SEED_TTS_DELETE)
+    if language in CJK_LANGUAGES:
+        return " ".join(ch for ch in text if not ch.isspace())
+    return " ".join(text.lower().split())
+
+
+def normalize_text(text: str, language: str = "en", keep_apostrophe: bool = True, style: str = "default") -> str:
     """The scoring normaliser described in the module docstring; returns space-separated tokens."""
     if not isinstance(text, str):
         raise TypeError(f"text must be str, got {type(text).__name__}")
+    if style not in STYLES:
+        raise ValueError(f"unknown normaliser style {style!r}: use one of {STYLES}")
+    if style == "seed-tts":
+        return _seed_tts_normalise(text, language)
     text = unicodedata.normalize("NFKC", text).lower()
     chars = []
     for ch in text:
@@ -85,10 +115,10 @@ class ErrorRateReport:
 
 
 def score_utterance(reference: str, hypothesis: str, language: str = "en", utt_id: str = "",
-                    keep_apostrophe: bool = True) -> UtteranceScore:
+                    keep_apostrophe: bool = True, style: str = "default") -> UtteranceScore:
     """Edit operations between the normalised strings. An empty normalised reference cannot be scored."""
-    ref = normalize_text(reference, language, keep_apostrophe)
-    hyp = normalize_text(hypothesis, language, keep_apostrophe)
+    ref = normalize_text(reference, language, keep_apostrophe, style)
+    hyp = normalize_text(hypothesis, language, keep_apostrophe, style)
     if not ref:
         raise ValueError(f"utterance {utt_id or '?'}: the reference {reference!r} is empty after normalisation")
     if not hyp:  # jiwer refuses empty hypotheses; everything was deleted
@@ -101,14 +131,15 @@ def score_utterance(reference: str, hypothesis: str, language: str = "en", utt_i
 
 
 def score(references: Sequence[str], hypotheses: Sequence[str], language: str = "en",
-          ids: Sequence[str] | None = None, keep_apostrophe: bool = True) -> ErrorRateReport:
+          ids: Sequence[str] | None = None, keep_apostrophe: bool = True, style: str = "default") -> ErrorRateReport:
     """Scores aligned lists of references and hypotheses (same length)."""
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     if not references:
         raise ValueError("nothing to score: no utterances")
     ids = list(ids) if ids is not None else [str(i) for i in range(len(references))]
-    scores = [score_utterance(r, h, language, i, keep_apostrophe) for r, h, i in zip(references, hypotheses, ids)]
+    scores = [score_utterance(r, h, language, i, keep_apostrophe, style)
+              for r, h, i in zip(references, hypotheses, ids)]
     total_ref = sum(s.reference_length for s in scores)
     return ErrorRateReport(
         language=language, unit="char" if language in CJK_LANGUAGES else "word", num_utterances=len(scores),
@@ -150,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hyp", required=True)
     parser.add_argument("--language", default="en")
     parser.add_argument("--strip_apostrophe", action="store_true", help="F5-TTS convention")
+    parser.add_argument("--style", choices=STYLES, default="default",
+                        help="seed-tts: the official run_wer.py normaliser exactly (see the module docstring)")
     parser.add_argument("--json", help="write the full report (per-utterance scores) here")
     args = parser.parse_args(argv)
     refs, hyps = read_transcripts(args.ref), read_transcripts(args.hyp)
@@ -161,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(extra)} hypotheses have no reference (ignored): {extra[:10]}")
     ids = sorted(refs)
     report = score([refs[i] for i in ids], [hyps.get(i, "") for i in ids], args.language, ids,
-                   keep_apostrophe=not args.strip_apostrophe)
+                   keep_apostrophe=not args.strip_apostrophe, style=args.style)
     name = "CER" if report.unit == "char" else "WER"
     print(f"{report.num_utterances} utterances: {name} {100 * report.macro_wer:.2f}% (mean per utterance), "
           f"{100 * report.corpus_wer:.2f}% (corpus); S={report.substitutions} D={report.deletions} "
