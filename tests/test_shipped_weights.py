@@ -16,9 +16,9 @@ from eval.asr_wer import score
 # resynthesis STOI 0.80 measured (untrained ~0.55); the stop head ended 100 % of the report's TTS utterances.
 MIN_RESYNTHESIS_STOI = 0.7
 MIN_EOS_RATE = 0.5
-# The shipped ASR does not follow the audio yet (report: WER ~94 %, the text prior only); this only guards that it
-# still writes sentences of the corpus' language, not that it understands them.
-MAX_ASR_WER = 1.0
+# The shipped ASR reads the audio (report: 34.6 % WER on training voices; 43.8 % on these four fresh flite_rms
+# sentences when shipped); a model that writes only its text prior scores ~95 %.
+MAX_ASR_WER = 0.7
 
 
 @pytest.fixture(scope="module")
