@@ -237,6 +237,7 @@ def main(argv=None) -> int:
     model.train()
     exit_code = 0
     started = time.time()
+    first_step = step + 1
     while step < cfg.max_steps:
         step += 1
         sums = {"loss": 0.0, "flow_loss": 0.0, "stop_loss": 0.0, "text_loss": 0.0}
@@ -300,6 +301,8 @@ def main(argv=None) -> int:
                                     "sum").tolist()
         record = {"step": step, "lr": lr, "world_size": world, "items": int(counts[0]), "frames": int(counts[1]),
                   "tts_items": int(counts[2]), "skipped_nonfinite": step_poisoned}
+        if step == first_step:  # the first line each (re)start writes says what the run really is
+            record["run"] = run_info
         if finite_micro:
             local = torch.tensor([sums[k] / finite_micro for k in sums], device=accelerator.device)
             values = accelerator.reduce(local, "mean").tolist()

@@ -86,8 +86,10 @@ def test_resume_after_kill_repeats_the_uninterrupted_losses(store, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = metrics(broken)[seen:]
     assert [m["step"] for m in after] == [3, 4, 5, 6]
+    assert after[0]["run"]["world_size"] == 1 and "run" not in after[1]  # each (re)start states the run once
     for m in after:  # exact equality: same batches, same noise, same optimizer state
-        assert m == reference[m["step"]], (m, reference[m["step"]])
+        m.pop("run", None)
+        assert m == {k: v for k, v in reference[m["step"]].items() if k != "run"}, (m, reference[m["step"]])
     # --resume without a path takes the newest complete checkpoint and has nothing left to do at max_steps
     latest = train(overrides(store, broken, steps=6, save_every=2) + ["--resume"])
     assert latest.returncode == 0 and "resumed from" in latest.stdout + latest.stderr
@@ -112,6 +114,7 @@ def test_two_process_ddp_on_cpu_trains_and_checkpoints(store, tmp_path):
     assert "no DeepSpeed" in done.stdout + done.stderr
     assert state["run"]["world_size"] == 2 and state["run"]["deepspeed"] is False
     assert all(m["world_size"] == 2 for m in metrics(out))
+    assert metrics(out)[0]["run"]["backend"] == "gloo" and metrics(out)[0]["run"]["deepspeed"] is False
     assert any(m["items"] > 6 for m in metrics(out))
 
 
