@@ -13,7 +13,7 @@ judge of the official scripts) in our own code, and loads its released weights `
 Loading (`load_unispeech_checkpoint`): `torch.load(weights_only=True)`, then every key of the UniSpeech state dict is
 renamed by `unispeech_key_to_ours` (the ECAPA names and, under `feature_extract.model.`, the fairseq WavLM names that
 s3prl uses) and the result must match our model exactly: any missing, unexpected or mis-shaped key is an error that
-names it. (The official script uses `strict=False`, which silently leaves a mis-named weight random.) The layer sizes
+names it. (The official script loads non-strictly, which silently leaves a mis-named weight random.) The layer sizes
 are read from the checkpoint itself, so the same code loads the real model and the tiny ones of the tests.
 """
 from __future__ import annotations
@@ -263,8 +263,8 @@ def read_unispeech_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as err:  # noqa: BLE001 - the unpickler's refusal comes in several types
         raise CheckpointMismatchError(
             f"{path} cannot be read with torch.load(weights_only=True) ({err}). It is refused rather than unpickled: "
-            "re-save only its tensors once, in an environment you trust, e.g. "
-            "torch.save({'model': torch.load(p, weights_only=False)['model']}, 'wavlm_large_finetune.tensors.pth')"
+            "if you trust the file, re-save only its 'model' tensors once (a plain dict of tensors) in a separate "
+            "environment and pass that file instead"
         ) from None
     state = blob.get("model", blob) if isinstance(blob, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
