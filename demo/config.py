@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
+from holitok.dataclass_config import read_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PRESET_DIR = REPO_ROOT / "configs" / "demo"
@@ -80,7 +80,7 @@ def load_pipeline_config(preset_or_path: str) -> PipelineConfig:
     if not path.is_file():
         available = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
         raise FileNotFoundError(f"no demo preset {preset_or_path!r} ({path} missing); available: {available}")
-    doc = _build(PipelineConfig, yaml.safe_load(path.read_text(encoding="utf-8")) or {}, str(path))
+    doc = _build(PipelineConfig, read_config(path), str(path))
     tokenizer = _build(TokenizerSettings, doc.get("tokenizer") or {}, f"{path}: tokenizer")
     stages = [TokenizerStage(**_build(TokenizerStage, s, f"{path}: tokenizer.stages[{i}]"))
               for i, s in enumerate(tokenizer.get("stages") or [])]

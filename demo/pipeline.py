@@ -32,6 +32,8 @@ from typing import Any, Callable
 
 import yaml
 
+from holitok.dataclass_config import read_config
+
 from .config import REPO_ROOT, PipelineConfig, load_pipeline_config
 
 STEPS = ("corpus", "tokenizer", "latents", "unified", "report")
@@ -161,8 +163,7 @@ class DemoPipeline:
         """Writes the stage YAMLs with this run's data and output folders (OUT/configs/tokenizer_stage<k>.yaml)."""
         paths, previous_output = [], None
         for stage in self.config.tokenizer.stages:
-            source = REPO_ROOT / stage.config
-            doc = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+            doc = read_config(REPO_ROOT / stage.config)
             # Folders are numbered by position in the chain: two steps may share a stage type (the decoder
             # fine-tuning after Stage II is a stage-2 config too).
             number = len(paths) + 1
@@ -236,13 +237,8 @@ class DemoPipeline:
                    "--shard_size", str(self.config.latents.shard_size)], "latent extraction")
 
     def unified_config(self) -> Path:
-        source = REPO_ROOT / self.config.unified.config
-        doc = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-        if isinstance(doc.get("model"), str):  # a sibling file's model section: copied in, so presets can edit it
-            named = source.parent / doc["model"]
-            doc["model"] = (yaml.safe_load(named.read_text(encoding="utf-8")) or {}).get("model")
-            if not isinstance(doc["model"], dict):
-                raise PipelineError(f"{named} (named by {self.config.unified.config}) has no model: section")
+        # Read the one way (inherit, `model: file.yaml` copied in so presets can edit it): holitok.dataclass_config.
+        doc = read_config(REPO_ROOT / self.config.unified.config)
         # The unified model reads the tokenizer's latents: their width is the tokenizer's, never a second setting.
         from holitok.train.config import load_config
 

@@ -124,6 +124,9 @@ class UnifiedConfig:
     flow: FlowConfig = field(default_factory=FlowConfig)
     tokenizer: TextTokenizerConfig = field(default_factory=TextTokenizerConfig)
     generation: GenerationDefaults = field(default_factory=GenerationDefaults)
+    # Values the code filled in or changed after the YAML was read, so a saved config says what the user wrote and
+    # what was derived: dotted key -> {"from": written value, "to": value used, "by": the file that derived it}.
+    derived: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.audio_input not in ("patch", "semantic"):
@@ -137,6 +140,27 @@ class UnifiedConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "UnifiedConfig":
         return build_dataclass(cls, data, "model")
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out = {}
+        for key, sub in value.items():
+            out.update(_flat(sub, f"{prefix}.{key}" if prefix else key))
+        return out
+    return {prefix: value}
+
+
+def record_derived(cfg: UnifiedConfig, before: dict[str, Any], by: str | dict[str, str]) -> None:
+    """Adds every value that differs from ``before`` (an earlier ``cfg.to_dict()``) to ``cfg.derived``. ``by``: the
+    file that changed it, or a map from top-level section to file."""
+    old, new = _flat({k: v for k, v in before.items() if k != "derived"}), _flat(
+        {k: v for k, v in cfg.to_dict().items() if k != "derived"})
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            where = by if isinstance(by, str) else by.get(key.split(".")[0], "holitok_slm/model/unified.py")
+            first = cfg.derived.get(key, {}).get("from", old.get(key))
+            cfg.derived[key] = {"from": first, "to": new.get(key), "by": where}
 
 
 def load_unified_config(path: str | Path) -> UnifiedConfig:

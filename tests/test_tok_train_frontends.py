@@ -10,7 +10,7 @@ from holitok.train.discriminators import DiscriminatorConfig, Discriminators
 from holitok.train.discriminator_cqt import CQTDConfig
 from holitok.train.discriminator_mpd import MPDConfig
 from holitok.train.filters import Decimator
-from holitok.train.flow import FlowConfig, LatentFlow, flow_kl
+from holitok.train.flow import LatentFlowConfig, LatentFlow, flow_kl
 from holitok.train.losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from holitok.train.mel import (LogMelSpectrogram, MelLossConfig, MultiScaleMelLoss, hz_to_mel_slaney,
                                mel_filterbank, mel_to_hz_slaney)
@@ -139,7 +139,7 @@ def test_lsgan_and_feature_matching_values_and_gradients():
 
 def randomised_flow(dim=4, seed=0):
     torch.manual_seed(seed)
-    flow = LatentFlow(dim, FlowConfig(num_couplings=3, hidden_channels=8, kernel_size=3))
+    flow = LatentFlow(dim, LatentFlowConfig(num_couplings=3, hidden_channels=8, kernel_size=3))
     for coupling in flow.couplings:  # leave the zero (identity) initialisation to exercise real scales/shifts
         torch.nn.init.normal_(coupling.out.weight, std=0.3)
         torch.nn.init.normal_(coupling.out.bias, std=0.3)
@@ -174,7 +174,7 @@ def test_flow_kl_at_identity_is_the_gaussian_kl_against_the_standard_normal():
     mu, log_std = mu.expand(1, 4, 20000), log_std.expand(1, 4, 20000)
     z = mu + torch.randn_like(mu) * log_std.exp()
     analytic = (0.5 * (mu ** 2 + (2 * log_std).exp()) - log_std - 0.5).mean()
-    identity = LatentFlow(4, FlowConfig(num_couplings=2, hidden_channels=8))
+    identity = LatentFlow(4, LatentFlowConfig(num_couplings=2, hidden_channels=8))
     assert flow_kl(z, log_std, mask, identity).item() == pytest.approx(analytic.item(), abs=0.02)
     assert flow_kl(z, log_std, mask, None).item() == pytest.approx(analytic.item(), abs=0.02)
     # A non-trivial flow changes the prior, hence the KL; padded frames never count.
@@ -184,3 +184,36 @@ def test_flow_kl_at_identity_is_the_gaussian_kl_against_the_standard_normal():
     z_pad = z.clone()
     z_pad[..., 10000:] = 1e3
     assert flow_kl(z_pad, log_std, half, None).item() == pytest.approx(analytic.item(), abs=0.03)
+
+
+def test_phase_derivative_loss_ignores_gain_and_sees_phase_that_magnitude_misses():
+    from holitok.train.phase_loss import PhaseDerivativeLoss, PhaseLossConfig
+
+    torch.manual_seed(0)
+    sr, n = 48000, 9600
+    t = torch.arange(n) / sr
+    harmonics = sum(torch.sin(2 * math.pi * 150 * k * t + k) / k for k in range(1, 20))
+    target = (harmonics * torch.hann_window(n))[None, None]
+    loss = PhaseDerivativeLoss(PhaseLossConfig(window_lengths=[512, 2048]))
+    assert float(loss(target, target)) < 1e-5
+    assert float(loss(0.5 * target, target)) < 1e-5  # a gain changes no phase difference
+    # Same magnitudes frame by frame, incoherent phase: the STFT with its phases randomised, then resynthesised.
+    window = torch.hann_window(512)
+    spec = torch.stft(target[0], 512, 128, window=window, return_complex=True)
+    scrambled = torch.polar(spec.abs(), torch.rand_like(spec.real) * 2 * math.pi)
+    noisy = torch.istft(scrambled, 512, 128, window=window, length=n)[None]
+    assert float(loss(noisy, target)) > 0.5
+    prediction = noisy.clone().requires_grad_(True)
+    loss(prediction, target).backward()
+    assert torch.isfinite(prediction.grad).all() and prediction.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="equal shapes"):
+        loss(target[..., :-1], target)
+
+
+def test_phase_loss_is_an_optional_term_of_every_stage():
+    from holitok.train.config import load_config
+
+    config = load_config(data={"stage": 1, "loss_weights": {"mel": 45.0, "adv": 1.0, "fm": 2.0, "phase": 5.0}})
+    assert config.loss_weights["phase"] == 5.0
+    with pytest.raises(ValueError, match="optional"):
+        load_config(data={"stage": 1, "loss_weights": {"mel": 45.0, "adv": 1.0, "fm": 2.0, "kl": 1.0}})

@@ -147,3 +147,31 @@ def test_a_later_stage_refuses_to_resume_onto_a_retrained_earlier_stage(assets, 
     run(1, 2)                                       # Stage I trained further: its export changed
     with pytest.raises(RuntimeError, match="mix two runs"):
         make_trainer(tiny_config(2, assets, tmp_path / "s2", "train.max_steps=3", init_from=str(tmp_path / "s1")))
+
+
+def test_nonfinite_loss_skips_the_step_and_a_run_of_them_stops_with_a_checkpoint(assets, tmp_path, make_trainer):
+    """The policy both trainers share (holitok/train/run_state.py): skip, count, stop after N in a row."""
+    from accelerate.state import AcceleratorState
+
+    from holitok.train.run_state import EXIT_NONFINITE, list_checkpoints, read_trainer_state
+
+    trainer = make_trainer(tiny_config(1, assets, tmp_path / "once", "train.max_steps=3",
+                                       "train.inject_nonfinite_at_steps=[2]"))
+    before = {k: v.clone() for k, v in trainer.unwrapped.state_dict().items()}
+    batches = trainer._batches()
+    trainer.train_step(next(batches))
+    after_first = {k: v.clone() for k, v in trainer.unwrapped.state_dict().items()}
+    logs = trainer.train_step(next(batches))  # step 2: poisoned
+    assert logs["skipped_nonfinite"] == 1.0 and "grad_norm_generator" not in logs
+    assert any(not torch.equal(before[k], after_first[k]) for k in before)  # step 1 did update
+    assert all(torch.equal(after_first[k], v) for k, v in trainer.unwrapped.state_dict().items())  # step 2 did not
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+    trainer = make_trainer(tiny_config(1, assets, tmp_path / "stop", "train.max_steps=10",
+                                       "train.inject_nonfinite_at_steps=[2,3]", "train.max_consecutive_nonfinite=2"))
+    result = trainer.run()
+    assert result.exit_code == EXIT_NONFINITE and result.step == 3
+    [checkpoint] = list_checkpoints(tmp_path / "stop")
+    assert checkpoint.name == "step-00000003"
+    assert read_trainer_state(checkpoint)["counters"] == {"nonfinite_steps": 2, "consecutive_nonfinite": 2}
+    assert not (tmp_path / "stop" / "final").exists()  # a broken stage hands nothing over

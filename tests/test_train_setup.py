@@ -55,6 +55,38 @@ def test_training_yaml_loads_with_model_include_overrides_and_rejects_typos(tmp_
     assert load_training_run(ROOT / "configs" / "unified" / "train_tts_only.yaml").data.task_ratio["asr"] == 0
 
 
+def test_unite_config_is_an_overlay_on_base_and_inherit_is_checked(tmp_path):
+    base = load_training_run(ROOT / "configs" / "unified" / "train_base.yaml").to_dict()
+    unite = load_training_run(ROOT / "configs" / "unified" / "train_unite.yaml").to_dict()
+    assert unite["data"] == base["data"]
+    differing = sorted(k for k in base["train"] if base["train"][k] != unite["train"][k])
+    assert differing == ["freeze_semantic_encoder", "output_dir"]
+    assert unite["model"]["audio_input"] == "semantic" and base["model"]["audio_input"] == "patch"
+    (tmp_path / "a.yaml").write_text("inherit: b.yaml\ntrain: {max_steps: 3}\n")
+    (tmp_path / "b.yaml").write_text("inherit: a.yaml\n")
+    with pytest.raises(ValueError, match="circle"):
+        load_training_run(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text(f"inherit: {ROOT / 'configs' / 'unified' / 'train_tiny.yaml'}\n"
+                                     "train: {max_steps: 9, seed: 5}\n")
+    run = load_training_run(tmp_path / "a.yaml", ["train.seed=6"])
+    assert (run.train.max_steps, run.train.seed, run.model.latent_dim) == (3, 6, 16)  # nearest file wins, --set last
+
+
+def test_model_build_records_derived_values(tmp_path):
+    from holitok_slm.tiny import build_tiny_model, tiny_config
+
+    cfg = tiny_config()
+    cfg.backbone.vocab_size = None  # "size it from the text tokenizer"
+    model = build_tiny_model(["a small corpus of words", "and some more words here"] * 20, tmp_path, cfg)
+    derived = model.config.derived["backbone.vocab_size"]
+    assert derived["from"] is None and derived["to"] == model.backbone.lm.config.vocab_size
+    assert derived["by"] == "holitok_slm/model/backbone.py"
+    model.save_pretrained(tmp_path / "saved")
+    saved = json.loads((tmp_path / "saved" / "config.json").read_text())
+    assert saved["derived"] == model.config.derived
+    assert UnifiedModel.from_pretrained(tmp_path / "saved").config.derived == model.config.derived  # nothing new
+
+
 def test_cosine_schedule_with_warmup_and_optimizer_groups():
     assert cosine_with_warmup(0, 10, 100, 0.1) == pytest.approx(0.1)
     assert cosine_with_warmup(9, 10, 100, 0.1) == pytest.approx(1.0)
@@ -131,6 +163,9 @@ def test_unite_run_with_frozen_encoder_semantic_features_and_dit_init(tmp_path):
     assert "under ['dit.'] from" in done.stdout
     saved = json.loads((out / "checkpoints" / "step-00000002" / "model" / "config.json").read_text())
     assert saved["audio_input"] == "semantic" and saved["semantic_input"]["trainable"] is False
+    # What the code changed after the YAML was read is recorded where it was changed.
+    assert saved["derived"]["semantic_input.trainable"] == {"from": True, "to": False,
+                                                            "by": "holitok_slm/train/model_setup.py"}
     start = load_file(str(tmp_path / "tts_only" / "model.safetensors"))
     step1 = load_file(str(out / "checkpoints" / "step-00000001" / "model" / "model.safetensors"))
     step2 = load_file(str(out / "checkpoints" / "step-00000002" / "model" / "model.safetensors"))

@@ -12,7 +12,7 @@ from ..config import GenerationDefaults
 from ..model.unified import UnifiedModel
 from .batching import LeftPaddedBatch
 from .inputs import check_number, check_positions, check_text, check_time, check_whole
-from .sampler import sample_patch
+from .euler_sampler import sample_patch
 
 
 @dataclass

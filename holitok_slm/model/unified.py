@@ -8,12 +8,12 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from holitok.checkpoint import CheckpointError, read_json, read_safetensors
+from holitok.checkpoint import CheckpointError, read_json, read_safetensors, state_dict_differences
 from safetensors.torch import save_model
 from torch import nn
 
 from .. import layout
-from ..config import UnifiedConfig
+from ..config import UnifiedConfig, record_derived
 from ..text_tokenizer import PAD, TextTokenizer
 from .backbone import Backbone
 from .dit_head import DiTHead
@@ -43,6 +43,7 @@ class UnifiedModel(nn.Module):
         if text_tokenizer is None and cfg.backbone.vocab_size is None and cfg.backbone.pretrained_path is None:
             raise ValueError("without a text tokenizer, backbone.vocab_size must be set")
         vocab = len(text_tokenizer) if text_tokenizer is not None else (cfg.backbone.vocab_size or 0)
+        written = cfg.to_dict()
         self.backbone = Backbone(cfg.backbone, vocab)
         llm_width = self.backbone.hidden_size
         if cfg.audio_input == "patch":
@@ -51,6 +52,10 @@ class UnifiedModel(nn.Module):
         else:
             self.patch_encoder = None
             self.semantic_input = SemanticInput(cfg.semantic_input, cfg.latent_dim, cfg.patch_size, llm_width)
+        # The backbone fills in the vocabulary size (or the shape of a loaded Qwen2), the semantic input the
+        # encoder's config: recorded in cfg.derived, so the saved config says what was derived and where.
+        record_derived(cfg, written, {"backbone": "holitok_slm/model/backbone.py",
+                                      "semantic_input": "holitok_slm/model/semantic_input.py"})
         self.bridge = ConditionBridge(llm_width, cfg.dit.hidden_size)
         self.stop_head = StopHead(llm_width)
         self.dit = DiTHead(cfg.dit, cfg.latent_dim, cfg.patch_size)
@@ -104,10 +109,7 @@ class UnifiedModel(nn.Module):
             for key in keys:
                 if key not in state and present and len(keys) > 1:
                     state[key] = state[present[0]]
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        shapes = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                        for k in set(own) & set(state) if state[k].shape != own[k].shape)
+        missing, unexpected, shapes = state_dict_differences(own, state)
         if missing or unexpected or shapes:
             raise ValueError(f"checkpoint does not match the model: missing={missing[:20]} "
                              f"unexpected={unexpected[:20]} shape_mismatch={shapes[:20]}")

@@ -1,10 +1,11 @@
-"""Training checkpoints: model, optimizer, scheduler, per-rank sampler position and RNG states; atomic; resumable.
+"""What a unified-model checkpoint holds besides its folder (holitok/train/run_state.py owns the folders, the atomic
+rename and trainer_state.json): per-rank sampler position and RNG states, and the optimizer state.
 
 Layout of OUTPUT/checkpoints/step-00001234/:
   model/                    save_pretrained() weights + config (usable for inference; the resume source without DS)
   optimizer.pt              optimizer state (plain torch), loaded with weights_only=True
   deepspeed/                DeepSpeed engine checkpoint (ZeRO-partitioned optimizer) when running under DeepSpeed
-  trainer_state.json        step, scheduler, counters, world size, config
+  trainer_state.json        step, scheduler, counters, world size, run facts, config (written last)
   rank-00000.json           that rank's sampler position and python/numpy RNG states
   rank-00000.safetensors    that rank's torch (and CUDA) RNG states
 A checkpoint is written to `step-N.partial` and renamed when every rank has finished, so a crash mid-save never
@@ -14,32 +15,11 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-
-PARTIAL = ".partial"
-
-
-def checkpoint_dir(output_dir: str | Path, step: int) -> Path:
-    return Path(output_dir) / "checkpoints" / f"step-{step:08d}"
-
-
-def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    root = Path(output_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir()
-                  if p.is_dir() and p.name.startswith("step-") and not p.name.endswith(PARTIAL)
-                  and (p / "trainer_state.json").exists())
-
-
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    found = list_checkpoints(output_dir)
-    return found[-1] if found else None
 
 
 def rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
@@ -78,13 +58,6 @@ def read_rank_state(directory: Path, rank: int) -> tuple[dict, dict, dict[str, t
         raise FileNotFoundError(f"{path} missing: {directory} was written by fewer processes than this run has")
     state = json.loads(path.read_text())
     return state["sampler"], state["rng"], load_file(str(directory / f"rank-{rank:05d}.safetensors"))
-
-
-def prune_checkpoints(output_dir: str | Path, keep_last: int) -> None:
-    if keep_last <= 0:
-        return
-    for old in list_checkpoints(output_dir)[:-keep_last]:
-        shutil.rmtree(old)
 
 
 def load_optimizer_state(optimizer, path: Path) -> None:

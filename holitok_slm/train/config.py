@@ -5,9 +5,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from holitok.dataclass_config import apply_override, build_dataclass
+from holitok.dataclass_config import build_dataclass, read_config
 from holitok_slm.config import UnifiedConfig
 
 
@@ -23,7 +21,7 @@ class DatasetSpec:
 
 
 @dataclass
-class DataConfig:
+class LatentDataConfig:
     datasets: list[DatasetSpec] = field(default_factory=list)
     task_ratio: dict[str, float] = field(default_factory=lambda: {"tts": 5.0, "asr": 1.0})  # paper: TTS:ASR near 5:1
     max_frames_per_batch: int = 6000   # padded latent frames per micro-batch per process (25 frames = 1 s)
@@ -31,6 +29,10 @@ class DataConfig:
     max_frames_per_item: int = 750     # 30 s; longer items are skipped and reported
     min_frames_per_item: int = 8       # shorter than one prompt+target split is useless
     use_semantic_features: bool = False  # read precomputed "semantic" tensors (Unite with a frozen encoder)
+    # ASR items only: mask about this share of the latent frames in spans of up to asr_time_mask_span frames
+    # (holitok_slm/train/augment.py; 0 = off, as in the paper's recipe).
+    asr_time_mask_ratio: float = 0.0
+    asr_time_mask_span: int = 10
 
     def __post_init__(self) -> None:
         self.datasets = [d if isinstance(d, DatasetSpec) else build_dataclass(DatasetSpec, d, "data.datasets")
@@ -39,6 +41,9 @@ class DataConfig:
             bad = set(spec.tasks) - {"tts", "asr"}
             if bad:
                 raise ValueError(f"data.datasets[{spec.name}].tasks: unknown {sorted(bad)} (use tts/asr)")
+        if not 0 <= self.asr_time_mask_ratio < 1 or self.asr_time_mask_span < 1:
+            raise ValueError(f"data.asr_time_mask_ratio must be in [0, 1) and data.asr_time_mask_span >= 1, got "
+                             f"{self.asr_time_mask_ratio} and {self.asr_time_mask_span}")
         if self.max_frames_per_batch < self.max_frames_per_item:
             raise ValueError(f"data.max_frames_per_batch ({self.max_frames_per_batch}) must be >= "
                              f"data.max_frames_per_item ({self.max_frames_per_item}) or long items never fit")
@@ -82,7 +87,7 @@ class TrainConfig:
 @dataclass
 class TrainingRun:
     model: UnifiedConfig
-    data: DataConfig
+    data: LatentDataConfig
     train: TrainConfig
     source: Path
 
@@ -91,18 +96,13 @@ class TrainingRun:
 
 
 def load_training_run(path: str | Path, overrides: list[str] | None = None) -> TrainingRun:
+    """A training YAML read the one way (holitok.dataclass_config.read_config: `inherit:`, `model: file.yaml`,
+    overrides), then built strictly."""
     path = Path(path)
-    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if isinstance(doc.get("model"), str):  # `model: model_tiny.yaml` reuses another file's model section
-        model_path = path.parent / doc["model"]
-        doc["model"] = (yaml.safe_load(model_path.read_text(encoding="utf-8")) or {}).get("model")
-        if doc["model"] is None:
-            raise ValueError(f"{model_path} (named by {path}) has no model: section")
-    for assignment in overrides or []:
-        apply_override(doc, assignment)
+    doc = read_config(path, overrides)
     unknown = set(doc) - {"model", "data", "train"}
     if unknown:
         raise ValueError(f"{path}: unknown top-level sections {sorted(unknown)}; expected model, data, train")
     return TrainingRun(model=UnifiedConfig.from_dict(doc.get("model") or {}),
-                       data=build_dataclass(DataConfig, doc.get("data") or {}, "data"),
+                       data=build_dataclass(LatentDataConfig, doc.get("data") or {}, "data"),
                        train=build_dataclass(TrainConfig, doc.get("train") or {}, "train"), source=path)

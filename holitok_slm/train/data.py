@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 from holitok_slm.train.bad_items import BadItemLog
-from holitok_slm.train.config import DataConfig
+from holitok_slm.train.config import LatentDataConfig
 from holitok_slm.train.latent_store import TASK_BITS, LatentStore
-from holitok_slm.train.sampler import FrameBudgetBatcher, Stream, TaskSampler
+from holitok_slm.train.task_deck import FrameBudgetBatcher, Stream, TaskSampler
 
 
-def open_streams(data: DataConfig, bad_items: BadItemLog, latent_dim: int | None = None
+def open_streams(data: LatentDataConfig, bad_items: BadItemLog, latent_dim: int | None = None
                  ) -> tuple[list[LatentStore], list[Stream]]:
     """Stores and their (dataset, task) streams. Items skipped at extraction time, items too short or too long,
     and items of deleted shards are recorded in `bad_items` and never drawn."""
@@ -44,7 +44,7 @@ def open_streams(data: DataConfig, bad_items: BadItemLog, latent_dim: int | None
     return stores, streams
 
 
-def build_batcher(data: DataConfig, seed: int, rank: int, world_size: int, bad_items: BadItemLog,
+def build_batcher(data: LatentDataConfig, seed: int, rank: int, world_size: int, bad_items: BadItemLog,
                   latent_dim: int | None = None) -> FrameBudgetBatcher:
     stores, streams = open_streams(data, bad_items, latent_dim)
     sampler = TaskSampler(streams, data.task_ratio, seed=seed, rank=rank, world_size=world_size)

@@ -6,10 +6,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from holitok.checkpoint import state_dict_differences
 from holitok_slm.config import UnifiedConfig
 from holitok_slm.train.bad_items import BadItemLog
 from holitok_slm.train.latent_store import BadItem, LatentStore
-from holitok_slm.train.sampler import Stream
+from holitok_slm.train.task_deck import Stream
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -75,9 +76,8 @@ def init_submodules_from(model: torch.nn.Module, source: str | Path, prefixes: l
     wanted, available = selected(own), selected(state)
     if not wanted:
         raise ValueError(f"the model has no parameters under {prefixes}")
-    missing, unexpected = sorted(wanted - available), sorted(available - wanted)
-    shapes = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                    for k in wanted & available if state[k].shape != own[k].shape)
+    missing, unexpected, shapes = state_dict_differences({k: own[k] for k in wanted},
+                                                         {k: state[k] for k in available})
     if missing or unexpected or shapes:
         raise ValueError(f"cannot initialise {prefixes} from {source}: missing={missing[:20]} "
                          f"unexpected={unexpected[:20]} shape_mismatch={shapes[:20]}")

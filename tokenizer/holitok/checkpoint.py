@@ -6,7 +6,7 @@ import os
 import pickle
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -76,13 +76,21 @@ def _adapt_weight_norm_layout(sd: dict[str, Tensor], expected: dict[str, Tensor]
     return out
 
 
+def state_dict_differences(expected: dict[str, Tensor], given: dict[str, Tensor]
+                           ) -> tuple[list[str], list[str], list[str]]:
+    """(missing keys, unexpected keys, "key: checkpoint (shape) vs model (shape)" lines), each sorted: the one strict
+    comparison every loader in the repository (HoliTok, the unified model, partial initialisation) reports from."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    shapes = sorted(f"{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(expected[k].shape)}"
+                    for k in set(given) & set(expected) if given[k].shape != expected[k].shape)
+    return missing, unexpected, shapes
+
+
 def load_state_dict_strict(model: nn.Module, sd: dict[str, Tensor], source: str) -> None:
     expected = model.state_dict()
     sd = _adapt_weight_norm_layout(sd, expected)
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    shapes = sorted(f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
-                    for k in set(sd) & set(expected) if sd[k].shape != expected[k].shape)
+    missing, unexpected, shapes = state_dict_differences(expected, sd)
     if missing or unexpected or shapes:
         def listing(title: str, items: list[str]) -> str:
             shown = "\n    ".join(items[:20]) + (f"\n    ... and {len(items) - 20} more" if len(items) > 20 else "")
@@ -167,28 +175,29 @@ def resolve_preset_file(preset: str, filename: str, *, cache_dir: str | Path | N
                                 f"{err}); pass checkpoint=PATH to a local copy") from None
 
 
-def load_holitok(source: Any, checkpoint: str | Path | None = None, **resolve_kwargs):
-    """Build and load a HoliTok (weight norm unfolded) from any source `HoliTok.from_pretrained` accepts."""
-    from .model import HoliTok
+def load_holitok(build: Callable[[HoliTokConfig], nn.Module], source: Any, checkpoint: str | Path | None = None,
+                 **resolve_kwargs):
+    """Build (``build(config)``, i.e. the HoliTok class: this module sits below model.py and does not import it) and
+    load a HoliTok, weight norm unfolded, from any source `HoliTok.from_pretrained` accepts."""
     if isinstance(source, (str, Path)) and Path(source).is_dir():
         directory = Path(source)
         if (directory / WEIGHTS_NAME).is_file():
-            return load_safetensors_dir(directory, "holitok", lambda c: HoliTok(HoliTokConfig.from_dict(c)))
+            return load_safetensors_dir(directory, "holitok", lambda c: build(HoliTokConfig.from_dict(c)))
         if (directory / RUNTIME_NAME).is_file():
             config = directory / CONFIG_NAME if (directory / CONFIG_NAME).is_file() else "HoliTok-Base"
-            return load_holitok(config, checkpoint or directory / RUNTIME_NAME)
+            return load_holitok(build, config, checkpoint or directory / RUNTIME_NAME)
         raise CheckpointError(f"{directory} holds neither {WEIGHTS_NAME} nor {RUNTIME_NAME}")
     if isinstance(source, (str, Path)) and str(source).endswith(".pt"):
         path = Path(source)
         sibling = path.with_name(CONFIG_NAME)
-        return load_holitok(sibling if sibling.is_file() else "HoliTok-Base", path)
+        return load_holitok(build, sibling if sibling.is_file() else "HoliTok-Base", path)
     config = load_model_config(source)
     if checkpoint is None:
         preset = resolve_preset_name(str(source)) if isinstance(source, (str, Path)) else None
         if preset is None or preset == "tiny":
             raise CheckpointError(f"no checkpoint given for config {source!r}")
         checkpoint = resolve_preset_file(preset, RUNTIME_NAME, **resolve_kwargs)
-    model = HoliTok(config)
+    model = build(config)
     load_state_dict_strict(model, runtime_state_dict(checkpoint), str(checkpoint))
     return model
 
@@ -220,12 +229,13 @@ def _semantic_config_from_tensors(sd: dict[str, Tensor], num_heads: int, causal:
                           num_heads=num_heads, ffn_hidden_size=ffn, causal=causal, use_in_proj=has_in_proj)
 
 
-def load_semantic(source: str | Path, num_heads: int = 16, causal: bool = True):
-    from .semantic import SemanticModule
+def load_semantic(build: Callable[[SemanticConfig], nn.Module], source: str | Path, num_heads: int = 16,
+                  causal: bool = True):
+    """Build (``build(config)``: the SemanticModule class) and load our directory or the authors' semantic.pt."""
     source = Path(source)
     if source.is_dir():
         if (source / WEIGHTS_NAME).is_file():
-            return load_safetensors_dir(source, "semantic", lambda c: SemanticModule(SemanticConfig.from_dict(c)))
+            return load_safetensors_dir(source, "semantic", lambda c: build(SemanticConfig.from_dict(c)))
         source = source / SEMANTIC_NAME
     sd = _flat_state_dict(read_torch_checkpoint(source), source)
     # Only the encoder part of the training-time supervision net is the semantic module; the rest is ignored.
@@ -236,7 +246,7 @@ def load_semantic(source: str | Path, num_heads: int = 16, causal: bool = True):
         config = _semantic_config_from_tensors(sd, num_heads, causal)
     except KeyError as err:
         raise CheckpointError(f"{source}: cannot infer the semantic architecture, missing {err}") from None
-    model = SemanticModule(config)
+    model = build(config)
     load_state_dict_strict(model, sd, str(source))
     return model
 

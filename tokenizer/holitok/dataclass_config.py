@@ -1,8 +1,10 @@
-"""Nested dataclass configs from YAML/JSON dicts: strict building (typos fail loudly) and `a.b=value` overrides."""
+"""Configs: reading a YAML (`read_config`: inherit, section files, `a.b=value` overrides) and building nested
+dataclasses from it strictly (typos fail loudly). Both halves of the project read their configs here."""
 from __future__ import annotations
 
 import dataclasses
 import typing
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -58,3 +60,45 @@ def plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     return value
+
+
+def _merge(base: dict, top: dict) -> dict:
+    """``top`` over ``base``: mappings merge key by key, anything else (lists included) is replaced."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_config(path: str | Path, overrides: list[str] | None = None, _seen: tuple[Path, ...] = ()) -> dict:
+    """The one way every training YAML of this repository is read (tokenizer stages, unified runs, demo presets).
+
+    - ``inherit: other.yaml`` (relative to this file): that file is read first (itself the same way) and this one is
+      laid over it, mappings merged key by key; so a variant states only what differs (train_unite.yaml over
+      train_base.yaml).
+    - a top-level section written as a file name (``model: model_base.yaml``) is that file's section of the same name.
+    - ``overrides`` (``section.key=value``, the ``--set`` of every entry point) are applied last.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    if path.resolve() in _seen:
+        raise ValueError(f"{path}: `inherit:` goes round in a circle ({' -> '.join(map(str, _seen + (path,)))})")
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: a config file must be a mapping, got {type(doc).__name__}")
+    for section, value in list(doc.items()):
+        if section != "inherit" and isinstance(value, str) and value.endswith((".yaml", ".yml")):
+            named = path.parent / value
+            if not named.is_file():
+                raise FileNotFoundError(f"{path}: `{section}: {value}` names {named}, which does not exist")
+            part = (yaml.safe_load(named.read_text(encoding="utf-8")) or {}).get(section)
+            if not isinstance(part, dict):
+                raise ValueError(f"{named} (named by {path}) has no {section}: section")
+            doc[section] = part
+    parent = doc.pop("inherit", None)
+    if parent is not None:
+        doc = _merge(read_config(path.parent / parent, None, _seen + (path.resolve(),)), doc)
+    for assignment in overrides or []:
+        apply_override(doc, assignment)
+    return doc

@@ -14,6 +14,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def frame_mask(frame_lengths: Tensor, total: int, offset: int = 0) -> Tensor:
+    """[B, 1, total] mask of positions offset..offset+total-1 (frames or samples) inside each item's valid length."""
+    idx = torch.arange(offset, offset + total, device=frame_lengths.device)
+    return (idx[None, :] < frame_lengths[:, None])[:, None, :]
+
+
 def _norm_except_dim0(v: Tensor) -> Tensor:
     return v.norm(dim=tuple(range(1, v.dim())), keepdim=True)
 

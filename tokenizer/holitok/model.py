@@ -9,22 +9,17 @@ import torch
 from torch import Tensor, nn
 
 from .bottleneck import MIBlock
+from .checkpoint import load_holitok, save_safetensors_dir
 from .config import HoliTokConfig, load_model_config
 from .decoder import AMPBlock1, Decoder
 from .encoder import AudioEncoder, ResidualUnit
 from .istft_head import ISTFTHead
-from .layers import Conv1d, ConvTranspose1d, fold_weight_norm, unfold_weight_norm
+from .layers import Conv1d, ConvTranspose1d, fold_weight_norm, frame_mask, unfold_weight_norm
 
 # Inference decodes/encodes in chunks of this many latent frames (2 s) through the streaming path: identical output,
 # flat memory, and much faster on CPU than one giant pass whose activations fall out of cache.
 DEFAULT_CHUNK_FRAMES = 50
 RESIDUAL_BRANCH_INIT_GAIN = 0.1
-
-
-def frame_mask(frame_lengths: Tensor, total: int, offset: int = 0) -> Tensor:
-    """[B, 1, total] mask of positions offset..offset+total-1 (frames or samples) inside each item's valid length."""
-    idx = torch.arange(offset, offset + total, device=frame_lengths.device)
-    return (idx[None, :] < frame_lengths[:, None])[:, None, :]
 
 
 class HoliTok(nn.Module):
@@ -220,7 +215,7 @@ class HoliTok(nn.Module):
 
     # ---- streaming ------------------------------------------------------------------------------------------------
     def stream_encoder(self, lengths: Tensor | None = None):
-        from .streaming import StreamingEncoder
+        from .streaming import StreamingEncoder  # streaming.py builds on this module: imported when first used
         return StreamingEncoder(self, lengths=lengths)
 
     def stream_decoder(self, lengths: Tensor | None = None):
@@ -230,7 +225,6 @@ class HoliTok(nn.Module):
     # ---- persistence ----------------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:
         """Our format: model.safetensors (weight norm kept as weight_g/weight_v) + config.json."""
-        from .checkpoint import save_safetensors_dir
         save_safetensors_dir(self, directory, {"holitok": self.config.to_dict()})
 
     @classmethod
@@ -245,8 +239,7 @@ class HoliTok(nn.Module):
         a preset name (checkpoint from `checkpoint`, the local cache, or the hub unless `local_files_only`);
         a config dict/JSON path together with `checkpoint`.
         """
-        from .checkpoint import load_holitok
-        model = load_holitok(source, checkpoint, local_files_only=local_files_only, cache_dir=cache_dir,
+        model = load_holitok(cls, source, checkpoint, local_files_only=local_files_only, cache_dir=cache_dir,
                              repo_id=repo_id, revision=revision)
         if fold_weight_norm:
             model.fold_weight_norm()

@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checkpoint import load_semantic, save_safetensors_dir
 from .config import SemanticConfig
 
 
-class SelfAttention(nn.Module):
+class SemanticSelfAttention(nn.Module):
     """Multi-head attention, q/k/v without bias, o_proj with bias, no positional encoding of any kind."""
 
     def __init__(self, hidden: int, heads: int) -> None:
@@ -37,7 +38,7 @@ class SelfAttention(nn.Module):
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
 
 
-class FeedForward(nn.Module):
+class SemanticFeedForward(nn.Module):
     def __init__(self, hidden: int, ffn: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(hidden, ffn)
@@ -53,9 +54,9 @@ class TransformerLayer(nn.Module):
     def __init__(self, hidden: int, heads: int, ffn: int) -> None:
         super().__init__()
         self.attn_norm = nn.LayerNorm(hidden)
-        self.attn = SelfAttention(hidden, heads)
+        self.attn = SemanticSelfAttention(hidden, heads)
         self.ffn_norm = nn.LayerNorm(hidden)
-        self.ffn = FeedForward(hidden, ffn)
+        self.ffn = SemanticFeedForward(hidden, ffn)
 
     def forward(self, x: Tensor, mask: Tensor | None, cache: dict | None = None) -> Tensor:
         x = x + self.attn(self.attn_norm(x), mask, cache)
@@ -135,7 +136,6 @@ class SemanticModule(nn.Module):
 
     # ---- persistence -------------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:
-        from .checkpoint import save_safetensors_dir
         save_safetensors_dir(self, directory, {"semantic": self.config.to_dict()})
 
     @classmethod
@@ -143,7 +143,6 @@ class SemanticModule(nn.Module):
                         causal: bool = True, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None) -> "SemanticModule":
         """Load our safetensors directory, or the authors' `semantic.pt` (heads are not stored: `num_heads`)."""
-        from .checkpoint import load_semantic
-        model = load_semantic(checkpoint or source, num_heads=num_heads, causal=causal)
+        model = load_semantic(cls, checkpoint or source, num_heads=num_heads, causal=causal)
         model.eval()
         return model.to(device=device, dtype=dtype) if (device or dtype) else model

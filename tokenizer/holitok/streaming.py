@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .audio import as_model_input
-from .model import frame_mask
+from .layers import frame_mask
 
 
 class StreamingEncoder:

@@ -1,24 +1,23 @@
-"""Stage checkpoints: the ``final/`` hand-over between stages, initialisation from a previous stage, resume points."""
+"""Stage hand-over: the ``final/`` folder between stages, initialisation from a previous stage, and the check that a
+resumed stage still starts from the same weights (checkpoint folders themselves: run_state.py)."""
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint import CheckpointError, file_sha256, load_holitok, load_state_dict_strict
+from ..model import HoliTok
 from .config import TokenizerTrainConfig, save_config
+from .run_state import read_trainer_state
 
 logger = logging.getLogger(__name__)
 TRAIN_STATE = "train_state.safetensors"  # the whole TokenizerTrainModel (HoliTok + flow/heads/supervision)
 DISCRIMINATOR_STATE = "discriminators.safetensors"
 CONFIG_YAML = "config.yaml"
-TRAINER_STATE = "trainer_state.json"
-CHECKPOINT_PREFIX = "step_"
 
 
 def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -62,7 +61,7 @@ def initialise_from(path: str | Path, model: torch.nn.Module, discriminators: to
     if stage_dir is None:
         if not Path(path).exists():
             raise FileNotFoundError(f"init_from {path} does not exist")
-        source = load_holitok(str(path))
+        source = load_holitok(HoliTok, str(path))
         load_state_dict_strict(model.holitok, source.state_dict(), str(path))
         return [f"HoliTok weights from {path}; everything else (flow, heads, discriminators) freshly initialised"]
     state = load_file(str(stage_dir / TRAIN_STATE))
@@ -85,27 +84,8 @@ def initialise_from(path: str | Path, model: torch.nn.Module, discriminators: to
     return notes
 
 
-def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The newest complete ``step_N`` directory (complete = its trainer_state.json was written last)."""
-    if not checkpoint_dir.is_dir():
-        return None
-    done = [p for p in checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*") if (p / TRAINER_STATE).is_file()]
-    return max(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), default=None)
-
-
-def write_trainer_state(directory: Path, step: int, init_from: dict | None = None, run: dict | None = None) -> None:
-    """``init_from``: what the stage started from ({"path", "sha256"}), so a resume can check it is still that;
-    ``run``: what the run really was (holitok.train.run_info)."""
-    state = {"step": step, **({"init_from": init_from} if init_from else {}), **({"run": run} if run else {})}
-    (directory / TRAINER_STATE).write_text(json.dumps(state))
-
-
-def read_trainer_state(directory: Path) -> int:
-    return int(json.loads((directory / TRAINER_STATE).read_text())["step"])
-
-
 def recorded_init(directory: Path) -> dict | None:
-    return json.loads((directory / TRAINER_STATE).read_text()).get("init_from")
+    return read_trainer_state(directory).get("init_from")
 
 
 def init_fingerprint(path: str | Path) -> dict:
@@ -135,9 +115,3 @@ def check_resume_init(resume_from: Path, init_from: str | Path) -> None:
             f"{resume_from} was initialised from {recorded['path']} (sha256 {recorded['sha256'][:12]}), but "
             f"{init_from} now holds other weights (sha256 {current['sha256'][:12]}): resuming would mix two runs. "
             f"Delete {resume_from.parent} to restart this stage from the new weights, or restore the old ones.")
-
-
-def prune_checkpoints(checkpoint_dir: Path, keep: int) -> None:
-    steps = sorted(checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*"), key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
-    for old in steps[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)

@@ -10,10 +10,11 @@ from typing import Any
 import yaml
 
 from ..config import HoliTokConfig, get_preset_config
-from ..dataclass_config import apply_override, build_dataclass, plain
+from ..dataclass_config import apply_override, build_dataclass, plain, read_config
 from .discriminators import DiscriminatorConfig
-from .flow import FlowConfig
+from .flow import LatentFlowConfig
 from .mel import MelLossConfig
+from .phase_loss import PhaseLossConfig
 
 # Which loss terms exist in each stage. Weights for terms a stage does not have are an error, not silently unused.
 STAGE_LOSS_TERMS = {
@@ -21,6 +22,9 @@ STAGE_LOSS_TERMS = {
     2: ("mel", "adv", "fm", "kl"),
     3: ("mel", "adv", "fm", "kl", "wavlm", "xvector", "ce"),
 }
+# Terms any stage may add (not in the paper's recipe, so never in the defaults): the phase-derivative loss
+# (phase_loss.py), for decoders that predict phase themselves.
+OPTIONAL_LOSS_TERMS = ("phase",)
 # Table 7 of the paper; the KL weights are blank in our copy: 0.01 (Stage II, "weak") and 0.1 (Stage III, 10x) are
 # our defaults, on a KL measured in nats per latent element (see flow.py).
 DEFAULT_LOSS_WEIGHTS = {
@@ -43,7 +47,7 @@ class ModelSection:
 
 
 @dataclass
-class DataConfig:
+class AudioDataConfig:
     """``train``/``valid``: a JSONL manifest (``audio`` path relative to the manifest, optional ``text``, ``emotion``,
     ``caption``, ``sound_event``) or a folder of audio files (a ``<name>.txt`` beside a file is its transcript)."""
 
@@ -126,6 +130,9 @@ class LoopConfig:
     resume: bool = True  # continue from the newest checkpoint in output_dir/checkpoints if there is one
     find_unused_parameters: bool = False
     progress_bar: bool = True
+    # A non-finite loss skips its step; this many in a row stop the stage with a checkpoint (exit code 3).
+    max_consecutive_nonfinite: int = 20
+    inject_nonfinite_at_steps: list[int] = field(default_factory=list)  # fault injection for tests only
 
 
 @dataclass
@@ -135,11 +142,12 @@ class TokenizerTrainConfig:
     # The previous stage's output dir (its final/ checkpoint), or any HoliTok checkpoint dir / model.pt.
     init_from: str | None = None
     model: ModelSection = field(default_factory=ModelSection)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: AudioDataConfig = field(default_factory=AudioDataConfig)
     loss_weights: dict[str, float] | None = None  # null: DEFAULT_LOSS_WEIGHTS[stage]
     mel_loss: MelLossConfig = field(default_factory=MelLossConfig)
+    phase_loss: PhaseLossConfig = field(default_factory=PhaseLossConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
-    flow: FlowConfig = field(default_factory=FlowConfig)
+    flow: LatentFlowConfig = field(default_factory=LatentFlowConfig)
     stage_options: StageOptions = field(default_factory=StageOptions)
     distill: DistillConfig = field(default_factory=DistillConfig)
     supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
@@ -152,11 +160,12 @@ class TokenizerTrainConfig:
         terms = STAGE_LOSS_TERMS[self.stage]
         if self.loss_weights is None:
             self.loss_weights = dict(DEFAULT_LOSS_WEIGHTS[self.stage])
-        extra = sorted(set(self.loss_weights) - set(terms))
+        extra = sorted(set(self.loss_weights) - set(terms) - set(OPTIONAL_LOSS_TERMS))
         missing = sorted(set(terms) - set(self.loss_weights))
         if extra or missing:
             hint = " (Stage I is a deterministic autoencoder: it has no KL term)" if "kl" in extra else ""
-            raise ValueError(f"loss_weights for stage {self.stage} must name exactly {list(terms)}; "
+            raise ValueError(f"loss_weights for stage {self.stage} must name exactly {list(terms)} "
+                             f"(optional: {list(OPTIONAL_LOSS_TERMS)}); "
                              f"unexpected {extra}, missing {missing}{hint}")
         if self.stage == 3 and not (self.distill.wavlm_path and self.distill.xvector_path):
             raise ValueError("stage 3 needs distill.wavlm_path and distill.xvector_path (local teacher directories)")
@@ -185,13 +194,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if data is None:
         if path is None:
             raise ValueError("load_config needs a YAML path or a data dict")
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
-    data = dict(data)
-    for assignment in overrides or []:
-        apply_override(data, assignment)
+        data = read_config(path, overrides)
+    else:
+        data = dict(data)
+        for assignment in overrides or []:
+            apply_override(data, assignment)
     return build_dataclass(TokenizerTrainConfig, data, "config")
 
 

@@ -25,7 +25,7 @@ import torch
 
 
 @dataclass
-class FlowConfig:
+class LatentFlowConfig:
     num_couplings: int = 4
     hidden_channels: int = 256
     kernel_size: int = 5
@@ -33,7 +33,7 @@ class FlowConfig:
 
 
 class AffineCoupling(torch.nn.Module):
-    def __init__(self, channels: int, config: FlowConfig):
+    def __init__(self, channels: int, config: LatentFlowConfig):
         super().__init__()
         if channels < 2:
             raise ValueError(f"the flow needs at least 2 latent channels, got {channels}")
@@ -71,9 +71,9 @@ class AffineCoupling(torch.nn.Module):
 class LatentFlow(torch.nn.Module):
     """z [B, D, T] -> (f(z) [B, D, T], log|det df/dz| [B]); ``mask`` [B, 1, T] marks valid frames."""
 
-    def __init__(self, latent_dim: int, config: FlowConfig | None = None):
+    def __init__(self, latent_dim: int, config: LatentFlowConfig | None = None):
         super().__init__()
-        config = config or FlowConfig()
+        config = config or LatentFlowConfig()
         self.couplings = torch.nn.ModuleList(AffineCoupling(latent_dim, config) for _ in range(config.num_couplings))
 
     def forward(self, z: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

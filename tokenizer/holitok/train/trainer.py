@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -12,15 +11,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..audio import load_audio
-from .checkpointing import (CHECKPOINT_PREFIX, check_resume_init, init_fingerprint, initialise_from,
-                            latest_checkpoint, prune_checkpoints, read_trainer_state, recorded_init,
-                            save_stage_state, write_trainer_state)
+from .checkpointing import check_resume_init, init_fingerprint, initialise_from, recorded_init, save_stage_state
 from .config import TokenizerTrainConfig, save_config
 from .data import AudioDataset, Collator, read_items
 from .discriminators import Discriminators
 from .export import export_trained
 from .losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from .mel import MultiScaleMelLoss
+from .phase_loss import PhaseDerivativeLoss
+from .run_state import (EXIT_NONFINITE, NonFiniteGuard, checkpoint_paths, latest_checkpoint, publish_checkpoint, read_trainer_state,
+                        start_checkpoint)
 from .run_info import deepspeed_requested, describe_accelerator, format_run_info, refuse_inactive_deepspeed
 from .tb_logging import SpectrogramPainter, log_media
 from .teachers import Teachers
@@ -34,6 +34,7 @@ class TrainResult:
     final_dir: Path
     step: int
     history: list[dict[str, float]] = field(default_factory=list)  # per-step losses (this process)
+    exit_code: int = 0  # EXIT_NONFINITE when too many non-finite steps in a row stopped the stage
 
 
 def lr_factor(step: int, optim) -> float:
@@ -76,7 +77,7 @@ class StageTrainer:
         self.sample_rate, self.hop_size = model.holitok.sample_rate, model.holitok.hop_size
         discriminators = Discriminators(self.sample_rate, config.discriminator)
 
-        self.resume_from = latest_checkpoint(config.checkpoint_dir) if config.train.resume else None
+        self.resume_from = latest_checkpoint(config.output_dir) if config.train.resume else None
         self.init_record = None
         if self.resume_from is not None and config.init_from:
             check_resume_init(self.resume_from, config.init_from)
@@ -115,11 +116,16 @@ class StageTrainer:
             model, discriminators, opt_g, opt_d, loader)
         self.mel_loss = MultiScaleMelLoss(self.sample_rate, config.mel_loss).to(accelerator.device)
         self.weights = dict(config.loss_weights)
+        self.phase_loss = (PhaseDerivativeLoss(config.phase_loss).to(accelerator.device)
+                           if self.weights.get("phase") else None)
         self.step = 0
         self.saved_step = None
+        self.nonfinite = NonFiniteGuard(config.train.max_consecutive_nonfinite)
         if self.resume_from is not None:
             accelerator.load_state(str(self.resume_from))
-            self.step = self.saved_step = read_trainer_state(self.resume_from)
+            state = read_trainer_state(self.resume_from)
+            self.step = self.saved_step = int(state["step"])
+            self.nonfinite.load_state_dict(state.get("counters", {}))
             if accelerator.is_main_process:
                 logger.info("resumed from %s at step %d", self.resume_from, self.step)
 
@@ -141,43 +147,66 @@ class StageTrainer:
         output = self.model(audio, lengths, targets, supervision_targets)
         fake = output.audio
         logs = {}
+        finite = True
         if use_gan:
             d_loss = discriminator_loss(self.discriminators(audio, fake.detach()))
             self.opt_d.zero_grad(set_to_none=True)
             accelerator.backward(d_loss)
-            accelerator.clip_grad_norm_(self.discriminators.parameters(), grad_clip)
-            self.opt_d.step()
+            finite = self._finite_everywhere(d_loss)
+            if finite:
+                accelerator.clip_grad_norm_(self.discriminators.parameters(), grad_clip)
+                self.opt_d.step()
+            self.opt_d.zero_grad(set_to_none=True)
             self.sched_d.step()
             logs["discriminator"] = d_loss.detach()
         terms = {"mel": self.mel_loss(fake, audio)}
+        if self.phase_loss is not None:
+            terms["phase"] = self.phase_loss(fake, audio)
         if use_gan:
             scores = self.discriminators(audio, fake)
             terms["adv"] = generator_adversarial_loss(scores)
             terms["fm"] = feature_matching_loss(scores)
         terms.update(output.losses)
         total = sum(self.weights[name] * value for name, value in terms.items())
+        if self.step + 1 in self.config.train.inject_nonfinite_at_steps:  # fault injection (tests)
+            total = total * float("nan")
         self.opt_g.zero_grad(set_to_none=True)
         accelerator.backward(total)
-        grad_norm = accelerator.clip_grad_norm_(self.generator_params, grad_clip)
-        self.opt_g.step()
+        # Every rank takes the same branch: a non-finite loss anywhere skips the update everywhere.
+        finite = self._finite_everywhere(total) and finite
+        if finite:
+            grad_norm = accelerator.clip_grad_norm_(self.generator_params, grad_clip)
+            self.opt_g.step()
+            logs["grad_norm_generator"] = torch.as_tensor(grad_norm).detach()
+        self.opt_g.zero_grad(set_to_none=True)
         self.sched_g.step()
         self.step += 1
         logs.update({name: value.detach() for name, value in terms.items()})
         logs["generator_total"] = total.detach()
-        logs["grad_norm_generator"] = torch.as_tensor(grad_norm).detach()
+        logs["skipped_nonfinite"] = torch.tensor(0.0 if finite else 1.0)
         return {name: float(value) for name, value in logs.items()}
+
+    def _finite_everywhere(self, loss: torch.Tensor) -> bool:
+        flag = torch.tensor([0.0 if torch.isfinite(loss).all() else 1.0], device=self.accelerator.device)
+        return self.accelerator.reduce(flag, reduction="sum").item() == 0
 
     # ---- bookkeeping --------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        directory = self.config.checkpoint_dir / f"{CHECKPOINT_PREFIX}{self.step}"
-        self.accelerator.save_state(str(directory))
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            write_trainer_state(directory, self.step, self.init_record, self.run_info)  # written last: marks it complete
-            prune_checkpoints(self.config.checkpoint_dir, self.config.train.keep_checkpoints)
-        self.accelerator.wait_for_everyone()
+        """accelerate's save_state into step-N.partial, then trainer_state.json and the rename (run_state.py)."""
+        accelerator = self.accelerator
+        partial, final = checkpoint_paths(self.config.output_dir, self.step)
+        if accelerator.is_main_process:
+            start_checkpoint(self.config.output_dir, self.step)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(partial))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            state = {"step": self.step, "counters": self.nonfinite.state_dict(),
+                     **({"init_from": self.init_record} if self.init_record else {}), "run": self.run_info}
+            publish_checkpoint(partial, final, state, self.config.train.keep_checkpoints)
+        accelerator.wait_for_everyone()
         self.saved_step = self.step
-        return directory
+        return final
 
     def _batches(self) -> Iterator[dict[str, Any]]:
         epoch = 0
@@ -239,15 +268,22 @@ class StageTrainer:
         batches = self._batches()
         while self.step < loop.max_steps:
             logs = self.train_step(next(batches))
-            if not all(math.isfinite(v) for v in logs.values()):
-                raise FloatingPointError(f"non-finite loss at step {self.step}: {logs}")
+            stop = self.nonfinite.record(not logs["skipped_nonfinite"])
+            if logs["skipped_nonfinite"] and accelerator.is_main_process:
+                logger.warning("%s", self.nonfinite.skipped_message(self.step))
+            if stop:
+                path = self.save_checkpoint()
+                if accelerator.is_main_process:
+                    logger.error("%s", self.nonfinite.stop_message(self.step, path))
+                progress.close()
+                return TrainResult(config.final_dir, self.step, history, exit_code=EXIT_NONFINITE)
             history.append(logs)
             progress.update(1)
             if self.step % loop.log_every == 0 or self.step == loop.max_steps:
                 reduced = self._reduce_for_logging(logs)
                 reduced["lr"] = self.sched_g.get_last_lr()[0]
                 accelerator.log({f"train/{k}": v for k, v in reduced.items()}, step=self.step)
-                progress.set_postfix({k: f"{reduced[k]:.3g}" for k in ("mel", "kl", "adv") if k in reduced})
+                progress.set_postfix({k: f"{reduced[k]:.3g}" for k in ("mel", "phase", "kl", "adv") if k in reduced})
             if accelerator.is_main_process and (self.step % loop.sample_every == 0 or self.step == loop.max_steps):
                 self._log_media(clips, painter)
             if self.step % loop.save_every == 0 and self.step < loop.max_steps:

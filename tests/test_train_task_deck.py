@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from holitok_slm.train.bad_items import BadItemLog
-from holitok_slm.train.config import DataConfig
+from holitok_slm.train.config import LatentDataConfig
 from holitok_slm.train.data import build_batcher, open_streams
 from holitok_slm.train.latent_store import LatentStore
-from holitok_slm.train.sampler import Stream, TaskSampler
+from holitok_slm.train.task_deck import Stream, TaskSampler
 from data_prep.toy_store import write_toy_store
 
 
@@ -81,7 +81,7 @@ def test_sampler_state_round_trip_continues_identically():
 
 def test_frame_budget_batches_and_resume(tmp_path):
     write_toy_store(tmp_path / "store", num_items=40, frames=(10, 90), seed=2)
-    data = DataConfig(datasets=[{"name": "toy", "latents": str(tmp_path / "store")}],
+    data = LatentDataConfig(datasets=[{"name": "toy", "latents": str(tmp_path / "store")}],
                       max_frames_per_batch=400, max_items_per_batch=6, max_frames_per_item=200)
     batcher = build_batcher(data, seed=5, rank=0, world_size=1, bad_items=BadItemLog())
     sizes = []
@@ -100,7 +100,7 @@ def test_frame_budget_batches_and_resume(tmp_path):
 
 def test_bad_items_are_filtered_or_skipped_and_logged(tmp_path):
     write_toy_store(tmp_path / "store", num_items=12, seed=4, plant_bad=True, long_frames=300)
-    data = DataConfig(datasets=[{"name": "toy", "latents": str(tmp_path / "store"), "tasks": ["tts"]}],
+    data = LatentDataConfig(datasets=[{"name": "toy", "latents": str(tmp_path / "store"), "tasks": ["tts"]}],
                       task_ratio={"tts": 1, "asr": 0}, max_frames_per_batch=400, max_frames_per_item=200)
     log = BadItemLog()
     stores, streams = open_streams(data, log)
