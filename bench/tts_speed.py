@@ -82,13 +82,13 @@ def e2e_table(model: UnifiedModel, seconds: float, nfe: int) -> None:
     from holitok_slm.text_tokenizer import TextTokenizer
 
     text = "the quick brown fox jumps over the lazy dog " * 3
-    if model.text_tokenizer is None and model.config.tokenizer.kind == "sentencepiece" and not model.config.tokenizer.path:
+    if model.text_tokenizer is None and model.config.text_tokenizer.kind == "sentencepiece" and not model.config.text_tokenizer.path:
         import tempfile
 
         from holitok_slm.text_tokenizer import train_sentencepiece
         model.text_tokenizer = train_sentencepiece([text], Path(tempfile.mkdtemp()) / "spm.model")
     elif model.text_tokenizer is None:
-        model.text_tokenizer = TextTokenizer.build(model.config.tokenizer)
+        model.text_tokenizer = TextTokenizer.build(model.config.text_tokenizer)
     if len(model.text_tokenizer) > model.backbone.lm.config.vocab_size:
         raise ValueError("the text tokenizer is larger than the model vocabulary")
     patches = int(round(seconds * PATCH_RATE_HZ))

@@ -288,12 +288,12 @@ class DemoPipeline:
     def write_examples(self, per_voice: int = 2) -> list[dict]:
         """Held-out voices' prompts and target sentences from the corpus' zero-shot list, for the demo's examples."""
         from eval.seed_tts import read_meta
-        from holitok_slm.model.unified import TOKENIZER_DIR
+        from holitok_slm.model.unified import text_tokenizer_dir
         from holitok_slm.text_tokenizer import TextTokenizer
 
         from .app import unknown_characters
 
-        tokenizer = TextTokenizer.load(self.model_dir / TOKENIZER_DIR)
+        tokenizer = TextTokenizer.load(text_tokenizer_dir(self.model_dir))
         meta = self.corpus_dir / "seed_tts_eval" / "meta.lst"
         items, _ = read_meta(meta) if meta.is_file() else ([], [])
         chosen, counts = [], {}

@@ -17,6 +17,17 @@ number) and `corpus_wer` = total edits / total reference words (LibriSpeech-styl
 
     python -m eval.asr_wer --ref refs.txt --hyp hyps.txt [--language en|zh] [--json out.json]
       (files of `utt_id<TAB>text` or `utt_id|text` lines; ids are matched, a missing hypothesis counts as empty)
+
+    python -m eval.asr_wer --manifest test_other.jsonl --model DIR --tokenizer DIR --benchmark librispeech \
+        [--batch_size 16] [--limit N] [--json out.json] [--hyp_out hyps.txt]
+      (the unified model's own ASR, paper Table 3: LibriSpeech test-clean/test-other and AISHELL-1 test manifests from
+      `python -m data_prep.build_manifest librispeech|aishell1 ...`; batched greedy decoding, longest first)
+
+Benchmark conventions (`BENCHMARKS`): `librispeech` is WER over words with this module's default normaliser (the
+transcripts are upper case without punctuation except apostrophes, so lower-casing them is all it changes);
+`aishell1` is CER over characters (`language="zh"`: spaces and punctuation removed, one token per character), the
+number AISHELL-1 results are quoted in. Both report the corpus rate (total edits / total reference tokens) with S/D/I
+counts; an utterance whose audio cannot be read is listed and scored as an empty hypothesis, never dropped.
 """
 from __future__ import annotations
 
@@ -175,17 +186,78 @@ def read_transcripts(path: str | Path) -> dict[str, str]:
     return out
 
 
+BENCHMARKS = {"librispeech": {"language": "en", "unit": "WER"}, "aishell1": {"language": "zh", "unit": "CER"}}
+
+
+def transcribe_manifest(pipeline, manifest: str | Path, batch_size: int = 16, limit: int | None = None,
+                        progress: bool = True) -> tuple[list, dict[str, str], list[dict]]:
+    """(records, {id: hypothesis}, failures): the model's greedy ASR of every item, batched longest first so a
+    batch pads little; an item whose audio fails is a failure with its reason and an empty hypothesis."""
+    from tqdm.auto import tqdm
+
+    from data_prep.manifest import read_manifest
+    from holitok.audio import AudioError
+
+    records = read_manifest(manifest)[:limit]
+    if not records:
+        raise ValueError(f"{manifest} lists no utterances")
+    order = sorted(records, key=lambda r: -(r.duration or 0.0))
+    hyps, failures = {}, []
+    bar = tqdm(total=len(order), desc="asr", unit="utt", disable=not progress)
+    for start in range(0, len(order), batch_size):
+        batch = order[start: start + batch_size]
+        try:
+            texts = pipeline.asr([r.audio for r in batch])
+        except (AudioError, ValueError):
+            texts = []
+            for record in batch:  # find the bad ones; the rest still count
+                try:
+                    texts.append(pipeline.asr(record.audio))
+                except (AudioError, ValueError) as err:
+                    failures.append({"id": record.id, "reason": str(err)})
+                    texts.append("")
+        hyps.update({r.id: t for r, t in zip(batch, texts)})
+        bar.update(len(batch))
+    bar.close()
+    return records, hyps, failures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ref", required=True)
-    parser.add_argument("--hyp", required=True)
+    parser.add_argument("--ref", help="reference transcripts (with --hyp)")
+    parser.add_argument("--hyp", help="hypothesis transcripts (with --ref)")
+    parser.add_argument("--manifest", help="score the unified model's ASR on this manifest (with --model/--tokenizer)")
+    parser.add_argument("--model", help="unified model folder")
+    parser.add_argument("--tokenizer", help="HoliTok folder the model was trained with")
+    parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), help="sets the language/unit conventions")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--hyp_out", help="--manifest: also write the hypotheses as `id<TAB>text` lines")
     parser.add_argument("--language", default="en")
     parser.add_argument("--strip_apostrophe", action="store_true", help="F5-TTS convention")
     parser.add_argument("--style", choices=STYLES, default="default",
                         help="seed-tts: the official run_wer.py normaliser exactly (see the module docstring)")
     parser.add_argument("--json", help="write the full report (per-utterance scores) here")
     args = parser.parse_args(argv)
-    refs, hyps = read_transcripts(args.ref), read_transcripts(args.hyp)
+    if args.manifest:
+        if not (args.model and args.tokenizer) or args.ref or args.hyp:
+            parser.error("--manifest needs --model and --tokenizer (and no --ref/--hyp)")
+        from holitok_slm.infer.pipeline import SpeechPipeline
+
+        language = BENCHMARKS[args.benchmark]["language"] if args.benchmark else args.language
+        pipeline = SpeechPipeline.from_pretrained(args.model, args.tokenizer)
+        records, hyp_by_id, failures = transcribe_manifest(pipeline, args.manifest, args.batch_size, args.limit)
+        for failure in failures:
+            print(f"unreadable, scored as empty: {failure['id']}: {failure['reason']}")
+        refs = {r.id: r.text for r in records}
+        hyps = hyp_by_id
+        if args.hyp_out:
+            Path(args.hyp_out).write_text("".join(f"{i}\t{hyps[i]}\n" for i in sorted(hyps)), encoding="utf-8")
+        args.language = language
+    elif args.ref and args.hyp:
+        refs, hyps = read_transcripts(args.ref), read_transcripts(args.hyp)
+    else:
+        parser.error("give --ref and --hyp, or --manifest with --model and --tokenizer")
     missing = sorted(set(refs) - set(hyps))
     extra = sorted(set(hyps) - set(refs))
     if missing:
@@ -200,7 +272,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{100 * report.corpus_wer:.2f}% (corpus); S={report.substitutions} D={report.deletions} "
           f"I={report.insertions} N={report.reference_tokens}")
     if args.json:
-        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
+        out = report.to_dict()
+        if args.manifest:
+            out.update(manifest=str(args.manifest), model=str(args.model), benchmark=args.benchmark,
+                       failures=failures)
+        Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
 
 

@@ -122,7 +122,7 @@ class UnifiedConfig:
     semantic_input: SemanticInputConfig = field(default_factory=SemanticInputConfig)
     dit: DiTConfig = field(default_factory=DiTConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
-    tokenizer: TextTokenizerConfig = field(default_factory=TextTokenizerConfig)
+    text_tokenizer: TextTokenizerConfig = field(default_factory=TextTokenizerConfig)
     generation: GenerationDefaults = field(default_factory=GenerationDefaults)
     # Values the code filled in or changed after the YAML was read, so a saved config says what the user wrote and
     # what was derived: dotted key -> {"from": written value, "to": value used, "by": the file that derived it}.
@@ -139,6 +139,11 @@ class UnifiedConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "UnifiedConfig":
+        if "tokenizer" in data:  # the section's name before "text_tokenizer" (checkpoints and YAMLs written then)
+            if "text_tokenizer" in data:
+                raise ValueError("model: both `tokenizer` (the old name) and `text_tokenizer` are set; keep "
+                                 "`text_tokenizer` (the text tokenizer; the speech tokenizer is HoliTok's)")
+            data = {("text_tokenizer" if k == "tokenizer" else k): v for k, v in data.items()}
         return build_dataclass(cls, data, "model")
 
 

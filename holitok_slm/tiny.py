@@ -21,8 +21,8 @@ def tiny_config(audio_input: str = "patch", semantic_trainable: bool = True) -> 
 def build_tiny_model(texts: Iterable[str], workdir: str | Path, cfg: UnifiedConfig | None = None) -> UnifiedModel:
     """Trains a sentencepiece tokenizer on `texts` into `workdir/spm.model` and builds the model around it."""
     cfg = cfg or tiny_config()
-    cfg.tokenizer.kind, cfg.tokenizer.path = "sentencepiece", str(Path(workdir) / "spm.model")
-    return UnifiedModel(cfg, train_sentencepiece(texts, cfg.tokenizer.path))
+    cfg.text_tokenizer.kind, cfg.text_tokenizer.path = "sentencepiece", str(Path(workdir) / "spm.model")
+    return UnifiedModel(cfg, train_sentencepiece(texts, cfg.text_tokenizer.path))
 
 
 def randomize_heads(model: UnifiedModel, seed: int = 0, std: float = 0.05) -> UnifiedModel:

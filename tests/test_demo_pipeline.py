@@ -171,7 +171,7 @@ def test_examples_only_use_characters_the_model_knows(smoke):
 
     pipeline = DemoPipeline(load_pipeline_config("smoke"), smoke.out, "smoke", log=lambda line: None)
     examples = pipeline.write_examples(per_voice=math.inf)
-    tokenizer = TextTokenizer.load(smoke.model / "tokenizer")
+    tokenizer = TextTokenizer.load(smoke.model / "text_tokenizer")
     for example in examples:
         assert not unknown_characters(tokenizer, example["prompt_text"] + example["target_text"])
     # the training sentences are, by construction, all known

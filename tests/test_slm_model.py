@@ -289,3 +289,29 @@ def test_unite_encoder_loads_from_a_semantic_checkpoint(tmp_path):
     cfg.semantic_input.encoder = {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "ffn_hidden_size": 64}
     with pytest.raises(ValueError, match="feature_dim"):
         build_tiny_model(TEXTS, tmp_path / "tok2", cfg)
+
+
+def test_model_folders_written_before_the_text_tokenizer_rename_still_load(tmp_path):
+    """`tokenizer` was the config section's and the folder's name before `text_tokenizer`: both still load."""
+    import json
+    import shutil
+
+    from holitok_slm.model.unified import UnifiedModel
+    from holitok_slm.tiny import build_tiny_model
+
+    model = build_tiny_model(["some words for a tiny vocabulary", "and a few more of them"] * 10, tmp_path)
+    model.save_pretrained(tmp_path / "new")
+    assert (tmp_path / "new" / "text_tokenizer").is_dir()
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "new", old)
+    (old / "text_tokenizer").rename(old / "tokenizer")
+    config = json.loads((old / "config.json").read_text())
+    config["tokenizer"] = config.pop("text_tokenizer")
+    (old / "config.json").write_text(json.dumps(config))
+    loaded = UnifiedModel.from_pretrained(old)
+    assert loaded.text_tokenizer.encode("some words") == model.text_tokenizer.encode("some words")
+    assert loaded.config.text_tokenizer == model.config.text_tokenizer
+    config["text_tokenizer"] = config["tokenizer"]
+    (old / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="both `tokenizer`"):
+        UnifiedModel.from_pretrained(old)

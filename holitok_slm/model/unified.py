@@ -17,16 +17,25 @@ from ..config import UnifiedConfig, record_derived
 from ..text_tokenizer import PAD, TextTokenizer
 from .backbone import Backbone
 from .dit_head import DiTHead
-from .heads import ConditionBridge, StopHead
+from .condition_bridge import ConditionBridge
+from .stop_head import StopHead
 from .patch_encoder import PatchEncoder
 from .semantic_input import SemanticInput
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-TOKENIZER_DIR = "tokenizer"
+TEXT_TOKENIZER_DIR = "text_tokenizer"
+LEGACY_TEXT_TOKENIZER_DIR = "tokenizer"  # the folder's name in model folders written before
 # Speaking rate prior (patches per text token) used until fit_data_statistics measures it: ~0.27 s per
 # Qwen2.5 token in read English/Chinese speech at 6.25 patches per second.
 DEFAULT_PATCHES_PER_TOKEN = 1.7
+
+
+def text_tokenizer_dir(model_dir: str | os.PathLike) -> Path:
+    """Where a saved model keeps its text tokenizer (``text_tokenizer/``, or ``tokenizer/`` in older folders)."""
+    model_dir = Path(model_dir)
+    legacy = model_dir / LEGACY_TEXT_TOKENIZER_DIR
+    return legacy if legacy.is_dir() and not (model_dir / TEXT_TOKENIZER_DIR).is_dir() else model_dir / TEXT_TOKENIZER_DIR
 
 
 class UnifiedModel(nn.Module):
@@ -66,8 +75,8 @@ class UnifiedModel(nn.Module):
     # ---- construction and checkpoints ----------------------------------------------------------------------
     @classmethod
     def from_config(cls, cfg: UnifiedConfig, text_tokenizer: TextTokenizer | None = None) -> "UnifiedModel":
-        """Builds the model; the text tokenizer is built from `cfg.tokenizer` unless one is given."""
-        return cls(cfg, text_tokenizer if text_tokenizer is not None else TextTokenizer.build(cfg.tokenizer))
+        """Builds the model; the text tokenizer is built from `cfg.text_tokenizer` unless one is given."""
+        return cls(cfg, text_tokenizer if text_tokenizer is not None else TextTokenizer.build(cfg.text_tokenizer))
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         directory = Path(directory)
@@ -75,7 +84,7 @@ class UnifiedModel(nn.Module):
         (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2), encoding="utf-8")
         save_model(self, str(directory / WEIGHTS_FILE))  # handles the tied embedding / LM head
         if self.text_tokenizer is not None:
-            self.text_tokenizer.save(directory / TOKENIZER_DIR)
+            self.text_tokenizer.save(directory / TEXT_TOKENIZER_DIR)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "UnifiedModel":
@@ -89,7 +98,7 @@ class UnifiedModel(nn.Module):
             cfg = UnifiedConfig.from_dict(config)
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{config_path}: {err}") from None
-        model = cls(cfg, TextTokenizer.load(directory / TOKENIZER_DIR))
+        model = cls(cfg, TextTokenizer.load(text_tokenizer_dir(directory)))
         state = read_safetensors(weights_path, device=str(map_location))
         try:
             model.load_checked_state_dict(state)

@@ -23,16 +23,16 @@ def ensure_sentencepiece(cfg: UnifiedConfig, stores: list[LatentStore], output_d
                          wait) -> None:
     """From-scratch configs with `tokenizer.kind: sentencepiece` and no path get one trained on the training text,
     saved in the run folder (so a resumed run finds the same vocabulary)."""
-    if cfg.tokenizer.kind != "sentencepiece" or cfg.tokenizer.path:
+    if cfg.text_tokenizer.kind != "sentencepiece" or cfg.text_tokenizer.path:
         return
     from holitok_slm.text_tokenizer import train_sentencepiece
 
     path = output_dir / "text_tokenizer" / "spm.model"
     if is_main and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        train_sentencepiece(corpus_texts(stores), path, vocab_size=cfg.tokenizer.sentencepiece_vocab_size)
+        train_sentencepiece(corpus_texts(stores), path, vocab_size=cfg.text_tokenizer.sentencepiece_vocab_size)
     wait()
-    cfg.tokenizer.path = str(path)
+    cfg.text_tokenizer.path = str(path)
 
 
 def statistics_items(stores: list[LatentStore], streams: list[Stream], per_stream: int,

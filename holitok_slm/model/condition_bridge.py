@@ -1,4 +1,4 @@
-"""Small heads on the LLM hidden state: the bridge into the DiT condition space and the binary EOS (stop) head."""
+"""ConditionBridge: an LLM hidden state -> the DiT head's condition width (the hand-over from backbone to flow head)."""
 from __future__ import annotations
 
 import torch
@@ -15,14 +15,3 @@ class ConditionBridge(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.net(hidden)
-
-
-class StopHead(nn.Module):
-    """Logit of "the audio ends here" from the hidden state that would condition the next patch."""
-
-    def __init__(self, llm_hidden_size: int):
-        super().__init__()
-        self.proj = nn.Linear(llm_hidden_size, 1)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.proj(hidden).squeeze(-1)
