@@ -36,6 +36,7 @@ class ExtractionSettings:
     batch_size: int
     max_seconds: float
     silence_dbfs: float
+    dtype: str = "float32"  # storage dtype of the shards (holitok_slm/train/latent_store.py STORE_DTYPES)
 
 
 def load_checked_audio(record: ManifestRecord, max_seconds: float, silence_dbfs: float):
@@ -136,6 +137,7 @@ def extract(settings: ExtractionSettings, out: str | Path, progress: bool = True
         out.mkdir(parents=True, exist_ok=True)
         if settings_path.exists():
             previous = json.loads(settings_path.read_text())
+            previous.setdefault("dtype", "float32")  # stores started before the option were float32
             if previous != asdict(settings):
                 changed = sorted(k for k in previous if previous.get(k) != asdict(settings).get(k))
                 raise SystemExit(f"{out} was started with different settings ({', '.join(changed)} changed); "
@@ -155,7 +157,7 @@ def extract(settings: ExtractionSettings, out: str | Path, progress: bool = True
         for shard in bar:
             part = records[shard * settings.shard_size: (shard + 1) * settings.shard_size]
             items, latents, feats, skipped = extract_shard(part, tokenizer, semantic, settings, state.device)
-            write_shard(out, shard, items, latents, feats, skipped)
+            write_shard(out, shard, items, latents, feats, skipped, settings.dtype)
     state.wait_for_everyone()
     index = None
     if state.is_main_process:
@@ -182,8 +184,8 @@ def write_index(out: Path, num_shards: int, settings: ExtractionSettings) -> dic
         raise SystemExit(f"no usable item in {settings.manifest}: all {len(skipped)} items were skipped")
     index = {"format": FORMAT, "num_shards": num_shards, "num_items": num_items, "num_frames": frames,
              "hours": round(frames / 25 / 3600, 4), "latent_dim": latent_dim, "semantic_dim": semantic_dim,
-             "frame_rate": 25.0, "tokenizer": settings.tokenizer, "manifest": settings.manifest,
-             "skipped": skipped}
+             "frame_rate": 25.0, "dtype": settings.dtype, "tokenizer": settings.tokenizer,
+             "manifest": settings.manifest, "skipped": skipped}
     (out / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False))
     return index
 
@@ -198,12 +200,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch_size", type=int, default=1, help="utterances encoded together (GPU: 16-64)")
     parser.add_argument("--max_seconds", type=float, default=30.0, help="longer audio is skipped")
     parser.add_argument("--silence_dbfs", type=float, default=-60.0, help="audio whose peak is below is skipped")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                        help="storage dtype of the latents (half: half the disk; read back as float32; the bounds are "
+                             "in holitok_slm/train/latent_store.py)")
     parser.add_argument("--no_progress", action="store_true")
     args = parser.parse_args(argv)
     settings = ExtractionSettings(
         manifest=str(Path(args.manifest).resolve()), manifest_sha1=sha1_of(args.manifest), tokenizer=args.tokenizer,
         semantic=args.semantic, shard_size=args.shard_size, batch_size=args.batch_size,
-        max_seconds=args.max_seconds, silence_dbfs=args.silence_dbfs)
+        max_seconds=args.max_seconds, silence_dbfs=args.silence_dbfs, dtype=args.dtype)
     with torch.no_grad():  # scoped: main() is also called in-process (tests, the demo pipeline)
         index = extract(settings, args.out, progress=not args.no_progress)
     from accelerate import PartialState

@@ -125,3 +125,26 @@ def test_semantic_features_and_settings_guard(corpus, tmp_path):
     assert tensors["semantic"].shape[0] == tensors["latents"].shape[0]
     with pytest.raises(SystemExit, match="different settings"):
         extract_main(args(corpus, out, "--max_seconds", "5"))
+
+
+@pytest.mark.slow
+def test_half_precision_store_round_trips_within_its_stated_bound(corpus, tmp_path):
+    """--dtype float16 / bfloat16: the shards hold half-size tensors, the store reads float32 within the bounds written
+    in holitok_slm/train/latent_store.py, and the settings guard treats the dtype like any other setting."""
+    full, half, brain = tmp_path / "f32", tmp_path / "f16", tmp_path / "bf16"
+    extract_main(args(corpus, full))
+    extract_main(args(corpus, half, "--dtype", "float16"))
+    extract_main(args(corpus, brain, "--dtype", "bfloat16"))
+    assert json.loads((half / "index.json").read_text())["dtype"] == "float16"
+    assert load_file(str(half / "shard-00000.safetensors"))["latents"].dtype == torch.float16
+    size = lambda p: sum(f.stat().st_size for f in p.glob("shard-*.safetensors"))
+    assert size(half) < 0.6 * size(full)
+    exact, halved, bf = LatentStore(full), LatentStore(half), LatentStore(brain)
+    for i in range(len(exact)):
+        x, y, z = exact.load(i)["latents"], halved.load(i)["latents"], bf.load(i)["latents"]
+        assert y.dtype == torch.float32 and y.shape == x.shape
+        assert ((y - x).abs() <= x.abs() * 2.0 ** -11 + 3e-8).all()
+        assert ((z - x).abs() <= x.abs() * 2.0 ** -8 + 1e-30).all()
+        assert not torch.equal(y, x)  # really stored at half precision
+    with pytest.raises(SystemExit, match="dtype"):
+        extract_main(args(corpus, half))  # finishing a float16 store as float32 is refused
