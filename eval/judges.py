@@ -237,27 +237,31 @@ class HFWhisperJudge:
         return {"spec": f"whisper-hf:{self.model_dir}", "sha256": folder_hashes(self.model_dir)}
 
 
+def funasr_model(model_dir: str | Path, what: str, device: str | None = None):
+    """funasr.AutoModel on a local folder, or MissingJudgeError saying what to install / what is missing."""
+    try:
+        import funasr
+    except ImportError as err:
+        raise MissingJudgeError(f"{what} needs FunASR: pip install funasr (or pip install -e '.[seed_tts_zh]'; large, "
+                                "so not part of [all]; docs/eval.md) and a local model folder") from err
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise MissingJudgeError(f"{what}: model folder not found: {model_dir}")
+    return funasr.AutoModel(model=str(model_dir), device=device or default_device(), disable_update=True)
+
+
 class ParaformerJudge:
     """FunASR Paraformer-zh from a local folder (run_wer.py's `AutoModel(model="paraformer-zh")`), then zhconv."""
 
     def __init__(self, model_dir: str | Path, device: str | None = None):
-        try:
-            import funasr
-        except ImportError as err:
-            raise MissingJudgeError("the paraformer ASR judge needs FunASR: pip install funasr zhconv (or pip install -e "
-                                    "'.[seed_tts_zh]'; large, so not part of [all]; docs/eval.md) and a local "
-                                    "Paraformer-zh folder") from err
+        self.model = funasr_model(model_dir, "the paraformer ASR judge (Paraformer-zh)", device)
         try:
             import zhconv
         except ImportError as err:
             raise MissingJudgeError("the paraformer ASR judge needs zhconv for the simplified-character conversion: "
                                     "pip install zhconv (or pip install -e '.[seed_tts_zh]')") from err
-        model_dir = Path(model_dir)
-        if not model_dir.is_dir():
-            raise MissingJudgeError(f"Paraformer model folder not found: {model_dir}")
         self._convert = zhconv.convert
-        self.model = funasr.AutoModel(model=str(model_dir), device=device or default_device(), disable_update=True)
-        self.model_dir = model_dir
+        model_dir = self.model_dir = Path(model_dir)
         self.name = f"paraformer ({model_dir.name}, FunASR, zhconv zh-cn)"
 
     def transcribe(self, audio: np.ndarray, sample_rate: int) -> str:

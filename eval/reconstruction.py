@@ -54,15 +54,10 @@ class Emotion2VecJudge:
     """emotion2vec utterance embeddings through FunASR from a local folder (EMOSIM = cosine of two embeddings)."""
 
     def __init__(self, model_dir: str | Path):
-        try:
-            import funasr
-        except ImportError as err:
-            raise MissingJudgeError("EMOSIM needs FunASR and a local emotion2vec folder: pip install funasr (large, "
-                                    "not part of [all]; docs/eval.md)") from err
+        from .judges import funasr_model
+
+        self.model = funasr_model(model_dir, "EMOSIM (emotion2vec)")
         model_dir = Path(model_dir)
-        if not model_dir.is_dir():
-            raise MissingJudgeError(f"emotion2vec model folder not found: {model_dir}")
-        self.model = funasr.AutoModel(model=str(model_dir), disable_update=True)
         self.name = f"emotion2vec ({model_dir.name}, FunASR, utterance embedding)"
 
     def embed(self, audio, sample_rate: int):
@@ -91,20 +86,20 @@ class UTMOSJudge:
         return float(self.model(wav[None]).reshape(-1)[0])
 
 
-def make_emotion_judge(spec: str | None):
+def _make(spec: str | None, prefix: str, judge, what: str):
     if spec in (None, "none"):
         return None
-    if spec.startswith("emotion2vec:"):
-        return Emotion2VecJudge(spec.split(":", 1)[1])
-    raise ValueError(f"unknown emotion judge {spec!r}: use emotion2vec:DIR or none")
+    if spec.startswith(prefix + ":"):
+        return judge(spec.split(":", 1)[1])
+    raise ValueError(f"unknown {what} {spec!r}: use {prefix}:PATH or none")
+
+
+def make_emotion_judge(spec: str | None):
+    return _make(spec, "emotion2vec", Emotion2VecJudge, "emotion judge")
 
 
 def make_utmos_judge(spec: str | None):
-    if spec in (None, "none"):
-        return None
-    if spec.startswith("torchscript:"):
-        return UTMOSJudge(spec.split(":", 1)[1])
-    raise ValueError(f"unknown UTMOS implementation {spec!r}: use torchscript:FILE or none")
+    return _make(spec, "torchscript", UTMOSJudge, "UTMOS implementation")
 
 
 def score_pair(reference: torch.Tensor, degraded: torch.Tensor, sample_rate: int) -> tuple[dict, dict]:

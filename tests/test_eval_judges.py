@@ -429,3 +429,27 @@ def test_seed_tts_end_to_end_on_the_shipped_demo_model_with_tiny_official_judges
     assert result["missing"] == [] and not result["generation_failures"]
     assert [row["utt"] for row in result["utterances"]] == ["e0", "e1"]
     assert all(row["wer"] >= 0 and -1.0 <= row["sim"] <= 1.0 for row in result["utterances"])
+
+
+def test_emosim_flow_with_a_stand_in_funasr(tmp_path, monkeypatch):
+    """emotion2vec through a FunASR stand-in: utterance embeddings at 16 kHz, EMOSIM = their cosine."""
+    from eval.reconstruction import make_emotion_judge, score_judges
+
+    calls = []
+
+    class AutoModel:
+        def __init__(self, model, **kwargs):
+            calls.append(("init", model, kwargs))
+
+        def generate(self, wav, granularity, extract_embedding):
+            calls.append(("generate", len(wav), granularity, extract_embedding))
+            return [{"feats": np.array([np.abs(wav).mean(), np.abs(wav).max(), 1.0])}]
+
+    monkeypatch.setitem(sys.modules, "funasr", types.SimpleNamespace(AutoModel=AutoModel))
+    judge = make_emotion_judge(f"emotion2vec:{tmp_path}")
+    a, b = noise(1.0, 0, 48000), 0.5 * noise(1.0, 1, 48000)
+    scores, problems = score_judges(a, b, 48000, {"emosim": judge})
+    assert problems == {} and calls[-1] == ("generate", RATE, "utterance", True)
+    ea, eb = judge.embed(a, 48000), judge.embed(b, 48000)
+    assert scores["emosim"] == pytest.approx(float(ea @ eb / np.linalg.norm(ea) / np.linalg.norm(eb)))
+    assert score_judges(a, a, 48000, {"emosim": judge})[0]["emosim"] == pytest.approx(1.0)
