@@ -19,8 +19,8 @@ from .export import export_trained
 from .losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from .mel import MultiScaleMelLoss
 from .phase_loss import PhaseDerivativeLoss
-from .run_state import (EXIT_NONFINITE, NonFiniteGuard, checkpoint_paths, latest_checkpoint, publish_checkpoint, read_trainer_state,
-                        start_checkpoint)
+from .run_state import (EXIT_NONFINITE, NonFiniteGuard, checkpoint_paths, latest_checkpoint, publish_checkpoint,
+                        read_trainer_state, start_checkpoint)
 from .run_info import deepspeed_requested, describe_accelerator, format_run_info, refuse_inactive_deepspeed
 from .tb_logging import SpectrogramPainter, log_media
 from .teachers import Teachers
