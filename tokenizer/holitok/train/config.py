@@ -177,10 +177,6 @@ class TokenizerTrainConfig:
     def final_dir(self) -> Path:
         return Path(self.output_dir) / "final"
 
-    @property
-    def checkpoint_dir(self) -> Path:
-        return Path(self.output_dir) / "checkpoints"
-
     def to_dict(self) -> dict[str, Any]:
         return plain(dataclasses.asdict(self))
 
