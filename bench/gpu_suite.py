@@ -7,7 +7,8 @@ everything into one JSON report.
 
 Random weights (speed does not depend on the values). TTS: `generate_latents` with 10 Euler steps and CFG, the length
 fixed by min/max patches so every run makes the same number of patches; RTF = seconds of compute per second of audio
-(batch 1), throughput = audio seconds per second (batch 16). ASR: batched greedy decoding of 10 s latents, a fixed
+(batch 1), throughput = audio seconds per second (batch 16); on CUDA both again with `cuda_graph` (each patch's Euler
+loop, both CFG branches, replayed from one captured graph). ASR: batched greedy decoding of 10 s latents, a fixed
 number of new tokens. Half precision is torch.autocast (bf16), the same code path as float32. MFU = 6 x trainable
 parameters x trained positions per second / the device's peak dense bf16 FLOP/s (`--peak_tflops`, H200: 989).
 Nothing here is a timed test: CI runs `--smoke` only to check that the code paths work (tests/test_bench_gpu_suite.py).
@@ -66,14 +67,15 @@ def build_unified(smoke: bool, device: torch.device):
     return model.to(device).eval()
 
 
-def bench_tts(model, device, batch: int, seconds: float, half: bool, repeats: int) -> dict:
+def bench_tts(model, device, batch: int, seconds: float, half: bool, repeats: int, cuda_graph: bool = False) -> dict:
     from holitok_slm.infer.tts import TTSOptions, TTSRequest, generate_latents
 
     patches = max(1, round(seconds * PATCH_RATE_HZ))
     prompt = torch.randn(3 * 25, model.config.latent_dim, device=device)
     requests = [TTSRequest("the quick brown fox jumps over the lazy dog " * 2, prompt_latents=prompt,
                            prompt_text="a short prompt sentence") for _ in range(batch)]
-    options = TTSOptions.from_model(model, steps=10, cfg_strength=2.0, min_patches=patches, max_patches=patches)
+    options = TTSOptions.from_model(model, steps=10, cfg_strength=2.0, min_patches=patches, max_patches=patches,
+                                    cuda_graph=cuda_graph, static_cache=cuda_graph)
     generator = torch.Generator(device=device).manual_seed(0)
 
     def run():
@@ -83,7 +85,7 @@ def bench_tts(model, device, batch: int, seconds: float, half: bool, repeats: in
     elapsed = timed(run, device, repeats)
     audio = patches / PATCH_RATE_HZ
     return {"batch": batch, "audio_seconds_each": audio, "seconds": elapsed, "rtf": elapsed / audio,
-            "audio_seconds_per_second": batch * audio / elapsed, "bf16": half}
+            "audio_seconds_per_second": batch * audio / elapsed, "bf16": half, "cuda_graph": cuda_graph}
 
 
 def bench_asr(model, device, batch: int, seconds: float, half: bool, repeats: int, new_tokens: int) -> dict:
@@ -180,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     model = build_unified(args.smoke, device)
     seconds = 1.0 if args.smoke else 10.0
     sections["tts_batch1"] = bench_tts(model, device, 1, seconds, half, repeats)
+    if device.type == "cuda":  # Euler loop replayed from a CUDA graph + static KV cache (holitok_slm/infer/tts.py)
+        sections["tts_batch1_cuda_graph"] = bench_tts(model, device, 1, seconds, half, repeats, cuda_graph=True)
+        sections["tts_batch16_cuda_graph"] = bench_tts(model, device, 16, seconds, half, repeats, cuda_graph=True)
     sections["tts_batch16"] = bench_tts(model, device, 2 if args.smoke else 16, seconds, half, repeats)
     sections["asr_batch16"] = bench_asr(model, device, 2 if args.smoke else 16, seconds, half, repeats,
                                         4 if args.smoke else 64)

@@ -15,15 +15,18 @@ import argparse
 import hashlib
 import json
 import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from data_prep.manifest import ManifestRecord, read_manifest
+from data_prep.manifest import ManifestRecord, iter_manifest
 from holitok_slm.train.distributed import partial_state_kwargs
 from holitok_slm.train.latent_store import FORMAT, shard_complete, shard_name, write_shard
+
+FRAME_RATE = 25.0  # HoliTok latent frames per second
 
 
 @dataclass
@@ -147,17 +150,38 @@ def extract(settings: ExtractionSettings, out: str | Path, progress: bool = True
         for torn in out.glob("*.partial"):  # left by a run killed mid-write; the shard is redone
             torn.unlink()
     state.wait_for_everyone()
-    records = read_manifest(settings.manifest)
-    num_shards = max(1, math.ceil(len(records) / settings.shard_size))
-    todo = [s for s in range(state.process_index, num_shards, state.num_processes) if not shard_complete(out, s)]
+    # One pass over the manifest keeps only this process's unfinished shards in memory (a 100K-hour manifest has
+    # tens of millions of lines; every process would otherwise hold all of them).
+    pending: dict[int, list[ManifestRecord]] = {}
+    finished: dict[int, bool] = {}
+    count = 0
+    for count, record in enumerate(iter_manifest(settings.manifest), 1):
+        shard = (count - 1) // settings.shard_size
+        if shard % state.num_processes != state.process_index:
+            continue
+        if shard not in finished:
+            finished[shard] = shard_complete(out, shard)
+        if not finished[shard]:
+            pending.setdefault(shard, []).append(record)
+    num_shards = max(1, math.ceil(count / settings.shard_size))
+    if count == 0 and state.process_index == 0 and not shard_complete(out, 0):
+        pending[0] = []  # an empty manifest still gets its (empty) shard, and write_index says why it stops
+    todo = sorted(pending)
     if todo:
         tokenizer, semantic = load_models(settings, state.device)
         bar = tqdm(todo, desc=f"extracting [rank {state.process_index}]", unit="shard", position=state.process_index,
                    disable=not progress)
+        started, frames = time.perf_counter(), 0
         for shard in bar:
-            part = records[shard * settings.shard_size: (shard + 1) * settings.shard_size]
+            part = pending.pop(shard)
             items, latents, feats, skipped = extract_shard(part, tokenizer, semantic, settings, state.device)
             write_shard(out, shard, items, latents, feats, skipped, settings.dtype)
+            frames += sum(item["num_frames"] for item in items)
+        minutes = (time.perf_counter() - started) / 60
+        hours = frames / FRAME_RATE / 3600
+        # Throughput per process (one GPU each under accelerate): what sizes a 100K-hour extraction.
+        print(f"[rank {state.process_index}] extracted {hours:.3f} h of audio in {minutes:.2f} min on {state.device}: "
+              f"{hours / max(minutes, 1e-9):.3f} audio hours per process-minute", flush=True)
     state.wait_for_everyone()
     index = None
     if state.is_main_process:
@@ -169,11 +193,12 @@ def extract(settings: ExtractionSettings, out: str | Path, progress: bool = True
 def write_index(out: Path, num_shards: int, settings: ExtractionSettings) -> dict:
     from safetensors import safe_open
 
-    skipped, num_items, frames, latent_dim, semantic_dim = [], 0, 0, None, None
+    skipped, num_items, frames, latent_dim, semantic_dim, shard_items = [], 0, 0, None, None, []
     for shard in range(num_shards):
         meta = json.loads((out / f"{shard_name(shard)}.json").read_text())
         skipped.extend(meta["skipped"])
         num_items += len(meta["items"])
+        shard_items.append(len(meta["items"]))
         frames += sum(item["num_frames"] for item in meta["items"])
         if meta["items"] and latent_dim is None:
             with safe_open(str(out / f"{shard_name(shard)}.safetensors"), framework="pt") as handle:
@@ -183,9 +208,9 @@ def write_index(out: Path, num_shards: int, settings: ExtractionSettings) -> dic
     if latent_dim is None:
         raise SystemExit(f"no usable item in {settings.manifest}: all {len(skipped)} items were skipped")
     index = {"format": FORMAT, "num_shards": num_shards, "num_items": num_items, "num_frames": frames,
-             "hours": round(frames / 25 / 3600, 4), "latent_dim": latent_dim, "semantic_dim": semantic_dim,
-             "frame_rate": 25.0, "dtype": settings.dtype, "tokenizer": settings.tokenizer,
-             "manifest": settings.manifest, "skipped": skipped}
+             "hours": round(frames / FRAME_RATE / 3600, 4), "latent_dim": latent_dim, "semantic_dim": semantic_dim,
+             "frame_rate": FRAME_RATE, "dtype": settings.dtype, "tokenizer": settings.tokenizer,
+             "manifest": settings.manifest, "shard_items": shard_items, "skipped": skipped}
     (out / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False))
     return index
 

@@ -9,7 +9,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import soundfile as sf
 
@@ -79,10 +79,10 @@ def resolve_audio(path: str | None, manifest_path: str | Path) -> str | None:
     return str(Path(manifest_path).resolve().parent / path)
 
 
-def read_manifest(path: str | Path) -> list[ManifestRecord]:
-    """Reads a manifest with audio paths resolved to absolute paths; unknown keys are an error (typos lose data)."""
+def iter_manifest(path: str | Path) -> Iterator[ManifestRecord]:
+    """The records of a manifest one at a time (a 100K-hour manifest need not fit in memory), audio paths resolved to
+    absolute paths; unknown keys are an error (typos lose data)."""
     known = {f.name for f in fields(ManifestRecord)}
-    records = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
@@ -93,8 +93,12 @@ def read_manifest(path: str | Path) -> list[ManifestRecord]:
                 raise ValueError(f"{path}:{line_no}: unknown manifest keys {sorted(unknown)}")
             row["audio"] = resolve_audio(row.get("audio"), path)
             row["prompt_audio"] = resolve_audio(row.get("prompt_audio"), path)
-            records.append(ManifestRecord(**row))
-    return records
+            yield ManifestRecord(**row)
+
+
+def read_manifest(path: str | Path) -> list[ManifestRecord]:
+    """All records of a manifest (see iter_manifest)."""
+    return list(iter_manifest(path))
 
 
 def load_manifest_dataset(path: str | Path):

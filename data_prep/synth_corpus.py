@@ -40,6 +40,9 @@ class Voice:
     name: str
     engine: str  # flite | festival | espeak
     voice: str   # engine-specific voice id
+    # Played back this much faster (pitch and formants up by the same factor): a resampled render is another
+    # plausible speaker (vocal tract length perturbation), which the few engines installed here need (docs/data.md).
+    speed: float = 1.0
 
     def command(self, text_file: str, wav_out: str) -> list[str]:
         if self.engine == "flite":
@@ -62,6 +65,16 @@ VOICES = {v.name: v for v in [
     Voice("espeak_gb_m3", "espeak", "en-gb+m3"),
     Voice("espeak_scotland_f2", "espeak", "en-gb-scotland+f2"),
     Voice("espeak_rp_m5", "espeak", "en-gb-x-rp+m5"),
+    Voice("espeak_us_m1", "espeak", "en-us+m1"),
+    Voice("espeak_us_f1", "espeak", "en-us+f1"),
+    Voice("espeak_caribbean_m2", "espeak", "en-029+m2"),
+    Voice("espeak_lancaster_f4", "espeak", "en-gb-x-gbclan+f4"),
+    Voice("espeak_nyc_m4", "espeak", "en-us-nyc+m4"),
+    Voice("espeak_midlands_m7", "espeak", "en-gb-x-gbcwmd+m7"),
+    Voice("flite_rms_x112", "flite", "rms", speed=1.12),
+    Voice("flite_slt_x088", "flite", "slt", speed=0.88),
+    Voice("flite_kal16_x090", "flite", "kal16", speed=0.90),
+    Voice("festival_kal_x110", "festival", "voice_kal_diphone", speed=1.10),
 ]}
 
 
@@ -69,9 +82,12 @@ VOICES = {v.name: v for v in [
 class CorpusConfig:
     train_voices: list[str] = field(default_factory=lambda: [
         "flite_slt", "flite_rms", "flite_kal16", "festival_slt_hts", "festival_kal",
-        "espeak_us_f3", "espeak_gb_m3", "espeak_scotland_f2"])
+        "espeak_us_f3", "espeak_gb_m3", "espeak_scotland_f2",
+        # more speakers, so that a model can read a voice it never heard (docs/learning.md section 9)
+        "espeak_us_m1", "espeak_us_f1", "espeak_caribbean_m2", "espeak_lancaster_f4", "espeak_nyc_m4",
+        "espeak_midlands_m7", "flite_rms_x112", "flite_slt_x088", "flite_kal16_x090", "festival_kal_x110"])
     heldout_voices: list[str] = field(default_factory=lambda: ["flite_awb", "espeak_rp_m5"])
-    train_utterances_per_voice: int = 400   # 8 voices x 400 x ~4 s = about 3.5 h
+    train_utterances_per_voice: int = 240   # 18 voices x 240 x ~4 s = about 4.8 h
     test_utterances_per_voice: int = 20
     train_sentence_pool: int = 2400         # voices draw overlapping subsets, so texts recur across speakers
     test_sentence_pool: int = 100           # never used in train
@@ -100,6 +116,7 @@ def render(voice: Voice, text: str, wav_path: Path) -> float:
             raise RuntimeError(f"{voice.engine} ({voice.voice}) failed on {text!r}: {proc.stderr.strip()[-400:]}")
         audio, sr = sf.read(raw_wav, dtype="float32", always_2d=True)
     audio = audio.mean(axis=1)
+    sr = round(sr * voice.speed)  # the same samples played at another rate
     if sr != TARGET_SR:
         audio = soxr.resample(audio, sr, TARGET_SR, "HQ")
     peak = float(np.abs(audio).max()) if audio.size else 0.0

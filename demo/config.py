@@ -46,7 +46,8 @@ class UnifiedSettings:
 
 @dataclass
 class ReportSettings:
-    per_voice: int = 8      # eval.report utterances per voice and split; 0 skips the listener report
+    per_voice: int = 8      # eval.report utterances per training voice; 0 skips the listener report
+    per_unseen_voice: int | None = None  # per held-out voice (null: per_voice)
 
 
 @dataclass

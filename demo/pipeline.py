@@ -271,7 +271,9 @@ class DemoPipeline:
             (self.report_dir / "report.md").write_text("skipped by the preset (report.per_voice: 0)\n")
             return
         self._run([sys.executable, "-m", "eval.report", "--corpus", self.corpus_dir, "--tokenizer", self.tokenizer_dir,
-                   "--model", self.model_dir, "--out", self.report_dir, "--per_voice", str(per_voice)],
+                   "--model", self.model_dir, "--out", self.report_dir, "--per_voice", str(per_voice),
+                   *(["--per_unseen_voice", str(self.config.report.per_unseen_voice)]
+                     if self.config.report.per_unseen_voice is not None else [])],
                   "the listener report (python -m eval.report; needs the judges extra)")
 
     def is_done(self, step: str) -> bool:

@@ -248,7 +248,9 @@ def format_markdown(report: dict) -> str:
 
     lines = [f"# Quality report: {report['tokenizer']} + {report.get('model') or '(no unified model)'}", "",
              f"Judges: ASR {report['judges']['asr']}; SIM {report['judges']['sim']}. "
-             f"{report['per_voice']} utterances per voice; WER = total edits / total words.", ""]
+             f"{report['per_voice']} utterances per training voice, "
+             f"{report.get('per_unseen_voice') or report['per_voice']} per held-out voice; "
+             "WER = total edits / total words.", ""]
     header = ("| split | voice | n | GT WER | GT SIM | resynth WER | resynth SIM | PESQ-WB | STOI | ASR WER | "
               "TTS WER | TTS SIM | dur. ratio | EOS |")
     for split, block in report["splits"].items():
@@ -271,23 +273,25 @@ def format_markdown(report: dict) -> str:
 
 
 def build_report(corpus: str | Path, codec, pipeline, asr_judge, sim_judge, parts=PARTS, per_voice: int = 8,
-                 seed: int = 0, progress: bool = True) -> tuple[dict, list]:
+                 seed: int = 0, progress: bool = True, per_unseen_voice: int | None = None) -> tuple[dict, list]:
+    """`per_voice` utterances of each training voice, `per_unseen_voice` (default: the same) of each held-out voice."""
     from data_prep.manifest import read_manifest
 
     corpus = Path(corpus)
     reporter = Reporter(codec, pipeline, asr_judge, sim_judge, tuple(parts), seed)
     splits, pictures = {}, []
     for split, name in SPLITS.items():
+        count = per_unseen_voice if split == "unseen" and per_unseen_voice is not None else per_voice
         path = corpus / name
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: --corpus must be a data_prep.synth_corpus folder "
                                     f"(with {', '.join(SPLITS.values())})")
-        pairs = pair_prompts(select(read_manifest(path), per_voice))
+        pairs = pair_prompts(select(read_manifest(path), count))
         taken: dict[str, int] = {}
         rows = []
         for index, (record, prompt) in enumerate(tqdm(pairs, desc=f"report {split}", disable=not progress)):
             voice = record.speaker or "?"
-            if taken.get(voice, 0) >= per_voice:
+            if taken.get(voice, 0) >= count:
                 continue  # the spare that only served as a prompt
             taken[voice] = taken.get(voice, 0) + 1
             row, picture = reporter.score_item(record, prompt, index)
@@ -307,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="unified model folder (needed for the asr and tts parts)")
     parser.add_argument("--out", default="outputs/report")
     parser.add_argument("--per_voice", type=int, default=8)
+    parser.add_argument("--per_unseen_voice", type=int, help="utterances per held-out voice (default: --per_voice)")
     parser.add_argument("--asr_judge", default="whisper-base", help="whisper-base | whisper:DIR (see eval/judges.py)")
     parser.add_argument("--sim_judge", default="resemblyzer", help="resemblyzer | none")
     parser.add_argument("--parts", default=",".join(PARTS))
@@ -342,9 +347,10 @@ def main(argv: list[str] | None = None) -> int:
         codec = pipeline.codec
     started = time.time()
     report, pictures = build_report(args.corpus, codec, pipeline, asr_judge, sim_judge, parts, args.per_voice,
-                                    args.seed)
+                                    args.seed, per_unseen_voice=args.per_unseen_voice)
     report = {"tokenizer": str(args.tokenizer), "model": args.model, "corpus": str(args.corpus),
-              "per_voice": args.per_voice, "parts": list(parts), "seed": args.seed,
+              "per_voice": args.per_voice, "per_unseen_voice": args.per_unseen_voice or args.per_voice,
+              "parts": list(parts), "seed": args.seed,
               "judges": {"asr": asr_judge.name, "sim": sim_judge.name if sim_judge else "none"},
               "seconds": round(time.time() - started, 1), **report}
     out = Path(args.out)

@@ -56,14 +56,16 @@ def store_files(path: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_one_pass_matches_direct_encoding_and_reports_bad_audio(corpus, tmp_path):
+def test_one_pass_matches_direct_encoding_and_reports_bad_audio(corpus, tmp_path, capsys):
     from holitok import HoliTok
     from holitok.audio import load_audio
 
     out = tmp_path / "store"
     extract_main(args(corpus, out))
+    assert "audio hours per process-minute" in capsys.readouterr().out
     index = json.loads((out / "index.json").read_text())
     assert index["num_items"] == 6 and index["num_shards"] == 3 and index["latent_dim"] == 16
+    assert sum(index["shard_items"]) == 6 and len(index["shard_items"]) == 3
     assert {s["id"]: s["reason"].split(":")[0] for s in index["skipped"]} == {"silent-1": "silent",
                                                                             "missing-1": "missing"}
     store = LatentStore(out)

@@ -4,7 +4,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from holitok_slm.infer.euler_sampler import sample_patch, sway_timesteps
+from holitok_slm.infer.euler_sampler import GraphedPatchSampler, sample_patch, sway_timesteps
 from holitok_slm.infer.tts import TTSOptions, TTSRequest, generate_latents, stream_patches
 from holitok_slm.tiny import build_tiny_model, randomize_heads, tiny_config
 
@@ -52,6 +52,33 @@ def test_euler_sampler_follows_a_constant_velocity_field(model):
     noise = torch.zeros(2, 4, 16)
     out = sample_patch(Constant(), torch.zeros(2, 64), noise, noise, steps=7, sway_coef=-1.0)
     assert torch.allclose(out, torch.full_like(out, 3.0), atol=1e-5)  # integral of v over t in [0, 1]
+
+
+def test_static_kv_cache_equals_the_growing_one(model):
+    options = TTSOptions.from_model(model, max_patches=5, eos_threshold=2.0)
+    grown = generate_latents(model, _requests(), options, torch.Generator().manual_seed(2))
+    options.static_cache = True
+    static = generate_latents(model, _requests(), options, torch.Generator().manual_seed(2))
+    for a, b in zip(grown, static):
+        assert a.latents.shape == b.latents.shape and torch.allclose(a.latents, b.latents, atol=1e-4)
+
+
+def test_graphed_sampler_buffers_equal_the_eager_loop_and_refuse_what_cannot_run(model):
+    # CPU has no CUDA graphs: capture=False runs the same static-buffer path that a replay reads, call after call.
+    torch.manual_seed(3)
+    condition, history = torch.randn(2, model.dit.hidden_size), torch.randn(2, 4, model.config.latent_dim)
+    sampler = GraphedPatchSampler(model.dit, condition, history, steps=5, cfg_strength=2.0, sway_coef=-1.0,
+                                  capture=False)
+    for _ in range(2):  # a second call must not see the first call's inputs
+        condition, history, noise = torch.randn_like(condition), torch.randn_like(history), torch.randn_like(history)
+        expected = sample_patch(model.dit, condition, history, noise, steps=5, cfg_strength=2.0, sway_coef=-1.0)
+        assert torch.equal(sampler(condition, history, noise), expected)
+    with pytest.raises(ValueError, match="built for"):
+        sampler(condition[:1], history[:1], noise[:1])
+    with pytest.raises(ValueError, match="CUDA device"):
+        GraphedPatchSampler(model.dit, condition, history, 5, 2.0, -1.0, capture=True)
+    with pytest.raises(ValueError, match="cuda_graph needs"):
+        generate_latents(model, _requests(), TTSOptions.from_model(model, max_patches=2, cuda_graph=True))
 
 
 @pytest.mark.parametrize("variant", ["patch", "semantic"])

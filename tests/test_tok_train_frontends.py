@@ -217,3 +217,40 @@ def test_phase_loss_is_an_optional_term_of_every_stage():
     assert config.loss_weights["phase"] == 5.0
     with pytest.raises(ValueError, match="optional"):
         load_config(data={"stage": 1, "loss_weights": {"mel": 45.0, "adv": 1.0, "fm": 2.0, "kl": 1.0}})
+
+
+def test_spectrum_loss_sees_a_pitch_error_that_the_mel_loss_pools_away():
+    from holitok.train.mel import MelLossConfig, MultiScaleMelLoss
+    from holitok.train.spectrum_loss import LinearSpectrumLoss, SpectrumLossConfig
+
+    sr, n = 48000, 19200
+    t = torch.arange(n) / sr
+
+    def voice(f0):  # harmonics under one fixed formant envelope: only the pitch differs
+        return sum(torch.sin(2 * math.pi * f0 * k * t) * math.exp(-((f0 * k - 700) / 900) ** 2) / k
+                   for k in range(1, int(6000 // f0)))[None, None]
+
+    target, detuned, far = voice(120.0), voice(128.0), voice(150.0)
+    spectrum = LinearSpectrumLoss(sr, SpectrumLossConfig(window_lengths=[2048, 4096], fmax=8000.0))
+    mel = MultiScaleMelLoss(sr, MelLossConfig(n_mels=[40, 80, 128, 160], window_lengths=[256, 512, 1024, 2048]))
+    assert float(spectrum(target, target)) < 1e-6
+    # The detuned voice has the same envelope: relative to a far-off pitch, the linear loss keeps more of the error.
+    spectrum_ratio = float(spectrum(detuned, target)) / float(spectrum(far, target))
+    mel_ratio = float(mel(detuned, target)) / float(mel(far, target))
+    assert float(spectrum(detuned, target)) > 0.3 and spectrum_ratio > mel_ratio
+    assert spectrum.bins[2048] == int(8000 * 2048 / sr) + 1
+    prediction = detuned.clone().requires_grad_(True)
+    spectrum(prediction, target).backward()
+    assert torch.isfinite(prediction.grad).all() and prediction.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="equal shapes"):
+        spectrum(target[..., :-1], target)
+    with pytest.raises(ValueError, match="window_lengths"):
+        SpectrumLossConfig(window_lengths=[])
+
+
+def test_spectrum_loss_is_an_optional_term_that_the_trainer_config_accepts():
+    from holitok.train.config import load_config
+
+    config = load_config(data={"stage": 1, "loss_weights": {"mel": 45.0, "adv": 1.0, "fm": 2.0, "spectrum": 20.0},
+                               "spectrum_loss": {"window_lengths": [1024], "fmax": 4000.0}})
+    assert config.loss_weights["spectrum"] == 20.0 and config.spectrum_loss.window_lengths == [1024]

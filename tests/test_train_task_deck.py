@@ -122,3 +122,49 @@ def test_store_reports_missing_and_corrupt_shards(tmp_path):
     with pytest.raises(Exception, match="corrupt"):
         store.load(15)
     assert store.load(3)["latents"].shape[1] == 16
+
+
+def test_shard_per_rank_reads_only_own_shards_and_ranks_never_share_items(tmp_path):
+    import json as _json
+
+    from holitok_slm.train.latent_store import LatentStore
+
+    write_toy_store(tmp_path / "store", num_items=47, frames=(10, 40), shard_size=5, seed=3)  # 10 shards
+    whole = LatentStore(tmp_path / "store")
+    data = LatentDataConfig(datasets=[{"name": "toy", "latents": str(tmp_path / "store")}],
+                            task_ratio={"tts": 1, "asr": 1}, max_frames_per_batch=200, max_frames_per_item=100,
+                            shard_per_rank=True)
+    seen = []
+    for rank in range(3):
+        stores, _ = open_streams(data, BadItemLog(), rank=rank, world_size=3)
+        store = stores[0]
+        assert store.shards == list(range(rank, 10, 3))
+        assert set(store.shard_of.tolist()) == set(store.shards)
+        # the per-item facts equal the whole store's for the same items
+        keys = list(zip(store.shard_of.tolist(), store.position.tolist()))
+        lookup = {k: i for i, k in enumerate(zip(whole.shard_of.tolist(), whole.position.tolist()))}
+        assert [int(whole.num_frames[lookup[k]]) for k in keys] == store.num_frames.tolist()
+        batcher = build_batcher(data, seed=1, rank=rank, world_size=3, bad_items=BadItemLog())
+        drawn = {item["id"] for _ in range(40) for item in batcher.next_batch()}
+        own = {store.ids[i] for i in range(len(store))}
+        assert drawn <= own and len(drawn) == len(own)  # 40 batches cover the rank's own items (two tasks)
+        seen.append(own)
+    assert not (seen[0] & seen[1]) and not (seen[1] & seen[2]) and not (seen[0] & seen[2])
+    assert len(seen[0] | seen[1] | seen[2]) == 47
+    # Frames and tasks come from the tensors: the JSON texts are not parsed to open a store.
+    for shard in range(10):
+        path = tmp_path / "store" / f"shard-{shard:05d}.json"
+        meta = _json.loads(path.read_text())
+        for item in meta["items"]:
+            item["num_frames"] = -1
+        path.write_text(_json.dumps(meta))
+    assert LatentStore(tmp_path / "store", shards=slice(1, None, 3)).num_frames.min() >= 10
+    # more ranks than shards: a clear error, not an idle rank
+    with pytest.raises(ValueError, match="owns no item"):
+        open_streams(data, BadItemLog(), rank=11, world_size=12)
+    # a sampler state saved without shard_per_rank does not resume with it
+    plain = LatentDataConfig(datasets=data.datasets, task_ratio=data.task_ratio, max_frames_per_batch=200,
+                             max_frames_per_item=100)
+    state = build_batcher(plain, seed=1, rank=0, world_size=3, bad_items=BadItemLog()).state_dict()
+    with pytest.raises(ValueError, match="shard_per_rank"):
+        build_batcher(data, seed=1, rank=0, world_size=3, bad_items=BadItemLog()).load_state_dict(state)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field, fields
 from typing import Iterator, Sequence
 
@@ -11,8 +12,8 @@ from .. import layout
 from ..config import GenerationDefaults
 from ..model.unified import UnifiedModel
 from .batching import LeftPaddedBatch
-from .inputs import check_number, check_positions, check_text, check_time, check_whole
-from .euler_sampler import sample_patch
+from .inputs import InputError, check_number, check_positions, check_text, check_time, check_whole
+from .euler_sampler import GraphedPatchSampler, sample_patch
 
 
 @dataclass
@@ -34,6 +35,11 @@ class TTSOptions(GenerationDefaults):
     max_patches: int | None = None
     patch_cap: int | None = None
     use_cache: bool = True
+    # Replay each patch's Euler loop (both CFG branches) from a CUDA graph captured once per batch size and setting:
+    # at batch 1 on a GPU the loop is launch-bound (docs/unified_model.md). CUDA only; refused on other devices.
+    cuda_graph: bool = False
+    # Preallocate the backbone's KV cache for prompt + max_patches (fixed shapes for graphs/compilers on GPUs).
+    static_cache: bool = False
 
     def __post_init__(self) -> None:
         check_options(self.__dict__)
@@ -153,11 +159,14 @@ def stream_patches(model: UnifiedModel, requests: Sequence[TTSRequest], options:
 
 def _run(model, requests, options, generator):
     cfg = model.config
+    if options.cuda_graph and next(model.parameters()).device.type != "cuda":
+        raise InputError(f"cuda_graph needs the model on a CUDA device; it is on {next(model.parameters()).device}")
     prep = _prepare(model, requests, options)
     batch = LeftPaddedBatch.from_items(prep.item_embeds)
     size = len(requests)
     device = batch.embeds.device
-    cache = model.backbone.new_cache() if options.use_cache else None
+    static_length = batch.embeds.shape[1] + int(prep.max_patches.max()) + 1 if options.static_cache else None
+    cache = model.backbone.new_cache(static_length) if options.use_cache else None
     hidden = model.backbone(batch.embeds, batch.attention_mask, batch.position_ids, cache)[:, -1]
     history = prep.history
     generated_raw = [[] for _ in range(size)]
@@ -170,8 +179,12 @@ def _run(model, requests, options, generator):
         if bool(finished.all()):
             return
         noise = torch.randn(size, cfg.patch_size, cfg.latent_dim, generator=generator, device=device)
-        patch = sample_patch(model.dit, model.bridge(hidden), history, noise * options.temperature,
-                             options.steps, options.cfg_strength, options.sway_coef)
+        condition = model.bridge(hidden)
+        if options.cuda_graph:
+            patch = graphed_sampler(model, condition, history, options)(condition, history, noise * options.temperature)
+        else:
+            patch = sample_patch(model.dit, condition, history, noise * options.temperature,
+                                 options.steps, options.cfg_strength, options.sway_coef)
         raw = model.denormalize_latents(patch)
         yield raw, ~finished
         step += 1
@@ -188,6 +201,21 @@ def _run(model, requests, options, generator):
             hidden = model.backbone(step_embeds[:, None], batch.attention_mask, batch.position_ids[:, -1:], cache)[:, -1]
         else:
             hidden = model.backbone(batch.embeds, batch.attention_mask, batch.position_ids)[:, -1]
+
+
+_GRAPHED: "weakref.WeakKeyDictionary[UnifiedModel, dict]" = weakref.WeakKeyDictionary()
+
+
+def graphed_sampler(model: UnifiedModel, condition: torch.Tensor, history: torch.Tensor,
+                    options: TTSOptions) -> GraphedPatchSampler:
+    """The model's captured Euler loop for this batch shape and setting (captured on first use, then reused)."""
+    samplers = _GRAPHED.setdefault(model, {})
+    key = (tuple(condition.shape), tuple(history.shape), condition.dtype, history.dtype, options.steps,
+           options.cfg_strength, options.sway_coef, torch.is_autocast_enabled("cuda"))
+    if key not in samplers:
+        samplers[key] = GraphedPatchSampler(model.dit, condition, history, options.steps, options.cfg_strength,
+                                            options.sway_coef)
+    return samplers[key]
 
 
 def _semantic_recompute(model, prep, generated_raw, raw):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM
+from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM, StaticCache
 
 from ..config import BackboneConfig
 
@@ -62,8 +62,12 @@ class Backbone(nn.Module):
     def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm.lm_head(hidden)
 
-    def new_cache(self) -> DynamicCache:
-        return DynamicCache(config=self.lm.config)
+    def new_cache(self, static_length: int | None = None) -> DynamicCache | StaticCache:
+        """A growing cache, or with `static_length` one preallocated for that many positions: fixed shapes, which is
+        what CUDA graphs and `torch.compile(mode="reduce-overhead")` need on GPUs."""
+        if static_length is None:
+            return DynamicCache(config=self.lm.config)
+        return StaticCache(config=self.lm.config, max_cache_len=static_length)
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 past_key_values: DynamicCache | None = None) -> torch.Tensor:

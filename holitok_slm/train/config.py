@@ -29,6 +29,10 @@ class LatentDataConfig:
     max_frames_per_item: int = 750     # 30 s; longer items are skipped and reported
     min_frames_per_item: int = 8       # shorter than one prompt+target split is useless
     use_semantic_features: bool = False  # read precomputed "semantic" tensors (Unite with a frozen encoder)
+    # Each rank opens only the shards rank, rank + world, ... of every store and draws only from them: start-up time and
+    # memory per rank stay flat at 100K hours (~140K shards). Off: every rank indexes every shard and takes every
+    # world-th item of a shared permutation (the exact-ratio default for small stores).
+    shard_per_rank: bool = False
     # ASR items only: mask about this share of the latent frames in spans of up to asr_time_mask_span frames
     # (holitok_slm/train/augment.py; 0 = off, as in the paper's recipe).
     asr_time_mask_ratio: float = 0.0

@@ -9,22 +9,27 @@ from holitok_slm.train.latent_store import TASK_BITS, LatentStore
 from holitok_slm.train.task_deck import FrameBudgetBatcher, Stream, TaskSampler
 
 
-def open_streams(data: LatentDataConfig, bad_items: BadItemLog, latent_dim: int | None = None
-                 ) -> tuple[list[LatentStore], list[Stream]]:
-    """Stores and their (dataset, task) streams. Items skipped at extraction time, items too short or too long,
-    and items of deleted shards are recorded in `bad_items` and never drawn."""
+def open_streams(data: LatentDataConfig, bad_items: BadItemLog, latent_dim: int | None = None, rank: int = 0,
+                 world_size: int = 1) -> tuple[list[LatentStore], list[Stream]]:
+    """Stores and their (dataset, task) streams (with `data.shard_per_rank`: only this rank's shards). Items skipped
+    at extraction time, items too short or too long, and items of deleted shards are recorded in `bad_items` and
+    never drawn."""
     if not data.datasets:
         raise ValueError("data.datasets is empty: name at least one latent store (see docs/training.md)")
     stores, streams = [], []
     for d, spec in enumerate(data.datasets):
-        store = LatentStore(spec.latents)
+        store = LatentStore(spec.latents, shards=slice(rank, None, world_size) if data.shard_per_rank else None)
+        if data.shard_per_rank and not len(store):
+            raise ValueError(f"dataset {spec.name}: rank {rank} of {world_size} owns no item of {spec.latents} "
+                             f"({store.index['num_shards']} shards); with data.shard_per_rank every rank needs shards: "
+                             "extract with a smaller --shard_size, or turn data.shard_per_rank off")
         if latent_dim is not None and store.latent_dim != latent_dim:
             raise ValueError(f"dataset {spec.name}: latents are {store.latent_dim}-dim but model.latent_dim is "
                              f"{latent_dim}; extract with the matching tokenizer")
         if data.use_semantic_features and not store.semantic_dim:
             raise ValueError(f"dataset {spec.name}: data.use_semantic_features is set but {spec.latents} has no "
                              "semantic features; re-extract with --semantic")
-        for skipped in store.index.get("skipped", []):
+        for skipped in store.index.get("skipped", []) if rank == 0 or not data.shard_per_rank else []:
             bad_items.add(skipped["id"], skipped["reason"])
         for shard in store.missing_shards:
             bad_items.add(f"{spec.name}/shard-{shard:05d}", "missing: shard metadata deleted after extraction")
@@ -46,7 +51,8 @@ def open_streams(data: LatentDataConfig, bad_items: BadItemLog, latent_dim: int 
 
 def build_batcher(data: LatentDataConfig, seed: int, rank: int, world_size: int, bad_items: BadItemLog,
                   latent_dim: int | None = None) -> FrameBudgetBatcher:
-    stores, streams = open_streams(data, bad_items, latent_dim)
-    sampler = TaskSampler(streams, data.task_ratio, seed=seed, rank=rank, world_size=world_size)
+    stores, streams = open_streams(data, bad_items, latent_dim, rank, world_size)
+    sampler = TaskSampler(streams, data.task_ratio, seed=seed, rank=rank, world_size=world_size,
+                          split_items=not data.shard_per_rank)
     return FrameBudgetBatcher(sampler, stores, data.max_frames_per_batch, data.max_items_per_batch, bad_items,
                               with_semantic=data.use_semantic_features)

@@ -2,10 +2,17 @@
 
 Layout of a store folder:
   shard-00000.safetensors   "latents" [sum T, D] (posterior mean, raw scale) in the store's dtype, "offsets" [n+1]
-                            int64, optional "semantic" [sum T, H] (Unite features)
+                            int64, "task_bits" [n] int8 (TASK_BITS; stores written before it read the JSON
+                            instead), optional "semantic" [sum T, H] (Unite features)
   shard-00000.json          {"items": [{id, text, language, speaker, task, num_frames}], "skipped": [{id, reason}]}
-  index.json                written last by the extractor: format, dims, frame rate, shard count, tokenizer info
+  index.json                written last by the extractor: format, dims, frame rate, shard count, items per shard,
+                            tokenizer info
 A shard's JSON is written after its tensors, each through a rename, so a killed extraction never leaves a half shard.
+
+At 100K hours a store has ~70M items in ~140K shards. Nothing reads the whole store at start-up: a LatentStore opened
+with `shards=` (each training rank its own, `data.shard_per_rank`) reads only those shards, and only their numeric
+facts (frames from the offsets, task bits) from the safetensors headers; texts and ids stay in the shard JSONs and are
+read when an item is drawn.
 
 Storage dtype (`STORE_DTYPES`): float32 (exact), float16 or bfloat16 (half the disk: 95K hours of 25 Hz x 128 latents
 are ~4.4 TB in float32, ~2.2 TB in half). Reading always returns float32. Exactness: float16 keeps 11 significant bits
@@ -51,7 +58,8 @@ def write_shard(store: str | Path, index: int, items: list[dict], latents: list[
     offsets = torch.tensor(np.concatenate([[0], np.cumsum(lengths)]) if lengths else [0], dtype=torch.int64)
     dim = int(latents[0].shape[1]) if latents else 0
     tensors = {"latents": torch.cat(latents).to(kind).contiguous() if latents else torch.zeros(0, dim, dtype=kind),
-               "offsets": offsets}
+               "offsets": offsets,
+               "task_bits": torch.tensor([TASK_BITS[item.get("task", "both")] for item in items], dtype=torch.int8)}
     if semantic is not None:
         hidden = int(semantic[0].shape[1]) if semantic else 0
         tensors["semantic"] = (torch.cat(semantic).to(kind).contiguous() if semantic
@@ -65,15 +73,33 @@ def write_shard(store: str | Path, index: int, items: list[dict], latents: list[
     os.replace(tmp, store / f"{name}.json")
 
 
+def _concat(parts: list, kind) -> np.ndarray:
+    return np.concatenate(parts).astype(kind) if parts else np.zeros(0, dtype=kind)
+
+
+class _LazyIds:
+    """`store.ids[i]`: the id of item i, read from its shard's JSON only when asked for."""
+
+    def __init__(self, store: "LatentStore"):
+        self.store = store
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, i: int) -> str:
+        return self.store.meta(int(i))["id"]
+
+
 class BadItem(Exception):
     """An item that cannot be trained on; the message is "<category>: <details>"."""
 
 
 class LatentStore:
-    """Random access to the items of one store. Cheap per-item facts (frames, task bits, shard position) live in
-    numpy arrays; texts and tensors are read from the shard files on demand (memory-mapped safetensors)."""
+    """Random access to the items of one store (or of the shards listed in `shards`). Cheap per-item facts (frames,
+    task bits, shard position) live in numpy arrays; ids, texts and tensors are read from the shard files on demand
+    (memory-mapped safetensors, a small LRU of parsed shard JSONs)."""
 
-    def __init__(self, path: str | Path, max_shards_open: int = 16):
+    def __init__(self, path: str | Path, max_shards_open: int = 16, shards: "list[int] | slice | None" = None):
         self.path = Path(path)
         index_path = self.path / "index.json"
         if not index_path.exists():
@@ -84,27 +110,49 @@ class LatentStore:
             raise ValueError(f"{index_path}: format {self.index.get('format')!r}, expected {FORMAT!r}")
         self.latent_dim = int(self.index["latent_dim"])
         self.semantic_dim = self.index.get("semantic_dim")
-        shard_ids, positions, frames, tasks, ids = [], [], [], [], []
-        self.missing_shards: list[int] = []
-        for shard in range(int(self.index["num_shards"])):
-            meta_path = self.path / f"{shard_name(shard)}.json"
-            if not meta_path.exists():  # deleted after extraction: its items are simply absent, reported once
-                self.missing_shards.append(shard)
-                continue
-            items = json.loads(meta_path.read_text())["items"]
-            shard_ids.extend([shard] * len(items))
-            positions.extend(range(len(items)))
-            frames.extend(item["num_frames"] for item in items)
-            tasks.extend(TASK_BITS[item.get("task", "both")] for item in items)
-            ids.extend(item["id"] for item in items)
-        self.shard_of = np.asarray(shard_ids, dtype=np.int32)
-        self.position = np.asarray(positions, dtype=np.int32)
-        self.num_frames = np.asarray(frames, dtype=np.int64)
-        self.task_bits = np.asarray(tasks, dtype=np.int8)
-        self.ids = ids
+        num_shards = int(self.index["num_shards"])
+        if isinstance(shards, slice):  # e.g. slice(rank, None, world_size): this rank's shards
+            shards = list(range(num_shards))[shards]
+        self.shards = list(range(num_shards)) if shards is None else [int(k) for k in shards]
+        outside = [k for k in self.shards if not 0 <= k < num_shards]
+        if outside:
+            raise ValueError(f"{self.path} has shards 0..{num_shards - 1}; asked for {outside}")
         self._meta: OrderedDict[int, list[dict]] = OrderedDict()
         self._handles: OrderedDict[int, object] = OrderedDict()
         self.max_open = max_shards_open
+        shard_ids, positions, frames, tasks = [], [], [], []
+        self.missing_shards: list[int] = []
+        for shard in self.shards:
+            facts = self._shard_facts(shard)
+            if facts is None:  # deleted after extraction: its items are simply absent, reported once
+                self.missing_shards.append(shard)
+                continue
+            shard_frames, shard_tasks = facts
+            shard_ids.append(np.full(len(shard_frames), shard, dtype=np.int32))
+            positions.append(np.arange(len(shard_frames), dtype=np.int32))
+            frames.append(shard_frames)
+            tasks.append(shard_tasks)
+        self.shard_of = _concat(shard_ids, np.int32)
+        self.position = _concat(positions, np.int32)
+        self.num_frames = _concat(frames, np.int64)
+        self.task_bits = _concat(tasks, np.int8)
+        self.ids = _LazyIds(self)
+
+    def _shard_facts(self, shard: int) -> "tuple[np.ndarray, np.ndarray] | None":
+        """(frames, task bits) of one shard's items, from the tensors when they carry them, else from the JSON."""
+        meta_path = self.path / f"{shard_name(shard)}.json"
+        if not meta_path.exists():
+            return None
+        try:
+            with safe_open(str(self.path / f"{shard_name(shard)}.safetensors"), framework="pt") as handle:
+                if "task_bits" in handle.keys():
+                    offsets = handle.get_tensor("offsets").numpy()
+                    return np.diff(offsets), handle.get_tensor("task_bits").numpy()
+        except (SafetensorError, OSError):
+            pass  # a corrupt tensor file: the JSON still lists the items, which then fail (and are logged) on load
+        items = json.loads(meta_path.read_text())["items"]
+        return (np.array([item["num_frames"] for item in items], dtype=np.int64),
+                np.array([TASK_BITS[item.get("task", "both")] for item in items], dtype=np.int8))
 
     def __len__(self) -> int:
         return len(self.shard_of)

@@ -40,7 +40,7 @@ class Stream:
 
 class TaskSampler:
     def __init__(self, streams: list[Stream], task_ratio: dict[str, float], seed: int, rank: int = 0,
-                 world_size: int = 1, deck_size: int = 120):
+                 world_size: int = 1, deck_size: int = 120, split_items: bool = True):
         self.streams = streams
         self.tasks = [t for t, r in task_ratio.items() if r > 0]
         for task in self.tasks:
@@ -55,6 +55,7 @@ class TaskSampler:
             weights = np.array([streams[i].weight for i in members], dtype=np.float64)
             self.task_streams[task] = (members, np.cumsum(weights / weights.sum()))
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.split_items = split_items  # False: the streams hold this rank's own shards (data.shard_per_rank)
         self.rng = np.random.Generator(np.random.PCG64([seed, rank]))
         self.epoch = [0] * len(streams)
         self.cursor = [0] * len(streams)
@@ -73,7 +74,8 @@ class TaskSampler:
         indices = self.streams[s].indices
         perm = np.random.Generator(np.random.PCG64([self.seed, s, self.epoch[s], 7919])).permutation(len(indices))
         # Tiny datasets (fewer items than ranks) are shared rather than leaving a rank with nothing.
-        mine = perm[self.rank::self.world_size] if len(perm) >= self.world_size else perm
+        split = self.split_items and len(perm) >= self.world_size
+        mine = perm[self.rank::self.world_size] if split else perm
         order = indices[mine]
         self._orders[s] = (self.epoch[s], order)
         return order
@@ -99,15 +101,17 @@ class TaskSampler:
     def state_dict(self) -> dict:
         return {"rng": self.rng.bit_generator.state, "epoch": list(self.epoch), "cursor": list(self.cursor),
                 "deck": list(self.deck), "deck_position": self.deck_position,
-                "rank": self.rank, "world_size": self.world_size, "seed": self.seed,
+                "rank": self.rank, "world_size": self.world_size, "seed": self.seed, "split_items": self.split_items,
                 "streams": [s.name for s in self.streams]}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["streams"] != [s.name for s in self.streams] or state["world_size"] != self.world_size:
+        if (state["streams"] != [s.name for s in self.streams] or state["world_size"] != self.world_size
+                or state.get("split_items", True) != self.split_items):
             raise ValueError(
                 f"sampler state does not fit this run: saved streams {state['streams']} on {state['world_size']} "
-                f"ranks, now {[s.name for s in self.streams]} on {self.world_size} ranks. Resume with the same "
-                "data section and number of processes (or start a new run initialised from the checkpoint's model).")
+                f"ranks (shard_per_rank {not state.get('split_items', True)}), now {[s.name for s in self.streams]} "
+                f"on {self.world_size} ranks (shard_per_rank {not self.split_items}). Resume with the same data "
+                "section and number of processes (or start a new run initialised from the checkpoint's model).")
         self.rng.bit_generator.state = state["rng"]
         self.epoch = list(state["epoch"])
         self.cursor = list(state["cursor"])

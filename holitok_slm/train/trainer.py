@@ -123,12 +123,13 @@ class UnifiedTrainer:
         self.bad_items = BadItemLog()
         written = run.model.to_dict()
         apply_semantic_freeze(run.model, cfg.freeze_semantic_encoder)
-        stores, streams = open_streams(run.data, self.bad_items, run.model.latent_dim)
+        stores, streams = open_streams(run.data, self.bad_items, run.model.latent_dim, rank, world)
         ensure_sentencepiece(run.model, stores, self.output_dir, accelerator.is_main_process,
                              accelerator.wait_for_everyone)
         record_derived(run.model, written, "holitok_slm/train/model_setup.py")
         self.batcher = FrameBudgetBatcher(
-            TaskSampler(streams, run.data.task_ratio, seed=cfg.seed, rank=rank, world_size=world), stores,
+            TaskSampler(streams, run.data.task_ratio, seed=cfg.seed, rank=rank, world_size=world,
+                        split_items=not run.data.shard_per_rank), stores,
             run.data.max_frames_per_batch, run.data.max_items_per_batch, self.bad_items,
             with_semantic=run.data.use_semantic_features)
 
@@ -139,7 +140,10 @@ class UnifiedTrainer:
             if self.resume_from is None:
                 accelerator.print(f"--resume: no checkpoint in {self.output_dir}/checkpoints yet; starting from scratch")
         if self.resume_from is None:
-            stats = model.fit_data_statistics(statistics_items(stores, streams, STATISTICS_ITEMS_PER_STREAM,
+            # Every rank must fit the same statistics: with shard_per_rank they come from rank 0's shards everywhere.
+            stat_stores, stat_streams = ((stores, streams) if not run.data.shard_per_rank or rank == 0
+                                         else open_streams(run.data, BadItemLog(), run.model.latent_dim, 0, world))
+            stats = model.fit_data_statistics(statistics_items(stat_stores, stat_streams, STATISTICS_ITEMS_PER_STREAM,
                                                                self.bad_items))
             accelerator.print(f"latent statistics: {stats}")
             if cfg.init_dit_from:

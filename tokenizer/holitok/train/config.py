@@ -15,6 +15,7 @@ from .discriminators import DiscriminatorConfig
 from .flow import LatentFlowConfig
 from .mel import MelLossConfig
 from .phase_loss import PhaseLossConfig
+from .spectrum_loss import SpectrumLossConfig
 
 # Which loss terms exist in each stage. Weights for terms a stage does not have are an error, not silently unused.
 STAGE_LOSS_TERMS = {
@@ -23,8 +24,9 @@ STAGE_LOSS_TERMS = {
     3: ("mel", "adv", "fm", "kl", "wavlm", "xvector", "ce"),
 }
 # Terms any stage may add (not in the paper's recipe, so never in the defaults): the phase-derivative loss
-# (phase_loss.py), for decoders that predict phase themselves.
-OPTIONAL_LOSS_TERMS = ("phase",)
+# (phase_loss.py), for decoders that predict phase themselves, and the linear-frequency log-magnitude loss
+# (spectrum_loss.py), which resolves the harmonics that the mel loss pools.
+OPTIONAL_LOSS_TERMS = ("phase", "spectrum")
 # Table 7 of the paper; the KL weights are blank in our copy: 0.01 (Stage II, "weak") and 0.1 (Stage III, 10x) are
 # our defaults, on a KL measured in nats per latent element (see flow.py).
 DEFAULT_LOSS_WEIGHTS = {
@@ -146,6 +148,7 @@ class TokenizerTrainConfig:
     loss_weights: dict[str, float] | None = None  # null: DEFAULT_LOSS_WEIGHTS[stage]
     mel_loss: MelLossConfig = field(default_factory=MelLossConfig)
     phase_loss: PhaseLossConfig = field(default_factory=PhaseLossConfig)
+    spectrum_loss: SpectrumLossConfig = field(default_factory=SpectrumLossConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     flow: LatentFlowConfig = field(default_factory=LatentFlowConfig)
     stage_options: StageOptions = field(default_factory=StageOptions)

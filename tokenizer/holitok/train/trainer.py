@@ -19,6 +19,7 @@ from .export import export_trained
 from .losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from .mel import MultiScaleMelLoss
 from .phase_loss import PhaseDerivativeLoss
+from .spectrum_loss import LinearSpectrumLoss
 from .run_state import (EXIT_NONFINITE, NonFiniteGuard, checkpoint_paths, latest_checkpoint, publish_checkpoint,
                         read_trainer_state, start_checkpoint)
 from .run_info import deepspeed_requested, describe_accelerator, format_run_info, refuse_inactive_deepspeed
@@ -118,6 +119,8 @@ class StageTrainer:
         self.weights = dict(config.loss_weights)
         self.phase_loss = (PhaseDerivativeLoss(config.phase_loss).to(accelerator.device)
                            if self.weights.get("phase") else None)
+        self.spectrum_loss = (LinearSpectrumLoss(self.sample_rate, config.spectrum_loss).to(accelerator.device)
+                              if self.weights.get("spectrum") else None)
         self.step = 0
         self.saved_step = None
         self.nonfinite = NonFiniteGuard(config.train.max_consecutive_nonfinite)
@@ -162,6 +165,8 @@ class StageTrainer:
         terms = {"mel": self.mel_loss(fake, audio)}
         if self.phase_loss is not None:
             terms["phase"] = self.phase_loss(fake, audio)
+        if self.spectrum_loss is not None:
+            terms["spectrum"] = self.spectrum_loss(fake, audio)
         if use_gan:
             scores = self.discriminators(audio, fake)
             terms["adv"] = generator_adversarial_loss(scores)
@@ -283,7 +288,8 @@ class StageTrainer:
                 reduced = self._reduce_for_logging(logs)
                 reduced["lr"] = self.sched_g.get_last_lr()[0]
                 accelerator.log({f"train/{k}": v for k, v in reduced.items()}, step=self.step)
-                progress.set_postfix({k: f"{reduced[k]:.3g}" for k in ("mel", "phase", "kl", "adv") if k in reduced})
+                shown = ("mel", "spectrum", "phase", "kl", "adv")
+                progress.set_postfix({k: f"{reduced[k]:.3g}" for k in shown if k in reduced})
             if accelerator.is_main_process and (self.step % loop.sample_every == 0 or self.step == loop.max_steps):
                 self._log_media(clips, painter)
             if self.step % loop.save_every == 0 and self.step < loop.max_steps:
