@@ -137,9 +137,11 @@ def check_targets(splits: dict) -> list[dict]:
 class Reporter:
     """Scores items of one split; heavy objects (codec, pipeline, judges) are built once by the caller."""
 
-    def __init__(self, codec, pipeline, asr_judge, sim_judge, parts: tuple[str, ...], seed: int = 0):
+    def __init__(self, codec, pipeline, asr_judge, sim_judge, parts: tuple[str, ...], seed: int = 0,
+                 tts_options: dict | None = None):
         self.codec, self.pipeline, self.asr, self.sim = codec, pipeline, asr_judge, sim_judge
         self.parts, self.seed = parts, seed
+        self.tts_options = dict(tts_options or {})  # TTSOptions overrides (eval/tts_sweep.py); none: the model's
         self.sample_rate = codec.sample_rate
 
     @torch.no_grad()
@@ -167,7 +169,7 @@ class Reporter:
             row["asr_hyp"] = self.pipeline.asr(audio, sample_rate=sr)
         if "tts" in self.parts:
             (out, result), = self.pipeline.synthesize([record.text], [prompt_audio], [prompt.text], sample_rate=sr,
-                                                      seed=self.seed + index)
+                                                      seed=self.seed + index, **self.tts_options)
             tts = out.numpy()
             row["tts_seconds"] = len(tts) / sr
             row["tts_duration_ratio"] = row["tts_seconds"] / row["seconds"]
@@ -273,14 +275,17 @@ def format_markdown(report: dict) -> str:
 
 
 def build_report(corpus: str | Path, codec, pipeline, asr_judge, sim_judge, parts=PARTS, per_voice: int = 8,
-                 seed: int = 0, progress: bool = True, per_unseen_voice: int | None = None) -> tuple[dict, list]:
+                 seed: int = 0, progress: bool = True, per_unseen_voice: int | None = None,
+                 splits: tuple[str, ...] = tuple(SPLITS), tts_options: dict | None = None) -> tuple[dict, list]:
     """`per_voice` utterances of each training voice, `per_unseen_voice` (default: the same) of each held-out voice."""
     from data_prep.manifest import read_manifest
 
     corpus = Path(corpus)
-    reporter = Reporter(codec, pipeline, asr_judge, sim_judge, tuple(parts), seed)
-    splits, pictures = {}, []
+    reporter = Reporter(codec, pipeline, asr_judge, sim_judge, tuple(parts), seed, tts_options)
+    chosen, splits, pictures = splits, {}, []
     for split, name in SPLITS.items():
+        if split not in chosen:
+            continue
         count = per_unseen_voice if split == "unseen" and per_unseen_voice is not None else per_voice
         path = corpus / name
         if not path.is_file():

@@ -80,6 +80,10 @@ class FlowConfig:
     # which a small model trained from scratch on little data otherwise takes very long to discover
     # (docs/learning.md). Needs text tokens <= audio patches (whole-word pieces: tokenizer.sentencepiece_vocab_size).
     asr_ctc_weight: float = 0.0
+    # The same CTC on TTS items (not in the paper: 0 there): the hidden state that conditions the next patch must
+    # also spell, in order, the text spoken up to there. It is a pointer into the text that a small model otherwise
+    # does not find (its TTS babbled: docs/learning.md section 9).
+    tts_ctc_weight: float = 0.0
 
 
 @dataclass

@@ -135,7 +135,8 @@ class ItemLayout:
     """One sequence: token ids (<|audio_pad|> at the audio positions), where its audio starts and how many patches
     it has, the raw latents [T, D] behind those positions, and, for ASR training, the text labels `target` (the
     transcript and <|text_end|>; the sequence holds all but the last, each label sits one position before its
-    token)."""
+    token). `spoken`: the ids of the words the audio says (the TTS text, the ASR transcript), which the auxiliary
+    CTC losses spell over the audio positions."""
 
     task: str
     ids: list[int]
@@ -143,6 +144,7 @@ class ItemLayout:
     num_patches: int
     latents: torch.Tensor
     target: list[int] = field(default_factory=list)
+    spoken: list[int] = field(default_factory=list)
 
     @property
     def audio_positions(self) -> range:
@@ -156,7 +158,8 @@ def tts_layout(tok: TextTokenizer, cfg: UnifiedConfig, text: str, latents: torch
     latents = latents if latents is not None else torch.zeros(0, cfg.latent_dim)
     count = num_patches(latents.shape[0], cfg.patch_size)
     prefix = tts_prefix_ids(tok, text, instruction)
-    return ItemLayout("tts", prefix + [tok.id(AUDIO_PAD)] * count, len(prefix), count, latents)
+    return ItemLayout("tts", prefix + [tok.id(AUDIO_PAD)] * count, len(prefix), count, latents,
+                      spoken=tok.encode(text.strip()))
 
 
 def asr_layout(tok: TextTokenizer, cfg: UnifiedConfig, latents: Any, transcript: str | None = None,
@@ -169,7 +172,7 @@ def asr_layout(tok: TextTokenizer, cfg: UnifiedConfig, latents: Any, transcript:
     prefix = asr_prefix_ids(tok)
     ids = prefix + [tok.id(AUDIO_PAD)] * count + asr_suffix_ids(tok)
     target = asr_target_ids(tok, transcript) if transcript is not None else []
-    return ItemLayout("asr", ids + target[:-1], len(prefix), count, latents, target)
+    return ItemLayout("asr", ids + target[:-1], len(prefix), count, latents, target, spoken=target[:-1])
 
 
 def training_layout(tok: TextTokenizer, cfg: UnifiedConfig, item: dict[str, Any]) -> ItemLayout:
@@ -191,7 +194,7 @@ def training_layout(tok: TextTokenizer, cfg: UnifiedConfig, item: dict[str, Any]
 def pad_layouts(tok: TextTokenizer, cfg: UnifiedConfig, layouts: Sequence[ItemLayout]) -> dict[str, torch.Tensor]:
     """Right-padded tensors of layouts: input_ids, attention_mask, latents [B, N*P, D] with frame_mask, audio_offset,
     num_patches, is_tts, and the labels (stop: <|audio_start|> through the last patch of TTS, 1 at the last; text:
-    the ASR target)."""
+    the ASR target; ctc: each item's spoken ids, left-aligned, -100 after them)."""
     patch = cfg.patch_size
     batch, length = len(layouts), max(len(item.ids) for item in layouts)
     max_patches = max(item.num_patches for item in layouts)
@@ -201,7 +204,10 @@ def pad_layouts(tok: TextTokenizer, cfg: UnifiedConfig, layouts: Sequence[ItemLa
     frame_mask = torch.zeros(batch, max_patches * patch, dtype=torch.bool)
     stop_labels = torch.full((batch, length), -1.0)
     text_labels = torch.full((batch, length), -100, dtype=torch.long)
+    ctc_labels = torch.full((batch, max(1, max(len(item.spoken) for item in layouts))), -100, dtype=torch.long)
     for i, item in enumerate(layouts):
+        if item.spoken:
+            ctc_labels[i, :len(item.spoken)] = torch.tensor(item.spoken)
         input_ids[i, :len(item.ids)] = torch.tensor(item.ids)
         attention_mask[i, :len(item.ids)] = 1
         latents[i, :item.latents.shape[0]] = item.latents
@@ -217,7 +223,7 @@ def pad_layouts(tok: TextTokenizer, cfg: UnifiedConfig, layouts: Sequence[ItemLa
             "audio_offset": torch.tensor([item.audio_offset for item in layouts]),
             "num_patches": torch.tensor([item.num_patches for item in layouts]),
             "is_tts": torch.tensor([item.task == "tts" for item in layouts]),
-            "stop_labels": stop_labels, "text_labels": text_labels}
+            "stop_labels": stop_labels, "text_labels": text_labels, "ctc_labels": ctc_labels}
 
 
 def collate(tok: TextTokenizer, cfg: UnifiedConfig, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -99,3 +99,31 @@ def test_report_refuses_to_let_the_model_judge_itself(capsys):
     with pytest.raises(SystemExit):
         report.main(["--corpus", "x", "--tokenizer", "tiny", "--asr_judge", "self", "--parts", "resynth"])
     assert "independent" in capsys.readouterr().err
+
+
+def test_tts_sweep_grid_is_parsed_strictly():
+    from eval.tts_sweep import parse_grid, settings
+
+    grid = parse_grid(["temperature=0.5,0.7", "steps=10"])
+    assert grid == {"temperature": [0.5, 0.7], "steps": [10]}
+    assert settings(grid) == [{"temperature": 0.5, "steps": 10}, {"temperature": 0.7, "steps": 10}]
+    for bad in (["temprature=0.5"], ["temperature="], ["steps=ten"]):
+        with pytest.raises(ValueError):
+            parse_grid(bad)
+
+
+@pytest.mark.slow
+def test_tts_sweep_on_the_smoke_model_changes_only_the_options(tmp_path_factory, tmp_path):
+    from eval import tts_sweep
+
+    smoke = smoke_outputs(tmp_path_factory.getbasetemp())
+    out = tmp_path / "sweep"
+    assert tts_sweep.main(["--corpus", str(smoke.corpus), "--tokenizer", str(smoke.tokenizer), "--model",
+                           str(smoke.model), "--grid", "eos_threshold=0.5,2.0", "--splits", "unseen",
+                           "--per_voice", "1", "--out", str(out)]) == 0
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert [r["options"] for r in rows] == [{"eos_threshold": 0.5}, {"eos_threshold": 2.0}]
+    assert all(set(r["tts"]) == {"unseen"} for r in rows)
+    # a threshold above 1 can never fire the stop head: every item runs to its length cap
+    assert rows[1]["tts"]["unseen"]["eos_rate"] == 0.0
+    assert "eos_threshold=2.0" in (out / "sweep.md").read_text()

@@ -52,26 +52,31 @@ def test_losses_are_finite_and_separate(model):
     assert out["num_text_tokens"] > 0
 
 
-def test_asr_ctc_is_the_transcript_spelled_over_the_audio_positions(model):
+@pytest.mark.parametrize("task", ["asr", "tts"])
+def test_ctc_is_the_spoken_text_spelled_over_the_audio_positions(model, task):
     noise = torch.Generator().manual_seed(1)
     items = [dict(id="a", task="asr", text="hello world", latents=torch.randn(40, 16, generator=noise)), *_items()]
     batch = model.collate(items)
-    model.config.flow.asr_ctc_weight = 0.0
+    weight = f"{task}_ctc_weight"
+    key = "ctc_loss" if task == "asr" else "tts_ctc_loss"
     try:
         plain = model(**batch)
-        assert "ctc_loss" not in plain
-        model.config.flow.asr_ctc_weight = 0.5
+        assert "ctc_loss" not in plain and "tts_ctc_loss" not in plain
+        setattr(model.config.flow, weight, 0.5)
         out = model(**batch)
+        with pytest.raises(ValueError, match="ctc_labels"):
+            model(**{k: v for k, v in batch.items() if k != "ctc_labels"})
     finally:
-        model.config.flow.asr_ctc_weight = 0.0
-    # Independent computation for the first ASR item: its hidden states at its own audio positions only.
+        setattr(model.config.flow, weight, 0.0)
+    # Independent computation: each item's hidden states at its own audio positions, its own text as the target.
     tok = model.text_tokenizer
     with torch.no_grad():
         audio = model.embed_audio(batch["latents"], batch["frame_mask"], batch["num_patches"])
         embeds = model.merge_embeddings(batch["input_ids"], audio, batch["audio_offset"], batch["num_patches"])
         positions = torch.arange(batch["input_ids"].shape[1]).expand_as(batch["input_ids"])
         hidden = model.backbone(embeds, batch["attention_mask"], positions)
-        rows = [i for i, item in enumerate(items) if item["task"] == "asr"]
+        rows = [i for i, item in enumerate(items) if item["task"] == task]
+        assert rows
         losses = []
         for r in rows:
             start, n = int(batch["audio_offset"][r]), int(batch["num_patches"][r])
@@ -81,8 +86,8 @@ def test_asr_ctc_is_the_transcript_spelled_over_the_audio_positions(model):
                                                        blank=tok.id(PAD), reduction="sum", zero_infinity=True)
                           / len(target))
     expected = torch.stack(losses).mean()
-    assert torch.isfinite(out["ctc_loss"]) and torch.allclose(out["ctc_loss"], expected, rtol=1e-4, atol=1e-5)
-    components = out["flow_loss"] + out["stop_loss"] + out["text_loss"] + 0.5 * out["ctc_loss"]
+    assert torch.isfinite(out[key]) and torch.allclose(out[key], expected, rtol=1e-4, atol=1e-5)
+    components = out["flow_loss"] + out["stop_loss"] + out["text_loss"] + 0.5 * out[key]
     assert torch.allclose(out["loss"].detach(), components, rtol=1e-4, atol=1e-5)
 
 

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from holitok_slm.config import UnifiedConfig
 from holitok_slm.model.unified import UnifiedModel
 from holitok_slm.train.config import load_training_run
-from holitok_slm.train.model_setup import apply_semantic_freeze, init_submodules_from
+from holitok_slm.train.model_setup import apply_semantic_freeze, check_semantic_source, init_submodules_from
 from holitok_slm.train.optim import build_optimizer, build_scheduler, cosine_with_warmup
 from data_prep.toy_store import write_toy_store
 
@@ -143,6 +143,14 @@ def test_freeze_semantic_encoder_maps_to_the_unite_model():
     assert all(p.requires_grad for p in UnifiedModel(cfg, text_tokenizer=None).semantic_input.encoder.parameters())
     with pytest.raises(ValueError, match="Unite"):
         apply_semantic_freeze(UnifiedConfig.from_dict(TINY), True)
+    # Stored features are for a frozen encoder only; a trainable one computes them on the fly (nothing silently unused)
+    unite = UnifiedConfig.from_dict({**TINY, "audio_input": "semantic"})
+    apply_semantic_freeze(unite, False)
+    with pytest.raises(ValueError, match="on the fly"):
+        check_semantic_source(unite, use_semantic_features=True)
+    check_semantic_source(unite, use_semantic_features=False)
+    apply_semantic_freeze(unite, True)
+    check_semantic_source(unite, use_semantic_features=True)
 
 
 @pytest.mark.slow

@@ -220,6 +220,7 @@ class UnifiedModel(nn.Module):
     def compute_losses(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, latents: torch.Tensor,
                        frame_mask: torch.Tensor, audio_offset: torch.Tensor, num_patches: torch.Tensor,
                        is_tts: torch.Tensor, stop_labels: torch.Tensor, text_labels: torch.Tensor,
+                       ctc_labels: torch.Tensor | None = None,
                        semantic: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         cfg = self.config.flow
         embeds = self.embed_inputs(input_ids, latents, frame_mask, audio_offset, num_patches, semantic)
@@ -232,10 +233,13 @@ class UnifiedModel(nn.Module):
         total = cfg.flow_weight * flow_loss + cfg.stop_weight * stop_loss + cfg.text_weight * text_loss
         out = {"flow_loss": flow_loss.detach(), "stop_loss": stop_loss.detach(), "text_loss": text_loss.detach(),
                "num_flow_frames": flow_count, "num_stop_positions": stop_count, "num_text_tokens": text_count}
-        if cfg.asr_ctc_weight > 0:
-            ctc_loss = self._ctc_loss(hidden, text_labels, audio_offset, num_patches, is_tts)
-            total = total + cfg.asr_ctc_weight * ctc_loss
-            out["ctc_loss"] = ctc_loss.detach()
+        for task, weight, rows in (("asr", cfg.asr_ctc_weight, ~is_tts), ("tts", cfg.tts_ctc_weight, is_tts)):
+            if weight > 0:
+                if ctc_labels is None:
+                    raise ValueError("flow.*_ctc_weight needs the batch's ctc_labels (holitok_slm.layout.collate)")
+                ctc_loss = self._ctc_loss(hidden, ctc_labels, audio_offset, num_patches, rows)
+                total = total + weight * ctc_loss
+                out["ctc_loss" if task == "asr" else "tts_ctc_loss"] = ctc_loss.detach()
         return {"loss": total, **out}
 
     def _unused_branch_term(self, *modules: nn.Module) -> torch.Tensor:
@@ -277,16 +281,16 @@ class UnifiedModel(nn.Module):
         pos_weight = torch.tensor(self.config.flow.stop_pos_weight, device=logits.device)
         return F.binary_cross_entropy_with_logits(logits, stop_labels[valid].float(), pos_weight=pos_weight), count
 
-    def _ctc_loss(self, hidden, text_labels, audio_offset, num_patches, is_tts):
-        """CTC of each ASR item's transcript (its text labels without <|text_end|>) over its audio positions."""
-        rows = (~is_tts).nonzero(as_tuple=True)[0]
+    def _ctc_loss(self, hidden, ctc_labels, audio_offset, num_patches, selected):
+        """CTC of the selected items' spoken ids (ASR: the transcript, TTS: the text) over their audio positions."""
+        rows = selected.nonzero(as_tuple=True)[0]
         if rows.numel() == 0:
             return self._unused_branch_term(self.backbone.lm.lm_head)
         steps = int(num_patches[rows].max())
         positions = (audio_offset[rows, None] + torch.arange(steps, device=hidden.device)[None]).clamp(
             max=hidden.shape[1] - 1)
         log_probs = torch.log_softmax(self.backbone.text_logits(hidden[rows[:, None], positions]).float(), -1)
-        targets = [text_labels[r][text_labels[r] != -100][:-1] for r in rows.tolist()]
+        targets = [ctc_labels[r][ctc_labels[r] != -100] for r in rows.tolist()]
         # zero_infinity: an item with more tokens than patches cannot be aligned; it adds nothing instead of inf.
         return F.ctc_loss(log_probs.transpose(0, 1), torch.cat(targets),
                           input_lengths=num_patches[rows], target_lengths=torch.tensor([len(t) for t in targets]),

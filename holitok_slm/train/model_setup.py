@@ -95,3 +95,12 @@ def apply_semantic_freeze(cfg: UnifiedConfig, freeze: bool | None) -> None:
         raise ValueError("train.freeze_semantic_encoder applies to Unite models (model.audio_input: semantic); "
                          f"this model uses audio_input={cfg.audio_input!r}")
     cfg.semantic_input.trainable = not freeze
+
+
+def check_semantic_source(cfg: UnifiedConfig, use_semantic_features: bool) -> None:
+    """Stored Unite features (data.use_semantic_features) only for a frozen encoder: a trainable one changes as it
+    trains, so its features are computed on the fly from the latents and stored ones would be read for nothing."""
+    if use_semantic_features and cfg.audio_input == "semantic" and cfg.semantic_input.trainable:
+        raise ValueError("data.use_semantic_features reads features precomputed by a frozen encoder, but this run "
+                         "trains the semantic encoder (its features are computed on the fly from the latents): set "
+                         "train.freeze_semantic_encoder=true or data.use_semantic_features=false")

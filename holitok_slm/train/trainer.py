@@ -30,8 +30,8 @@ from holitok_slm.train.checkpoint import load_optimizer_state, read_rank_state, 
 from holitok_slm.train.config import TrainingRun
 from holitok_slm.train.data import open_streams
 from holitok_slm.train.distributed import accelerator_kwargs_handlers
-from holitok_slm.train.model_setup import (apply_semantic_freeze, ensure_sentencepiece, init_submodules_from,
-                                           statistics_items)
+from holitok_slm.train.model_setup import (apply_semantic_freeze, check_semantic_source, ensure_sentencepiece,
+                                           init_submodules_from, statistics_items)
 from holitok_slm.train.optim import build_optimizer, build_scheduler
 from holitok_slm.train.task_deck import FrameBudgetBatcher, TaskSampler
 
@@ -123,6 +123,7 @@ class UnifiedTrainer:
         self.bad_items = BadItemLog()
         written = run.model.to_dict()
         apply_semantic_freeze(run.model, cfg.freeze_semantic_encoder)
+        check_semantic_source(run.model, run.data.use_semantic_features)
         stores, streams = open_streams(run.data, self.bad_items, run.model.latent_dim, rank, world)
         ensure_sentencepiece(run.model, stores, self.output_dir, accelerator.is_main_process,
                              accelerator.wait_for_everyone)
@@ -169,6 +170,8 @@ class UnifiedTrainer:
         sums = {"loss": 0.0, "flow_loss": 0.0, "stop_loss": 0.0, "text_loss": 0.0}
         if self.run_config.model.flow.asr_ctc_weight > 0:
             sums["ctc_loss"] = 0.0
+        if self.run_config.model.flow.tts_ctc_weight > 0:
+            sums["tts_ctc_loss"] = 0.0
         finite_micro, items_seen, frames_seen, tts_items = 0, 0, 0, 0
         step_poisoned = False
         grad_norm = None
