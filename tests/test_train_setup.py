@@ -185,3 +185,14 @@ def test_unite_run_with_frozen_encoder_semantic_features_and_dit_init(tmp_path):
     # one AdamW step moves each weight by about the learning rate: the head started from the TTS-only one
     assert dit and max((step1[k] - start[k]).abs().max().item() for k in dit) < 0.01
     assert any(not torch.equal(step1[k], start[k]) for k in dit)
+
+
+def test_multinode_accelerate_config_is_valid_and_leaves_zero2_to_the_training_config():
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    cluster = ClusterConfig.from_yaml_file(str(ROOT / "configs" / "accelerate" / "multinode_zero2.yaml"))
+    assert cluster.num_processes == 8 * cluster.num_machines and cluster.num_machines > 1
+    assert cluster.mixed_precision == "bf16" and str(cluster.distributed_type).endswith("MULTI_GPU")
+    base = load_training_run(ROOT / "configs" / "unified" / "train_base.yaml")
+    zero = json.loads((ROOT / base.train.deepspeed_config).read_text())["zero_optimization"]["stage"]
+    assert zero == 2
