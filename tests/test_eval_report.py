@@ -127,3 +127,18 @@ def test_tts_sweep_on_the_smoke_model_changes_only_the_options(tmp_path_factory,
     # a threshold above 1 can never fire the stop head: every item runs to its length cap
     assert rows[1]["tts"]["unseen"]["eos_rate"] == 0.0
     assert "eos_threshold=2.0" in (out / "sweep.md").read_text()
+
+
+@pytest.mark.slow
+def test_teacher_forced_tts_probe_on_the_smoke_model(tmp_path_factory, tmp_path):
+    from eval import tts_teacher_forced
+
+    smoke = smoke_outputs(tmp_path_factory.getbasetemp())
+    out = tmp_path / "tf.json"
+    assert tts_teacher_forced.main(["--corpus", str(smoke.corpus), "--tokenizer", str(smoke.tokenizer), "--model",
+                                    str(smoke.model), "--limit", "2", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert set(data["wer"]) == set(tts_teacher_forced.KINDS) and data["utterances"] == 2
+    distances = data["mse_to_true_patch"]
+    assert distances["true latents"] == 0.0 and distances["previous patch"] > 0.0
+    assert distances["flow head"] > 0.0 and distances["zero (the mean)"] > 0.0

@@ -1,0 +1,119 @@
+"""Teacher-forced TTS: is the flow head's next patch understood when everything before it is the truth?
+
+    python -m eval.tts_teacher_forced --corpus outputs/demo/corpus --tokenizer outputs/demo/tokenizer \
+        --model outputs/demo/unified/final [--split seen] [--limit 12] [--out outputs/tts_teacher_forced.json]
+
+For each held-out utterance the model sees its true text and true audio; every patch is then sampled by the flow
+head from the hidden state before it and the true previous patch (the model's own steps, CFG and temperature), and
+the sampled patches are decoded together. Generation errors cannot pile up here, so a high WER means the flow head's
+single-patch prediction is the problem; a low one with a high free-running TTS WER means error accumulation is.
+Two references on the same items: the true latents (the tokenizer's resynthesis) and every patch replaced by the
+previous true one (the true audio delayed by one patch: what a head that only copied its history would make). Also
+the mean squared distance of each kind of patch to the true one, in normalised latent units. Judge: Whisper-base.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from .asr_wer import score
+from .report import SPLITS
+
+KINDS = ("flow head", "previous patch", "true latents")
+
+
+@torch.no_grad()
+def teacher_forced_latents(model, text: str, latents: torch.Tensor, generator: torch.Generator | None = None
+                           ) -> dict[str, torch.Tensor]:
+    """Raw latents [T', D] (T' = whole patches of `latents`) for each of KINDS, plus "distances" (MSE per kind)."""
+    from holitok_slm.infer.euler_sampler import sample_patch
+
+    options = model.config.generation
+    patch = model.config.patch_size
+    count = latents.shape[0] // patch
+    if count < 2:
+        raise ValueError(f"teacher forcing needs at least two patches ({2 * patch} frames), got {latents.shape[0]}")
+    latents = latents[: count * patch]
+    batch = model.collate([{"id": "probe", "task": "tts", "text": text, "latents": latents}])
+    embeds = model.embed_inputs(batch["input_ids"], batch["latents"], batch["frame_mask"], batch["audio_offset"],
+                                batch["num_patches"])
+    positions = torch.arange(embeds.shape[1], device=embeds.device)[None]
+    hidden = model.backbone(embeds, batch["attention_mask"], positions)
+    offset = int(batch["audio_offset"][0])
+    true = model.normalize_latents(latents[None])[0].view(count, patch, -1)
+    history = torch.cat([torch.zeros_like(true[:1]), true[:-1]])
+    noise = torch.randn(true.shape, generator=generator, device=true.device) * options.temperature
+    conditions = model.bridge(hidden[0, offset - 1: offset - 1 + count])
+    sampled = sample_patch(model.dit, conditions, history, noise, options.steps, options.cfg_strength,
+                           options.sway_coef)
+    kinds = {"flow head": sampled, "previous patch": history, "true latents": true}
+    out = {name: model.denormalize_latents(x.reshape(1, count * patch, -1))[0] for name, x in kinds.items()}
+    # Distances from the second patch on (the first has no true history to copy).
+    out["distances"] = {name: float((x[1:] - true[1:]).pow(2).mean()) for name, x in kinds.items()}
+    out["distances"]["zero (the mean)"] = float(true[1:].pow(2).mean())
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", required=True, help="a data_prep.synth_corpus folder")
+    parser.add_argument("--tokenizer", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--split", choices=sorted(SPLITS), default="seen")
+    parser.add_argument("--limit", type=int, default=12, help="utterances, spread over the split's voices")
+    parser.add_argument("--asr_judge", default="whisper-base")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="write the results here as JSON")
+    args = parser.parse_args(argv)
+
+    from data_prep.manifest import read_manifest
+    from holitok.audio import load_audio
+    from holitok_slm.infer.pipeline import SpeechPipeline
+
+    from .audio_metrics import MissingJudgeError
+    from .judges import make_asr_judge
+
+    try:
+        judge = make_asr_judge(args.asr_judge)
+    except MissingJudgeError as err:
+        parser.exit(2, f"eval.tts_teacher_forced: {err}\n")
+    pipeline = SpeechPipeline.from_pretrained(args.model, args.tokenizer)
+    model, codec = pipeline.model.eval(), pipeline.codec
+    records = read_manifest(Path(args.corpus) / SPLITS[args.split])
+    by_voice: dict[str, list] = {}
+    for record in records:
+        by_voice.setdefault(record.speaker or "?", []).append(record)
+    chosen = [r for group in zip(*by_voice.values()) for r in group][: args.limit]  # round-robin over voices
+    generator = torch.Generator().manual_seed(args.seed)
+    refs, hyps = [], {name: [] for name in KINDS}
+    distances: dict[str, list[float]] = {}
+    for record in chosen:
+        audio = load_audio(record.audio, target_sample_rate=codec.sample_rate)
+        latents = codec.encode(audio[None, None])[0].transpose(0, 1)
+        result = teacher_forced_latents(model, record.text, latents, generator)
+        refs.append(record.text)
+        for name in KINDS:
+            wav = codec.decode(result[name].transpose(0, 1)[None])[0, 0]
+            hyps[name].append(judge.transcribe(wav.numpy(), codec.sample_rate))
+        for name, value in result["distances"].items():
+            distances.setdefault(name, []).append(value)
+        print(f"{record.id}: {record.text!r} -> flow head {hyps['flow head'][-1]!r}", flush=True)
+    report = {"model": args.model, "split": args.split, "utterances": len(refs), "judge": judge.name,
+              "wer": {name: score(refs, hyps[name]).corpus_wer for name in KINDS},
+              "mse_to_true_patch": {name: sum(v) / len(v) for name, v in distances.items()},
+              "items": [{"text": t, **{name: hyps[name][i] for name in KINDS}} for i, t in enumerate(refs)]}
+    for name in KINDS:
+        print(f"teacher-forced WER, {name}: {report['wer'][name]:.1%}")
+    print("mean squared distance to the true patch (normalised): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in report["mse_to_true_patch"].items()))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
