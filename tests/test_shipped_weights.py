@@ -13,12 +13,12 @@ from demo.release import DEFAULT_RELEASE, verify_release
 from eval.asr_wer import score
 
 # Loose floors under what the shipped report measured (docs/demo.md), above what an untrained model scores:
-# resynthesis STOI 0.80 measured (untrained ~0.55); the stop head ended 100 % of the report's TTS utterances.
+# resynthesis STOI 0.79-0.82 measured (untrained ~0.55); the stop head ended 96-100 % of the report's TTS utterances.
 MIN_RESYNTHESIS_STOI = 0.7
 MIN_EOS_RATE = 0.5
-# The shipped ASR reads the audio (report: 34.6 % WER on training voices; 43.8 % on these four fresh flite_rms
+# The shipped ASR reads the audio (report: 16.8 % WER on training voices; 6.3 % on these four fresh flite_rms
 # sentences when shipped); a model that writes only its text prior scores ~95 %.
-MAX_ASR_WER = 0.7
+MAX_ASR_WER = 0.4
 
 
 @pytest.fixture(scope="module")
