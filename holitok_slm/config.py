@@ -84,6 +84,10 @@ class FlowConfig:
     # also spell, in order, the text spoken up to there. It is a pointer into the text that a small model otherwise
     # does not find (its TTS babbled: docs/learning.md section 9).
     tts_ctc_weight: float = 0.0
+    # Share of training patches whose history (previous patch) the flow head does not see (not in the paper: 0
+    # there). A small flow head learns to extend the previous patch and ignore the backbone's condition, which
+    # carries the words (docs/learning.md section 9); without the history it has to read the condition.
+    history_dropout: float = 0.0
 
 
 @dataclass

@@ -320,3 +320,26 @@ def test_model_folders_written_before_the_text_tokenizer_rename_still_load(tmp_p
     (old / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="both `tokenizer`"):
         UnifiedModel.from_pretrained(old)
+
+
+def test_history_dropout_hides_the_previous_patch_from_the_flow_head_in_training_only(model):
+    seen = []
+    handle = model.dit.register_forward_pre_hook(lambda module, args: seen.append(args[3].detach().clone()))
+    items = [dict(id=f"t{i}", task="tts", text="the cat sat on the mat",
+                  latents=torch.randn(24, 16, generator=torch.Generator().manual_seed(i))) for i in range(3)]
+    batch = model.collate(items)
+    was_training = model.training
+    try:
+        model.train()
+        model(**batch)
+        assert seen[-1].abs().sum() > 0  # patches after the first see their predecessor
+        model.config.flow.history_dropout = 1.0
+        model(**batch)
+        assert seen[-1].abs().sum() == 0  # every history hidden
+        model.eval()
+        model(**batch)
+        assert seen[-1].abs().sum() > 0  # never at evaluation
+    finally:
+        model.config.flow.history_dropout = 0.0
+        model.train(was_training)
+        handle.remove()

@@ -258,7 +258,10 @@ class UnifiedModel(nn.Module):
             return self._unused_branch_term(self.bridge, self.dit), count
         normalized = (self.normalize_latents(latents) * frame_mask[..., None]).view(batch, n_max, patch, dim)
         target = normalized[rows, cols]
-        history = torch.where((cols > 0)[:, None, None], normalized[rows, (cols - 1).clamp(min=0)], 0.0)
+        has_history = cols > 0
+        if self.training and self.config.flow.history_dropout > 0:
+            has_history = has_history & (torch.rand(cols.shape, device=cols.device) >= self.config.flow.history_dropout)
+        history = torch.where(has_history[:, None, None], normalized[rows, (cols - 1).clamp(min=0)], 0.0)
         condition = self.bridge(hidden[rows, audio_offset[rows] + cols - 1])
         if self.training and self.config.flow.cfg_dropout > 0:
             keep = torch.rand(condition.shape[0], device=condition.device) >= self.config.flow.cfg_dropout
