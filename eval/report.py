@@ -274,6 +274,15 @@ def format_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def add_corpus_arguments(parser: argparse.ArgumentParser, model_required: bool = True) -> None:
+    """--corpus, --tokenizer, --model, --asr_judge: what every listener command here reads (report, sweep, probe)."""
+    parser.add_argument("--corpus", required=True, help="a data_prep.synth_corpus folder")
+    parser.add_argument("--tokenizer", required=True, help="HoliTok dir, model.pt or preset name")
+    parser.add_argument("--model", required=model_required,
+                        help="unified model folder" + ("" if model_required else " (needed for the asr and tts parts)"))
+    parser.add_argument("--asr_judge", default="whisper-base", help="whisper-base | whisper:DIR (see eval/judges.py)")
+
+
 def build_report(corpus: str | Path, codec, pipeline, asr_judge, sim_judge, parts=PARTS, per_voice: int = 8,
                  seed: int = 0, progress: bool = True, per_unseen_voice: int | None = None,
                  splits: tuple[str, ...] = tuple(SPLITS), tts_options: dict | None = None) -> tuple[dict, list]:
@@ -311,13 +320,10 @@ def build_report(corpus: str | Path, codec, pipeline, asr_judge, sim_judge, part
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", required=True, help="a data_prep.synth_corpus folder")
-    parser.add_argument("--tokenizer", required=True, help="HoliTok dir, model.pt or preset name")
-    parser.add_argument("--model", help="unified model folder (needed for the asr and tts parts)")
+    add_corpus_arguments(parser, model_required=False)
     parser.add_argument("--out", default="outputs/report")
     parser.add_argument("--per_voice", type=int, default=8)
     parser.add_argument("--per_unseen_voice", type=int, help="utterances per held-out voice (default: --per_voice)")
-    parser.add_argument("--asr_judge", default="whisper-base", help="whisper-base | whisper:DIR (see eval/judges.py)")
     parser.add_argument("--sim_judge", default="resemblyzer", help="resemblyzer | none")
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--seed", type=int, default=0)

@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from .report import SPLITS, build_report
+from .report import SPLITS, add_corpus_arguments, build_report
 
 SWEEPABLE = {"temperature": float, "cfg_strength": float, "steps": int, "sway_coef": float, "eos_threshold": float}
 
@@ -53,14 +53,11 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", required=True, help="a data_prep.synth_corpus folder")
-    parser.add_argument("--tokenizer", required=True)
-    parser.add_argument("--model", required=True)
+    add_corpus_arguments(parser)
     parser.add_argument("--grid", nargs="+", required=True, help="NAME=V1,V2,... (options of TTSOptions)")
     parser.add_argument("--splits", default=",".join(SPLITS))
     parser.add_argument("--per_voice", type=int, default=2)
     parser.add_argument("--per_unseen_voice", type=int)
-    parser.add_argument("--asr_judge", default="whisper-base")
     parser.add_argument("--sim_judge", default="resemblyzer")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="outputs/tts_sweep")

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .asr_wer import score
-from .report import SPLITS
+from .report import SPLITS, add_corpus_arguments
 
 KINDS = ("flow head", "previous patch", "true latents")
 
@@ -59,14 +59,11 @@ def teacher_forced_latents(model, text: str, latents: torch.Tensor, generator: t
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", required=True, help="a data_prep.synth_corpus folder")
-    parser.add_argument("--tokenizer", required=True)
-    parser.add_argument("--model", required=True)
+    add_corpus_arguments(parser)
     parser.add_argument("--split", choices=sorted(SPLITS), default="seen")
     parser.add_argument("--limit", type=int, default=12, help="utterances, spread over the split's voices")
-    parser.add_argument("--asr_judge", default="whisper-base")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="write the results here as JSON")
+    parser.add_argument("--out", default="outputs/tts_teacher_forced.json", help="the results as JSON")
     args = parser.parse_args(argv)
 
     from data_prep.manifest import read_manifest
@@ -109,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"teacher-forced WER, {name}: {report['wer'][name]:.1%}")
     print("mean squared distance to the true patch (normalised): "
           + ", ".join(f"{k} {v:.3f}" for k, v in report["mse_to_true_patch"].items()))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=1))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {out}")
     return 0
 
 
