@@ -9,7 +9,8 @@ the sampled patches are decoded together. Generation errors cannot pile up here,
 single-patch prediction is the problem; a low one with a high free-running TTS WER means error accumulation is.
 Two references on the same items: the true latents (the tokenizer's resynthesis) and every patch replaced by the
 previous true one (the true audio delayed by one patch: what a head that only copied its history would make). Also
-the mean squared distance of each kind of patch to the true one, in normalised latent units. Judge: Whisper-base.
+the mean squared distance of each kind of patch to the true one, in normalised latent units. A model trained with
+`flow.patch_regression_weight` adds a fourth kind: the condition's own guess of each patch. Judge: Whisper-base.
 """
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ def teacher_forced_latents(model, text: str, latents: torch.Tensor, generator: t
     sampled = sample_patch(model.dit, conditions, history, noise, options.steps, options.cfg_strength,
                            options.sway_coef)
     kinds = {"flow head": sampled, "previous patch": history, "true latents": true}
+    if model.patch_regressor is not None:  # the condition's own guess (flow.patch_regression_weight)
+        kinds["regression"] = model.patch_regressor(conditions).view_as(true)
     out = {name: model.denormalize_latents(x.reshape(1, count * patch, -1))[0] for name, x in kinds.items()}
     # Distances from the second patch on (the first has no true history to copy).
     out["distances"] = {name: float((x[1:] - true[1:]).pow(2).mean()) for name, x in kinds.items()}
@@ -85,24 +88,25 @@ def main(argv: list[str] | None = None) -> int:
         by_voice.setdefault(record.speaker or "?", []).append(record)
     chosen = [r for group in zip(*by_voice.values()) for r in group][: args.limit]  # round-robin over voices
     generator = torch.Generator().manual_seed(args.seed)
-    refs, hyps = [], {name: [] for name in KINDS}
+    kinds = KINDS + (("regression",) if model.patch_regressor is not None else ())
+    refs, hyps = [], {name: [] for name in kinds}
     distances: dict[str, list[float]] = {}
     for record in chosen:
         audio = load_audio(record.audio, target_sample_rate=codec.sample_rate)
         latents = codec.encode(audio[None, None])[0].transpose(0, 1)
         result = teacher_forced_latents(model, record.text, latents, generator)
         refs.append(record.text)
-        for name in KINDS:
+        for name in kinds:
             wav = codec.decode(result[name].transpose(0, 1)[None])[0, 0]
             hyps[name].append(judge.transcribe(wav.numpy(), codec.sample_rate))
         for name, value in result["distances"].items():
             distances.setdefault(name, []).append(value)
         print(f"{record.id}: {record.text!r} -> flow head {hyps['flow head'][-1]!r}", flush=True)
     report = {"model": args.model, "split": args.split, "utterances": len(refs), "judge": judge.name,
-              "wer": {name: score(refs, hyps[name]).corpus_wer for name in KINDS},
+              "wer": {name: score(refs, hyps[name]).corpus_wer for name in kinds},
               "mse_to_true_patch": {name: sum(v) / len(v) for name, v in distances.items()},
-              "items": [{"text": t, **{name: hyps[name][i] for name in KINDS}} for i, t in enumerate(refs)]}
-    for name in KINDS:
+              "items": [{"text": t, **{name: hyps[name][i] for name in kinds}} for i, t in enumerate(refs)]}
+    for name in kinds:
         print(f"teacher-forced WER, {name}: {report['wer'][name]:.1%}")
     print("mean squared distance to the true patch (normalised): "
           + ", ".join(f"{k} {v:.3f}" for k, v in report["mse_to_true_patch"].items()))

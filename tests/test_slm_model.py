@@ -343,3 +343,39 @@ def test_history_dropout_hides_the_previous_patch_from_the_flow_head_in_training
         model.config.flow.history_dropout = 0.0
         model.train(was_training)
         handle.remove()
+
+
+def test_patch_regression_loss_is_the_conditions_own_guess_and_trains_the_backbone(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    cfg.flow.patch_regression_weight = 0.5
+    model = build_tiny_model(TEXTS, tmp_path, cfg)
+    items = [dict(id=f"t{i}", task="tts", text=TEXTS[i], latents=torch.randn(24, 16, generator=torch.Generator()
+                  .manual_seed(i))) for i in range(3)]
+    batch = model.collate(items)
+    out = model(**batch)
+    # Recomputed by hand: the regressor on the bridge's condition at the position before each patch.
+    hidden = model.backbone(model.embed_inputs(batch["input_ids"], batch["latents"], batch["frame_mask"],
+                                              batch["audio_offset"], batch["num_patches"]),
+                            batch["attention_mask"], torch.arange(batch["input_ids"].shape[1])[None])
+    errors = []
+    for row in range(3):
+        offset, count = int(batch["audio_offset"][row]), int(batch["num_patches"][row])
+        guess = model.patch_regressor(model.bridge(hidden[row, offset - 1: offset - 1 + count]))
+        true = model.normalize_latents(batch["latents"][row, : count * 4]).reshape(count, -1)
+        errors.append((guess - true).pow(2))
+    assert torch.allclose(out["patch_regression_loss"], torch.cat(errors).mean(), atol=1e-5)
+    # It is part of the total: same noise, with and without its weight, the backbone's gradients differ.
+    grads = []
+    for weight in (0.5, 0.0):
+        model.config.flow.patch_regression_weight = weight
+        model.zero_grad()
+        torch.manual_seed(1)
+        model(**batch)["loss"].backward()
+        grads.append(model.backbone.lm.model.layers[0].mlp.down_proj.weight.grad.clone())
+        if weight:
+            assert model.patch_regressor.weight.grad.abs().sum() > 0
+    assert not torch.allclose(grads[0], grads[1])
+    # Without the option the module does not exist, so older checkpoints keep their exact keys.
+    plain = build_tiny_model(TEXTS, tmp_path / "plain")
+    assert plain.patch_regressor is None and not any(k.startswith("patch_regressor") for k in plain.state_dict())

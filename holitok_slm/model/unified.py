@@ -68,6 +68,9 @@ class UnifiedModel(nn.Module):
         self.bridge = ConditionBridge(llm_width, cfg.dit.hidden_size)
         self.stop_head = StopHead(llm_width)
         self.dit = DiTHead(cfg.dit, cfg.latent_dim, cfg.patch_size)
+        # Only built when trained with it, so checkpoints without it load unchanged.
+        self.patch_regressor = (nn.Linear(cfg.dit.hidden_size, cfg.patch_size * cfg.latent_dim)
+                                if cfg.flow.patch_regression_weight > 0 else None)
         self.register_buffer("latent_bias", torch.zeros(()))
         self.register_buffer("latent_scale", torch.ones(()))
         self.register_buffer("patches_per_token", torch.tensor(DEFAULT_PATCHES_PER_TOKEN))
@@ -227,12 +230,16 @@ class UnifiedModel(nn.Module):
         position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
         hidden = self.backbone(embeds, attention_mask, position_ids)
 
-        flow_loss, flow_count = self._flow_loss(hidden, latents, frame_mask, audio_offset, num_patches, is_tts)
+        flow_loss, flow_count, regression_loss = self._flow_loss(hidden, latents, frame_mask, audio_offset,
+                                                                 num_patches, is_tts)
         stop_loss, stop_count = self._stop_loss(hidden, stop_labels)
         text_loss, text_count = self._text_loss(hidden, text_labels)
         total = cfg.flow_weight * flow_loss + cfg.stop_weight * stop_loss + cfg.text_weight * text_loss
         out = {"flow_loss": flow_loss.detach(), "stop_loss": stop_loss.detach(), "text_loss": text_loss.detach(),
                "num_flow_frames": flow_count, "num_stop_positions": stop_count, "num_text_tokens": text_count}
+        if regression_loss is not None:
+            total = total + cfg.patch_regression_weight * regression_loss
+            out["patch_regression_loss"] = regression_loss.detach()
         for task, weight, rows in (("asr", cfg.asr_ctc_weight, ~is_tts), ("tts", cfg.tts_ctc_weight, is_tts)):
             if weight > 0:
                 if ctc_labels is None:
@@ -254,8 +261,10 @@ class UnifiedModel(nn.Module):
         targets_mask = (torch.arange(n_max, device=latents.device)[None] < num_patches[:, None]) & is_tts[:, None]
         rows, cols = targets_mask.nonzero(as_tuple=True)
         count = frame_mask.view(batch, n_max, patch)[rows, cols].sum()
+        regressor = [self.patch_regressor] if self.patch_regressor is not None else []
         if rows.numel() == 0:
-            return self._unused_branch_term(self.bridge, self.dit), count
+            unused = self._unused_branch_term(self.bridge, self.dit, *regressor)
+            return unused, count, (unused if regressor else None)
         normalized = (self.normalize_latents(latents) * frame_mask[..., None]).view(batch, n_max, patch, dim)
         target = normalized[rows, cols]
         has_history = cols > 0
@@ -263,6 +272,12 @@ class UnifiedModel(nn.Module):
             has_history = has_history & (torch.rand(cols.shape, device=cols.device) >= self.config.flow.history_dropout)
         history = torch.where(has_history[:, None, None], normalized[rows, (cols - 1).clamp(min=0)], 0.0)
         condition = self.bridge(hidden[rows, audio_offset[rows] + cols - 1])
+        regression_loss = None
+        if self.patch_regressor is not None:
+            guess = self.patch_regressor(condition).view_as(target).float()
+            errors = (guess - target.float()).pow(2).mean(-1)
+            weights = frame_mask.view(batch, n_max, patch)[rows, cols].to(errors.dtype)
+            regression_loss = (errors * weights).sum() / weights.sum()
         if self.training and self.config.flow.cfg_dropout > 0:
             keep = torch.rand(condition.shape[0], device=condition.device) >= self.config.flow.cfg_dropout
             condition = condition * keep[:, None].to(condition.dtype)
@@ -273,7 +288,7 @@ class UnifiedModel(nn.Module):
         predicted = self.dit(noisy, t, condition, history)
         frame_errors = (predicted.float() - (target - noise).float()).pow(2).mean(-1)
         weights = frame_mask.view(batch, n_max, patch)[rows, cols].to(frame_errors.dtype)
-        return (frame_errors * weights).sum() / weights.sum(), count
+        return (frame_errors * weights).sum() / weights.sum(), count, regression_loss
 
     def _stop_loss(self, hidden, stop_labels):
         valid = stop_labels >= 0

@@ -172,6 +172,8 @@ class UnifiedTrainer:
             sums["ctc_loss"] = 0.0
         if self.run_config.model.flow.tts_ctc_weight > 0:
             sums["tts_ctc_loss"] = 0.0
+        if self.run_config.model.flow.patch_regression_weight > 0:
+            sums["patch_regression_loss"] = 0.0
         finite_micro, items_seen, frames_seen, tts_items = 0, 0, 0, 0
         step_poisoned = False
         grad_norm = None
