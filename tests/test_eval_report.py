@@ -142,3 +142,40 @@ def test_teacher_forced_tts_probe_on_the_smoke_model(tmp_path_factory, tmp_path)
     distances = data["mse_to_true_patch"]
     assert distances["true latents"] == 0.0 and distances["previous patch"] > 0.0
     assert distances["flow head"] > 0.0 and distances["zero (the mean)"] > 0.0
+
+
+def test_latent_statistics_autocorrelation_unused_dimensions_and_blur():
+    import torch
+
+    from eval.latent_robustness import lag1_autocorrelation, moving_average
+
+    generator = torch.Generator().manual_seed(0)
+    items = []
+    for _ in range(4):  # two AR(1) dimensions with rho 0.8 and 0.0, and one nearly constant dimension
+        x = torch.zeros(2000, 3)
+        noise = torch.randn(2000, 3, generator=generator)
+        for t in range(1, 2000):
+            x[t, 0] = 0.8 * x[t - 1, 0] + noise[t, 0]
+        x[:, 1] = noise[:, 1] * (1 / 0.6)  # the same variance as dimension 0 (1 / (1 - 0.8^2))
+        x[:, 2] = 1e-3 * noise[:, 2]
+        items.append(x)
+    rho, unused = lag1_autocorrelation(items)
+    assert unused == 1
+    assert abs(rho - 0.4) < 0.05  # equal variances: the mean of 0.8 and 0.0
+    ramp = torch.arange(6.0)[:, None].repeat(1, 2)
+    smoothed = moving_average(ramp, 3)
+    assert torch.allclose(smoothed[1:-1], ramp[1:-1])  # a line is its own 3-frame average
+    assert smoothed[0, 0].item() == pytest.approx(1 / 3) and smoothed[-1, 0].item() == pytest.approx(14 / 3)
+
+
+@pytest.mark.slow
+def test_latent_robustness_command_on_the_smoke_tokenizer(tmp_path_factory, tmp_path):
+    from eval import latent_robustness
+
+    smoke = smoke_outputs(tmp_path_factory.getbasetemp())
+    out = tmp_path / "robust.json"
+    assert latent_robustness.main(["--corpus", str(smoke.corpus), "--tokenizer", str(smoke.tokenizer), "--limit", "2",
+                                   "--noise", "0.5", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert set(data["wer"]) == {"true", "3-frame average", "noise 0.5 std"} and data["utterances"] == 2
+    assert -1.0 <= data["lag1_autocorrelation"] <= 1.0 and data["posterior_std_over_spread"] >= 0.0

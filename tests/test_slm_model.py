@@ -91,6 +91,24 @@ def test_ctc_is_the_spoken_text_spelled_over_the_audio_positions(model, task):
     assert torch.allclose(out["loss"].detach(), components, rtol=1e-4, atol=1e-5)
 
 
+def test_ctc_warns_once_when_most_items_cannot_be_aligned(model, caplog):
+    """More text tokens than patches: CTC adds nothing for that item (zero_infinity); silence would hide it."""
+    noise = torch.Generator().manual_seed(2)
+    items = [dict(id=f"t{i}", task="tts", text="hello world, this sentence is long",
+                  latents=torch.randn(8, 16, generator=noise)) for i in range(2)]
+    model._warned_unalignable_ctc = False
+    model.config.flow.tts_ctc_weight = 0.5
+    try:
+        with caplog.at_level("WARNING", logger="holitok_slm.model.unified"):
+            out = model(**model.collate(items))
+            model(**model.collate(items))
+    finally:
+        model.config.flow.tts_ctc_weight = 0.0
+    assert out["tts_ctc_loss"] == 0.0
+    warnings = [r for r in caplog.records if "more text tokens than audio patches" in r.getMessage()]
+    assert len(warnings) == 1 and "2 of 2 items" in warnings[0].getMessage()
+
+
 @pytest.mark.parametrize("tasks", [("tts",), ("asr",), ("tts", "asr")])
 @pytest.mark.parametrize("variant", ["patch", "semantic", "semantic_frozen"])
 def test_every_trainable_parameter_gets_a_gradient(tmp_path, tasks, variant):

@@ -104,6 +104,27 @@ def test_stage2_decoder_only_keeps_the_latents_bit_identical(assets, tmp_path, m
         TokenizerTrainModel(tiny_config(1, assets, tmp_path / "bad", "stage_options.decoder_only=true"))
 
 
+def test_stage2_train_all_is_a_vae_fine_tune_of_every_part(assets, tmp_path, make_trainer):
+    trainer = make_trainer(tiny_config(2, assets, tmp_path / "s2a", "optim.lr=0.01", "stage_options.train_all=true"))
+    holitok = trainer.unwrapped.holitok
+    before = {k: v.detach().clone() for k, v in holitok.state_dict().items()}
+    batches = iter(trainer._batches())
+    for _ in range(2):
+        logs = trainer.train_step(next(batches))
+        assert "kl" in logs
+    after = holitok.state_dict()
+    for module in ("audio_encoder", "decoder", *BOTTLENECK_MODULES):
+        keys = [k for k in before if k.startswith(module + ".")]
+        assert keys and any(not torch.equal(before[k], after[k]) for k in keys), f"{module} did not train"
+    from holitok.train.train_model import TokenizerTrainModel
+
+    with pytest.raises(ValueError, match="exclude each other"):
+        TokenizerTrainModel(tiny_config(2, assets, tmp_path / "bad", "stage_options.train_all=true",
+                                        "stage_options.decoder_only=true"))
+    with pytest.raises(ValueError, match="stage 2 only"):
+        TokenizerTrainModel(tiny_config(1, assets, tmp_path / "bad1", "stage_options.train_all=true"))
+
+
 @pytest.mark.slow
 def test_stage3_has_every_loss_term_and_exports_runtime_checkpoints(assets, tmp_path, make_trainer):
     config = tiny_config(3, assets, tmp_path / "s3", "train.max_steps=1")

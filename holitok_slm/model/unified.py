@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -11,6 +12,8 @@ import torch.nn.functional as F
 from holitok.checkpoint import CheckpointError, read_json, read_safetensors, state_dict_differences
 from safetensors.torch import save_model
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 from .. import layout
 from ..config import UnifiedConfig, record_derived
@@ -71,6 +74,7 @@ class UnifiedModel(nn.Module):
         # Only built when trained with it, so checkpoints without it load unchanged.
         self.patch_regressor = (nn.Linear(cfg.dit.hidden_size, cfg.patch_size * cfg.latent_dim)
                                 if cfg.flow.patch_regression_weight > 0 else None)
+        self._warned_unalignable_ctc = False
         self.register_buffer("latent_bias", torch.zeros(()))
         self.register_buffer("latent_scale", torch.ones(()))
         self.register_buffer("patches_per_token", torch.tensor(DEFAULT_PATCHES_PER_TOKEN))
@@ -309,6 +313,12 @@ class UnifiedModel(nn.Module):
             max=hidden.shape[1] - 1)
         log_probs = torch.log_softmax(self.backbone.text_logits(hidden[rows[:, None], positions]).float(), -1)
         targets = [ctc_labels[r][ctc_labels[r] != -100] for r in rows.tolist()]
+        unalignable = sum(len(t) > int(n) for t, n in zip(targets, num_patches[rows]))
+        if 2 * unalignable > len(targets) and not self._warned_unalignable_ctc:
+            self._warned_unalignable_ctc = True  # once per process: the cause does not change between batches
+            logger.warning("CTC: %d of %d items have more text tokens than audio patches and add nothing to the "
+                           "loss; a larger text vocabulary (fewer tokens per second) or smaller patches fix it",
+                           unalignable, len(targets))
         # zero_infinity: an item with more tokens than patches cannot be aligned; it adds nothing instead of inf.
         return F.ctc_loss(log_probs.transpose(0, 1), torch.cat(targets),
                           input_lengths=num_patches[rows], target_lengths=torch.tensor([len(t) for t in targets]),

@@ -90,6 +90,10 @@ class StageOptions:
     # decoder side (post_proj, dec_mi_layer, decoder) trains on posterior samples, so the latents stay bit-identical:
     # a decoder fine-tuning (e.g. with the discriminators on) that a model trained on these latents can use as is.
     decoder_only: bool = False
+    # Stage II only: everything trains on posterior samples with the KL (a VAE fine-tune of the Stage I model). Not
+    # in the paper's Stage II, for small models: the decoder learns to read through the posterior's noise and the
+    # encoder to keep the words above it, so a small generator's errors decode (docs/learning.md section 11).
+    train_all: bool = False
 
 
 @dataclass

@@ -48,14 +48,18 @@ class TokenizerTrainModel(torch.nn.Module):
             self.supervision = SupervisionNetwork(latent_dim, config.supervision)
         self.train_decoder = config.stage_options.train_decoder
         self.decoder_only = config.stage_options.decoder_only
-        if self.decoder_only and self.stage != 2:
-            raise ValueError(f"stage_options.decoder_only applies to stage 2 only, not stage {self.stage}")
+        self.train_all = config.stage_options.train_all
+        for option in ("decoder_only", "train_all"):
+            if getattr(self, option) and self.stage != 2:
+                raise ValueError(f"stage_options.{option} applies to stage 2 only, not stage {self.stage}")
+        if self.decoder_only and self.train_all:
+            raise ValueError("stage_options.decoder_only and stage_options.train_all exclude each other")
         self.apply_freezing()
 
     def apply_freezing(self) -> None:
         """Sets requires_grad per stage. Frozen tensors are never handed to an optimizer, so they stay bit-identical."""
         model = self.holitok
-        if self.stage == 1:
+        if self.stage == 1 or (self.stage == 2 and self.train_all):
             model.requires_grad_(True)
         elif self.stage == 2:
             model.requires_grad_(False)
