@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .asr_wer import score
-from .report import SPLITS, add_corpus_arguments
+from .report import SPLITS, add_corpus_arguments, spread_over_voices
 
 
 def lag1_autocorrelation(latents: list[torch.Tensor]) -> tuple[float, int]:
@@ -66,10 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"eval.latent_robustness: {err}\n")
     codec = HoliTok.from_pretrained(args.tokenizer).eval()
     records = read_manifest(Path(args.corpus) / SPLITS[args.split])
-    by_voice: dict[str, list] = {}
-    for record in records:
-        by_voice.setdefault(record.speaker or "?", []).append(record)
-    chosen = [r for group in zip(*by_voice.values()) for r in group][: args.limit]  # round-robin over voices
+    chosen = spread_over_voices(records, args.limit)
     if not chosen:
         parser.exit(2, f"eval.latent_robustness: no utterances in {args.corpus}/{SPLITS[args.split]}\n")
 

@@ -213,6 +213,14 @@ def select(records: list, per_voice: int) -> list:
     return kept
 
 
+def spread_over_voices(records: list, limit: int) -> list:
+    """At most `limit` utterances taken round-robin over the voices (the first of each voice, then the second...)."""
+    by_voice: dict[str, list] = {}
+    for record in records:
+        by_voice.setdefault(record.speaker or "?", []).append(record)
+    return [r for group in zip(*by_voice.values()) for r in group][:limit]
+
+
 def spectrogram_picture(pictures, sample_rate: int, path: Path) -> None:
     """One row per voice: original | resynthesis | TTS log-mel images (0-12 kHz), labelled."""
     from PIL import Image, ImageDraw

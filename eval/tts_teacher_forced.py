@@ -2,6 +2,7 @@
 
     python -m eval.tts_teacher_forced --corpus outputs/demo/corpus --tokenizer outputs/demo/tokenizer \
         --model outputs/demo/unified/final [--split seen] [--limit 12] [--out outputs/tts_teacher_forced.json]
+        [--temperature T] [--cfg_strength W] [--steps N]
 
 For each held-out utterance the model sees its true text and true audio; every patch is then sampled by the flow
 head from the hidden state before it and the true previous patch (the model's own steps, CFG and temperature), and
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .asr_wer import score
-from .report import SPLITS, add_corpus_arguments
+from .report import SPLITS, add_corpus_arguments, spread_over_voices
 
 KINDS = ("flow head", "previous patch", "true latents")
 
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=sorted(SPLITS), default="seen")
     parser.add_argument("--limit", type=int, default=12, help="utterances, spread over the split's voices")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=None, help="noise scale (default: the checkpoint's)")
+    parser.add_argument("--cfg_strength", type=float, default=None, help="CFG strength (default: the checkpoint's)")
+    parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the checkpoint's)")
     parser.add_argument("--out", default="outputs/tts_teacher_forced.json", help="the results as JSON")
     args = parser.parse_args(argv)
 
@@ -82,11 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"eval.tts_teacher_forced: {err}\n")
     pipeline = SpeechPipeline.from_pretrained(args.model, args.tokenizer)
     model, codec = pipeline.model.eval(), pipeline.codec
+    for option in ("temperature", "cfg_strength", "steps"):
+        if getattr(args, option) is not None:
+            setattr(model.config.generation, option, getattr(args, option))
     records = read_manifest(Path(args.corpus) / SPLITS[args.split])
-    by_voice: dict[str, list] = {}
-    for record in records:
-        by_voice.setdefault(record.speaker or "?", []).append(record)
-    chosen = [r for group in zip(*by_voice.values()) for r in group][: args.limit]  # round-robin over voices
+    chosen = spread_over_voices(records, args.limit)
     generator = torch.Generator().manual_seed(args.seed)
     kinds = KINDS + (("regression",) if model.patch_regressor is not None else ())
     refs, hyps = [], {name: [] for name in kinds}
@@ -102,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, value in result["distances"].items():
             distances.setdefault(name, []).append(value)
         print(f"{record.id}: {record.text!r} -> flow head {hyps['flow head'][-1]!r}", flush=True)
+    options = model.config.generation
     report = {"model": args.model, "split": args.split, "utterances": len(refs), "judge": judge.name,
+              "sampling": {"temperature": options.temperature, "cfg_strength": options.cfg_strength,
+                           "steps": options.steps, "sway_coef": options.sway_coef},
               "wer": {name: score(refs, hyps[name]).corpus_wer for name in kinds},
               "mse_to_true_patch": {name: sum(v) / len(v) for name, v in distances.items()},
               "items": [{"text": t, **{name: hyps[name][i] for name in kinds}} for i, t in enumerate(refs)]}

@@ -34,6 +34,12 @@ def test_select_keeps_one_spare_prompt_per_voice():
     assert [r.id for r in kept] == [f"{v}-{i}" for v in ("a", "b") for i in range(4)]
 
 
+def test_spread_over_voices_takes_round_robin_turns():
+    records = [_record(i, v) for v in ("a", "b", "c") for i in range(3)]
+    assert [r.id for r in report.spread_over_voices(records, 5)] == ["a-0", "b-0", "c-0", "a-1", "b-1"]
+    assert len(report.spread_over_voices(records, 50)) == 9
+
+
 def test_summary_pools_words_and_targets_compare_to_ground_truth():
     rows = [
         {"text": "one two three four", "gt_hyp": "one two three four", "resynth_hyp": "one two three",
@@ -136,9 +142,10 @@ def test_teacher_forced_tts_probe_on_the_smoke_model(tmp_path_factory, tmp_path)
     smoke = smoke_outputs(tmp_path_factory.getbasetemp())
     out = tmp_path / "tf.json"
     assert tts_teacher_forced.main(["--corpus", str(smoke.corpus), "--tokenizer", str(smoke.tokenizer), "--model",
-                                    str(smoke.model), "--limit", "2", "--out", str(out)]) == 0
+                                    str(smoke.model), "--limit", "2", "--temperature", "0.5", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert set(data["wer"]) == set(tts_teacher_forced.KINDS) and data["utterances"] == 2
+    assert data["sampling"]["temperature"] == 0.5  # the override reached the sampler's settings
     distances = data["mse_to_true_patch"]
     assert distances["true latents"] == 0.0 and distances["previous patch"] > 0.0
     assert distances["flow head"] > 0.0 and distances["zero (the mean)"] > 0.0
