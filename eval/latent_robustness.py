@@ -16,13 +16,12 @@ docs/learning.md sections 9 and 11 read these numbers.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from .asr_wer import score
-from .report import SPLITS, add_corpus_arguments, spread_over_voices
+from .report import SPLITS, add_corpus_arguments, spread_over_voices, write_json
 
 
 def lag1_autocorrelation(latents: list[torch.Tensor]) -> tuple[float, int]:
@@ -102,10 +101,7 @@ def main(argv: list[str] | None = None) -> int:
           f"posterior std / latent spread {posterior_noise:.3f}")
     for name, value in report["wer"].items():
         print(f"WER, {name}: {value:.1%}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    print(f"wrote {out}")
+    write_json(args.out, report)
     return 0
 
 

@@ -213,6 +213,15 @@ def select(records: list, per_voice: int) -> list:
     return kept
 
 
+def write_json(path: str | Path, data: dict) -> Path:
+    """Writes `data` as indented JSON (creating the folder) and says where: every probe command's last step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+    print(f"wrote {path}")
+    return path
+
+
 def spread_over_voices(records: list, limit: int) -> list:
     """At most `limit` utterances taken round-robin over the voices (the first of each voice, then the second...)."""
     by_voice: dict[str, list] = {}

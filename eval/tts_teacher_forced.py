@@ -16,13 +16,12 @@ the mean squared distance of each kind of patch to the true one, in normalised l
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from .asr_wer import score
-from .report import SPLITS, add_corpus_arguments, spread_over_voices
+from .report import SPLITS, add_corpus_arguments, spread_over_voices, write_json
 
 KINDS = ("flow head", "previous patch", "true latents")
 
@@ -117,10 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"teacher-forced WER, {name}: {report['wer'][name]:.1%}")
     print("mean squared distance to the true patch (normalised): "
           + ", ".join(f"{k} {v:.3f}" for k, v in report["mse_to_true_patch"].items()))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    print(f"wrote {out}")
+    write_json(args.out, report)
     return 0
 
 
