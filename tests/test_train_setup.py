@@ -43,6 +43,14 @@ def test_training_yaml_loads_with_model_include_overrides_and_rejects_typos(tmp_
     bad.write_text("model: {latent_dim: 16}\ntrain: {max_step: 3}\n")
     with pytest.raises(ValueError, match="unknown keys.*max_step"):
         load_training_run(bad)
+    # YAML 1.1 reads 3e-4 (no dot) as a string: numeric fields parse it, and refuse what is not a number.
+    bad.write_text("train: {learning_rate: 3e-4, max_steps: '12'}\n")
+    run = load_training_run(bad, ["train.weight_decay=1e-2"])
+    assert (run.train.learning_rate, run.train.max_steps, run.train.weight_decay) == (3e-4, 12, 1e-2)
+    with pytest.raises(ValueError, match="train.learning_rate must be a number, got 'fast'"):
+        load_training_run(bad, ["train.learning_rate=fast"])
+    with pytest.raises(ValueError, match="train.max_steps must be an integer, got '1.5'"):
+        load_training_run(bad, ["train.max_steps='1.5'"])
     bad.write_text("data: {max_frames_per_batch: 100, max_frames_per_item: 750}\n")
     with pytest.raises(ValueError, match="must be >="):
         load_training_run(bad)
@@ -110,6 +118,30 @@ def test_cosine_schedule_with_warmup_and_optimizer_groups():
     assert lrs[3] == pytest.approx(peak) and lrs[0] == pytest.approx(peak / 4)
     assert all(a >= b for a, b in zip(lrs[3:], lrs[4:])) and lrs[-1] > peak * run.train.min_lr_ratio
     assert math.isclose(lrs[-1], peak * cosine_with_warmup(19, 4, 20, run.train.min_lr_ratio))
+
+
+def test_flow_head_lr_scale_puts_dit_and_bridge_in_their_own_groups():
+    model = tiny_model()
+    run = load_training_run(ROOT / "configs" / "unified" / "train_tiny.yaml",
+                            ["train.warmup_steps=4", "train.max_steps=20", "train.flow_head_lr_scale=3.0"])
+    optimizer = build_optimizer(model, run.train)
+    head = {id(p) for name, p in model.named_parameters() if name.startswith(("dit.", "bridge."))}
+    assert head and len(head) < len(list(model.parameters()))
+    owners = {}
+    for group in optimizer.param_groups:
+        kinds = {id(p) in head for p in group["params"]}
+        assert len(kinds) == 1  # a group is all head or all rest
+        owners.setdefault(kinds.pop(), set()).add(group["lr"])
+    assert owners == {True: {3.0 * run.train.learning_rate}, False: {run.train.learning_rate}}
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len([p for p in model.parameters()
+                                                                          if p.requires_grad])
+    scheduler = build_scheduler(optimizer, run.train)
+    optimizer.step()
+    scheduler.step()
+    ratios = {id(g): g["lr"] / run.train.learning_rate for g in optimizer.param_groups}
+    assert sorted(set(round(r / min(ratios.values()), 6) for r in ratios.values())) == [1.0, 3.0]
+    with pytest.raises(ValueError, match="flow_head_lr_scale"):
+        load_training_run(ROOT / "configs" / "unified" / "train_tiny.yaml", ["train.flow_head_lr_scale=0"])
 
 
 def test_init_dit_from_tts_only_checkpoint_copies_only_the_head(tmp_path):

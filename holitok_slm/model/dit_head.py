@@ -87,6 +87,16 @@ class DiTHead(nn.Module):
         shift, scale = self.final_modulation(F.silu(conditioning)).chunk(2, dim=-1)
         return self.out(_modulate(self.final_norm(x[:, -self.patch_size:]), shift, scale))
 
+    def flow_matching_errors(self, target: torch.Tensor, condition: torch.Tensor, history: torch.Tensor,
+                             time_mu: float, time_sigma: float) -> torch.Tensor:
+        """The training objective (the sampler's counterpart: holitok_slm/infer/euler_sampler.py): squared error
+        per frame [M, P] of the predicted velocity at a logit-normal t, on the path noise -> target."""
+        t = torch.sigmoid(torch.randn(target.shape[0], device=target.device) * time_sigma + time_mu)
+        noise = torch.randn_like(target)
+        noisy = (1 - t)[:, None, None] * noise + t[:, None, None] * target
+        predicted = self(noisy, t, condition, history)
+        return (predicted.float() - (target - noise).float()).pow(2).mean(-1)
+
     def guided_velocity(self, noisy: torch.Tensor, t: torch.Tensor, condition: torch.Tensor, history: torch.Tensor,
                         cfg_strength: float) -> torch.Tensor:
         """Classifier-free guidance, both branches in one batched call: v_c + w (v_c - v_u).

@@ -285,12 +285,8 @@ class UnifiedModel(nn.Module):
         if self.training and self.config.flow.cfg_dropout > 0:
             keep = torch.rand(condition.shape[0], device=condition.device) >= self.config.flow.cfg_dropout
             condition = condition * keep[:, None].to(condition.dtype)
-        t = torch.sigmoid(torch.randn(target.shape[0], device=target.device) * self.config.flow.time_sigma
-                          + self.config.flow.time_mu)
-        noise = torch.randn_like(target)
-        noisy = (1 - t)[:, None, None] * noise + t[:, None, None] * target
-        predicted = self.dit(noisy, t, condition, history)
-        frame_errors = (predicted.float() - (target - noise).float()).pow(2).mean(-1)
+        frame_errors = self.dit.flow_matching_errors(target, condition, history, self.config.flow.time_mu,
+                                                     self.config.flow.time_sigma)
         weights = frame_mask.view(batch, n_max, patch)[rows, cols].to(frame_errors.dtype)
         return (frame_errors * weights).sum() / weights.sum(), count, regression_loss
 

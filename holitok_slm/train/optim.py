@@ -9,14 +9,22 @@ from torch import nn
 from holitok_slm.train.config import TrainConfig
 
 
+FLOW_HEAD_PREFIXES = ("dit.", "bridge.")  # the parameters train.flow_head_lr_scale applies to
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """Biases, norms and scalar/vector parameters are not weight-decayed (standard transformer practice)."""
-    decay, no_decay = [], []
-    for param in model.parameters():
+    """Biases, norms and scalar/vector parameters are not weight-decayed (standard transformer practice); the flow
+    head's parameters run at learning_rate x train.flow_head_lr_scale."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
         if param.requires_grad:
-            (decay if param.dim() >= 2 else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate, betas=cfg.betas, eps=cfg.eps)
+            head = cfg.flow_head_lr_scale != 1.0 and name.startswith(FLOW_HEAD_PREFIXES)
+            groups.setdefault((param.dim() >= 2, head), []).append(param)
+    return torch.optim.AdamW(
+        [{"params": params, "weight_decay": cfg.weight_decay if decay else 0.0,
+          "lr": cfg.learning_rate * (cfg.flow_head_lr_scale if head else 1.0)}
+         for (decay, head), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))],
+        lr=cfg.learning_rate, betas=cfg.betas, eps=cfg.eps)
 
 
 def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:

@@ -3,6 +3,7 @@ dataclasses from it strictly (typos fail loudly). Both halves of the project rea
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,23 @@ def build_dataclass(cls: type, data: Any, where: str = "config") -> Any:
         elif typing.get_origin(hint) is tuple and isinstance(value, list):
             kwargs[name] = tuple(value)
         else:
-            kwargs[name] = value
+            kwargs[name] = _number(hint, value, f"{where}.{name}")
     return cls(**kwargs)
+
+
+def _number(hint: Any, value: Any, where: str) -> Any:
+    """A string given to a numeric field, parsed: YAML 1.1 reads `3e-4` (no dot) as a string, in files and in
+    `--set` overrides alike, and it would otherwise fail far from here (or not at all)."""
+    if not isinstance(value, str):
+        return value
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    kind = float if float in options else int if int in options else None
+    if kind is None or str in options or Any in options:
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{where} must be {'a number' if kind is float else 'an integer'}, got {value!r}") from None
 
 
 def apply_override(doc: dict, assignment: str) -> None:
