@@ -90,11 +90,8 @@ def fit(latents: str | Path, config: str | Path, overrides: list[str], items: in
     losses, started = [], time.perf_counter()
     for step in range(1, steps + 1):
         pick = torch.randint(0, targets.shape[0], (batch,))
-        condition = conditions[pick]
-        if cfg.flow.cfg_dropout > 0:
-            condition = condition * (torch.rand(batch, 1) >= cfg.flow.cfg_dropout)
-        loss = head.dit.flow_matching_errors(targets[pick], condition, history[pick], cfg.flow.time_mu,
-                                             cfg.flow.time_sigma).mean()
+        loss = head.dit.flow_matching_errors(targets[pick], conditions[pick], history[pick], cfg.flow.time_mu,
+                                             cfg.flow.time_sigma, cfg.flow.cfg_dropout).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(head.parameters(), run.train.grad_clip)

@@ -88,9 +88,13 @@ class DiTHead(nn.Module):
         return self.out(_modulate(self.final_norm(x[:, -self.patch_size:]), shift, scale))
 
     def flow_matching_errors(self, target: torch.Tensor, condition: torch.Tensor, history: torch.Tensor,
-                             time_mu: float, time_sigma: float) -> torch.Tensor:
+                             time_mu: float, time_sigma: float, cfg_dropout: float = 0.0) -> torch.Tensor:
         """The training objective (the sampler's counterpart: holitok_slm/infer/euler_sampler.py): squared error
-        per frame [M, P] of the predicted velocity at a logit-normal t, on the path noise -> target."""
+        per frame [M, P] of the predicted velocity at a logit-normal t, on the path noise -> target. In training,
+        a `cfg_dropout` share of the conditions is zeroed (the unconditional branch of classifier-free guidance)."""
+        if self.training and cfg_dropout > 0:
+            keep = torch.rand(condition.shape[0], device=condition.device) >= cfg_dropout
+            condition = condition * keep[:, None].to(condition.dtype)
         t = torch.sigmoid(torch.randn(target.shape[0], device=target.device) * time_sigma + time_mu)
         noise = torch.randn_like(target)
         noisy = (1 - t)[:, None, None] * noise + t[:, None, None] * target

@@ -282,11 +282,9 @@ class UnifiedModel(nn.Module):
             errors = (guess - target.float()).pow(2).mean(-1)
             weights = frame_mask.view(batch, n_max, patch)[rows, cols].to(errors.dtype)
             regression_loss = (errors * weights).sum() / weights.sum()
-        if self.training and self.config.flow.cfg_dropout > 0:
-            keep = torch.rand(condition.shape[0], device=condition.device) >= self.config.flow.cfg_dropout
-            condition = condition * keep[:, None].to(condition.dtype)
-        frame_errors = self.dit.flow_matching_errors(target, condition, history, self.config.flow.time_mu,
-                                                     self.config.flow.time_sigma)
+        flow = self.config.flow
+        frame_errors = self.dit.flow_matching_errors(target, condition, history, flow.time_mu, flow.time_sigma,
+                                                     flow.cfg_dropout)
         weights = frame_mask.view(batch, n_max, patch)[rows, cols].to(frame_errors.dtype)
         return (frame_errors * weights).sum() / weights.sum(), count, regression_loss
 

@@ -18,6 +18,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
+            # At scale 1 the head stays in the shared groups: the optimizer state keeps the layout older runs resume.
             head = cfg.flow_head_lr_scale != 1.0 and name.startswith(FLOW_HEAD_PREFIXES)
             groups.setdefault((param.dim() >= 2, head), []).append(param)
     return torch.optim.AdamW(
