@@ -4,8 +4,9 @@
     python bench/tokenizer_speed.py --model tiny --seconds 600 --paths chunked     # 10 minutes, flat memory
 
 Random weights unless --checkpoint is given (speed does not depend on the values). "offline" runs the whole input in
-one pass, as the authors' runtime does (weight norm folded); "chunked" is our streaming path
-(`decode(..., chunk_frames=N)`), which returns the same output. Each path runs in a fresh subprocess so its peak RSS
+one pass with the eager modules, as the authors' runtime does (weight norm folded, our fused activation kernel off);
+"chunked" is our streaming path (`decode(..., chunk_frames=N)`, with the fused kernel when it builds), which returns
+the same output. Each path runs in a fresh subprocess so its peak RSS
 is its own; the ratios come from one invocation. Output equality is checked by the test suite, not here. It also
 prints the streaming decoder's compute from a fresh stream to its first audio when fed three latent frames.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -52,7 +54,9 @@ def measure(args: argparse.Namespace) -> dict:
             for j in range(3):
                 got += stream.step(latents[..., j:j + 1]).shape[-1]
             first_audio.append((time.perf_counter() - start) if got else float("nan"))
-    return {"encode": statistics.median(enc_times), "decode": statistics.median(dec_times),
+    from holitok import fused_activation
+    return {"fused": fused_activation.kernel() is not None, "encode": statistics.median(enc_times),
+            "decode": statistics.median(dec_times),
             "first_audio_ms": 1000 * statistics.median(first_audio),
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "base_mb": base_rss,
             "params": sum(p.numel() for p in model.parameters()), "latency": model.latency_ms}
@@ -74,12 +78,15 @@ def main() -> None:
         return
     results = {}
     for path in args.paths:
+        # The one-pass baseline stays the authors' graph: the eager modules, without our fused activation kernel.
+        env = dict(os.environ, **({"HOLITOK_FUSED_ACTIVATION": "0"} if path == "offline" else {}))
         child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--path", path], capture_output=True,
-                               text=True, check=True)
+                               text=True, check=True, env=env)
         results[path] = json.loads(child.stdout.strip().splitlines()[-1])
     first = next(iter(results.values()))
     print(f"\nHoliTok {args.model}: {first['params'] / 1e6:.1f}M params, {args.seconds:g} s of audio, "
           f"{args.threads} threads, chunk {args.chunk_frames} frames\n")
+    print("fused SnakeBeta kernel: " + ", ".join(f"{p} {'yes' if r['fused'] else 'no'}" for p, r in results.items()))
     print(f"{'path':<10}{'encode s':>10}{'enc RTF':>9}{'decode s':>10}{'dec RTF':>9}{'peak RSS MB':>13}"
           f"{'after load MB':>15}")
     for path, r in results.items():
