@@ -94,6 +94,10 @@ class FlowConfig:
     # variance against 40 % for the previous patch (docs/learning.md section 10), so the flow head had nothing to
     # read. This loss makes the backbone carry the next patch's content.
     patch_regression_weight: float = 0.0
+    # Flow-matching draws (noise, time) per target patch in one step (not in the paper: 1 there). The DiT head is
+    # cheap next to the backbone pass that made its condition, so k draws give the head k times the training signal
+    # per backbone pass (MAR's "diffusion batch multiplier"); the loss is their mean.
+    noise_samples: int = 1
 
 
 @dataclass

@@ -397,3 +397,39 @@ def test_patch_regression_loss_is_the_conditions_own_guess_and_trains_the_backbo
     # Without the option the module does not exist, so older checkpoints keep their exact keys.
     plain = build_tiny_model(TEXTS, tmp_path / "plain")
     assert plain.patch_regressor is None and not any(k.startswith("patch_regressor") for k in plain.state_dict())
+
+
+def test_noise_samples_give_each_patch_several_flow_draws_in_training_only(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    cfg.flow.noise_samples = 3
+    model = build_tiny_model(TEXTS, tmp_path, cfg)
+    items = [dict(id=f"t{i}", task="tts", text=TEXTS[i], latents=torch.randn(24, 16, generator=torch.Generator()
+                  .manual_seed(i))) for i in range(2)]
+    batch = model.collate(items)
+    calls, real = [], model.dit.flow_matching_errors
+
+    def recording(target, condition, history, *args):
+        errors = real(target, condition, history, *args)
+        calls.append((target, condition, history, errors))
+        return errors
+
+    model.dit.flow_matching_errors = recording
+    model.train()
+    torch.manual_seed(1)
+    out = model(**batch)
+    target, condition, history, errors = calls[-1]
+    n = target.shape[0] // 3
+    assert n == int(batch["num_patches"].sum()) and target.shape[0] == 3 * n
+    for k in (1, 2):  # the same patches, conditions and histories, drawn again
+        assert torch.equal(target[k * n:(k + 1) * n], target[:n]) and torch.equal(condition[k * n:(k + 1) * n],
+                                                                                  condition[:n])
+        assert torch.equal(history[k * n:(k + 1) * n], history[:n])
+    assert not torch.allclose(errors[:n], errors[n:2 * n])  # with their own noise and time
+    assert torch.allclose(out["flow_loss"], errors.mean(), atol=1e-6)  # every frame is valid here
+    model.eval()
+    model(**batch)
+    assert calls[-1][0].shape[0] == n  # evaluation: one draw
+    cfg.flow.noise_samples = 0
+    with pytest.raises(ValueError, match="noise_samples"):
+        build_tiny_model(TEXTS, tmp_path / "bad", cfg)

@@ -68,6 +68,8 @@ class UnifiedModel(nn.Module):
         # encoder's config: recorded in cfg.derived, so the saved config says what was derived and where.
         record_derived(cfg, written, {"backbone": "holitok_slm/model/backbone.py",
                                       "semantic_input": "holitok_slm/model/semantic_input.py"})
+        if not isinstance(cfg.flow.noise_samples, int) or cfg.flow.noise_samples < 1:
+            raise ValueError(f"flow.noise_samples must be an integer >= 1, got {cfg.flow.noise_samples!r}")
         self.bridge = ConditionBridge(llm_width, cfg.dit.hidden_size)
         self.stop_head = StopHead(llm_width)
         self.dit = DiTHead(cfg.dit, cfg.latent_dim, cfg.patch_size)
@@ -283,9 +285,14 @@ class UnifiedModel(nn.Module):
             weights = frame_mask.view(batch, n_max, patch)[rows, cols].to(errors.dtype)
             regression_loss = (errors * weights).sum() / weights.sum()
         flow = self.config.flow
+        weights = frame_mask.view(batch, n_max, patch)[rows, cols]
+        draws = flow.noise_samples if self.training else 1
+        if draws > 1:  # the same targets and conditions, each with its own noise and time
+            target, condition, history, weights = (t.repeat(draws, *([1] * (t.dim() - 1)))
+                                                   for t in (target, condition, history, weights))
         frame_errors = self.dit.flow_matching_errors(target, condition, history, flow.time_mu, flow.time_sigma,
                                                      flow.cfg_dropout)
-        weights = frame_mask.view(batch, n_max, patch)[rows, cols].to(frame_errors.dtype)
+        weights = weights.to(frame_errors.dtype)
         return (frame_errors * weights).sum() / weights.sum(), count, regression_loss
 
     def _stop_loss(self, hidden, stop_labels):
