@@ -81,3 +81,22 @@ def test_switch_off_by_environment():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, fused_activation.ENV_SWITCH: "0"})
     assert out.stdout.split() == ["True", "False"]
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_fused_stream_may_change_layout_between_chunks(batch):
+    # The decoder runs time-major on CPU (holitok/layers.py), but a chunk can arrive in either layout (a one-frame
+    # chunk is both); the carried history must be read correctly whichever kernel variant wrote it.
+    from holitok.layers import to_time_major
+    act = _activation(40, False, seed=5)
+    x = torch.randn(batch, 40, 700)
+    with torch.inference_mode():
+        ref = _eager(act, x)
+        assert (act(to_time_major(x)) - ref).abs().max() <= TOL * ref.abs().max()
+        for layouts in ([0, 1, 0], [1, 0, 1]):
+            state, parts, start = {}, [], 0
+            for n, time_major in zip([300, 1, 399], layouts):
+                chunk = x[..., start:start + n].contiguous()
+                parts.append(act.step(to_time_major(chunk) if time_major else chunk, state))
+                start += n
+            assert (torch.cat(parts, -1) - ref).abs().max() <= TOL * ref.abs().max()
