@@ -76,11 +76,16 @@ def test_training_uses_the_differentiable_modules():
 
 
 def test_switch_off_by_environment():
-    code = ("import torch; from holitok import fused_activation as f; "
-            "print(f.kernel() is None, f.usable(torch.zeros(1, 1, 4)))")
+    from holitok.layers import inference_layout, is_time_major
+    with torch.no_grad():  # on by default: CPU inference runs time-major
+        assert is_time_major(inference_layout(torch.zeros(1, 3, 4)))
+    assert inference_layout(torch.zeros(1, 3, 4)).is_contiguous()  # training keeps the default layout
+    code = ("import torch; from holitok import fused_activation as f; from holitok.layers import inference_layout; "
+            "torch.set_grad_enabled(False); x = torch.zeros(1, 3, 4); "
+            "print(f.kernel() is None, f.usable(x), inference_layout(x).is_contiguous())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, fused_activation.ENV_SWITCH: "0"})
-    assert out.stdout.split() == ["True", "False"]
+                         env={**os.environ, "HOLITOK_FAST_CPU": "0"})
+    assert out.stdout.split() == ["True", "False", "True"]  # no kernel, and the default layout
 
 
 @pytest.mark.parametrize("batch", [1, 2])

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from .activations import Activation1d
 from .config import HoliTokConfig
 from .istft_head import ISTFTHead
-from .layers import Conv1d, ConvTranspose1d, to_time_major
+from .layers import Conv1d, ConvTranspose1d, inference_layout
 
 
 class AMPBlock1(nn.Module):
@@ -73,13 +73,8 @@ class Decoder(nn.Module):
         out = self.head if hasattr(self, "head") else self.conv_post
         return self._finish(out(self.activation_post(x)))
 
-    @staticmethod
-    def _layout(x: Tensor) -> Tensor:
-        # CPU inference runs time-major (layers.py: faster convolutions, same values); training keeps the default.
-        return to_time_major(x) if x.device.type == "cpu" and not torch.is_grad_enabled() else x
-
     def forward(self, x: Tensor) -> Tensor:
-        return self.body(self.conv_pre(self._layout(x)))
+        return self.body(self.conv_pre(inference_layout(x)))
 
     def _body_step(self, x: Tensor, state: dict) -> Tensor:
         for i, up in enumerate(self.ups):
@@ -89,7 +84,7 @@ class Decoder(nn.Module):
         return self._finish(out.step(self.activation_post.step(x, state), state))
 
     def step(self, x: Tensor, state: dict) -> Tensor:
-        return self._body_step(self.conv_pre.step(self._layout(x), state), state)
+        return self._body_step(self.conv_pre.step(inference_layout(x), state), state)
 
     def flush(self, state: dict) -> Tensor:
         return self._body_step(self.conv_pre.flush(state), state)

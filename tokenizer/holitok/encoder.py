@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .config import HoliTokConfig
-from .layers import Conv1d
+from .layers import Conv1d, inference_layout
 from .stft_frontend import STFTFrontend
 
 STEM_CHANNELS = 12  # fixed by the released architecture, whatever the config's ladder says
@@ -90,7 +90,8 @@ class AudioEncoder(nn.Module):
 
     def features(self, audio: Tensor) -> Tensor:
         """Everything before the lookahead conv: strictly causal, so padding after an item never leaks into it."""
-        for layer in self.generator[:-1]:
+        audio = inference_layout(self.generator[0](audio))  # the stem's 1-channel input has no layout to choose
+        for layer in self.generator[1:-1]:
             audio = layer(audio)
         return audio
 
@@ -98,7 +99,8 @@ class AudioEncoder(nn.Module):
         return self.lookahead_conv(self.features(audio))
 
     def step(self, audio: Tensor, state: dict) -> Tensor:
-        for layer in self.generator[:-1]:
+        audio = inference_layout(self.generator[0].step(audio, state))
+        for layer in self.generator[1:-1]:
             audio = layer.step(audio, state) if hasattr(layer, "step") else layer(audio)
         return self.lookahead_conv.step(audio, state)
 

@@ -9,7 +9,7 @@ compares them offline and streamed); the golden and streaming tests run through 
 
 It is compiled on first use with the C++ compiler (`torch.utils.cpp_extension.load_inline`, cached by torch). It is
 used only for inference (no autograd graph) on float32 CPU tensors; training keeps the eager modules. If it cannot be
-built, a warning says why and the eager path is used; `HOLITOK_FUSED_ACTIVATION=0` turns it off.
+built, a warning says why and the eager path is used; `HOLITOK_FAST_CPU=0` turns it off (holitok/layers.py).
 """
 from __future__ import annotations
 
@@ -20,9 +20,8 @@ import warnings
 import torch
 from torch import Tensor
 
-from .layers import is_time_major
+from .layers import FAST_CPU_SWITCH, fast_cpu_enabled, is_time_major
 
-ENV_SWITCH = "HOLITOK_FUSED_ACTIVATION"
 X_HISTORY = 5   # input samples the causal x2 upsampler (12 taps) still needs from before a chunk
 U_HISTORY = 6   # samples of each phase of the SnakeBeta output the downsampler (12 taps, stride 2) still needs
 
@@ -254,7 +253,7 @@ def _build():
 
 def kernel():
     """The compiled module, or None (disabled by the environment, or the build failed: warned once with the reason)."""
-    if os.environ.get(ENV_SWITCH, "1") == "0":
+    if not fast_cpu_enabled():
         return None
     with _lock:
         if "module" not in _state:
@@ -264,7 +263,7 @@ def kernel():
                 _state["module"] = None
                 warnings.warn(f"holitok: the fused SnakeBeta kernel could not be built ({type(err).__name__}: "
                               f"{str(err).strip().splitlines()[-1] if str(err).strip() else ''}); decoding uses "
-                              f"the slower eager path. Set {ENV_SWITCH}=0 to silence this.", RuntimeWarning)
+                              f"the slower eager path. Set {FAST_CPU_SWITCH}=0 to silence this.", RuntimeWarning)
         return _state["module"]
 
 

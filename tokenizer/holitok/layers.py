@@ -9,6 +9,8 @@ stream outputs equal the offline `forward` on the whole input. `state` is a dict
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -69,6 +71,15 @@ class WeightNormed(nn.Module):
 # helper below computes the same values for either layout and returns the layout it was given, so the layers are
 # correct on both and fast on the one they get.
 
+FAST_CPU_SWITCH = "HOLITOK_FAST_CPU"
+
+
+def fast_cpu_enabled() -> bool:
+    """CPU inference paths (time-major layout, fused kernels); `HOLITOK_FAST_CPU=0` runs the plain eager modules in
+    PyTorch's default layout, which is the authors' graph (bench/tokenizer_speed.py's baseline)."""
+    return os.environ.get(FAST_CPU_SWITCH, "1") != "0"
+
+
 def is_time_major(x: Tensor) -> bool:
     """A [B, C, T] tensor stored as [B, T, C] (channels-last)."""
     return x.dim() == 3 and x.shape[1] > 1 and x.stride(1) == 1 and (x.shape[2] == 1 or x.stride(2) == x.shape[1])
@@ -76,6 +87,13 @@ def is_time_major(x: Tensor) -> bool:
 
 def to_time_major(x: Tensor) -> Tensor:
     return x if is_time_major(x) else x.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+def inference_layout(x: Tensor) -> Tensor:
+    """Time-major for CPU inference (faster convolutions, same values); training and GPUs keep the default layout."""
+    if x.device.type == "cpu" and not torch.is_grad_enabled() and fast_cpu_enabled():
+        return to_time_major(x)
+    return x
 
 
 def time_cat(parts: list[Tensor]) -> Tensor:
