@@ -13,6 +13,15 @@ of the sampled patch to the true one, deterministic (zero noise, no CFG) and sam
 
 A head that cannot bring these near 0 cannot learn TTS from any backbone: this is how docs/learning.md section 12
 found that the demo's flow head learnt too slowly at the backbone's learning rate.
+
+    python -m eval.flow_head_fit --latents outputs/demo/latents/train --config configs/unified/train_tiny.yaml \
+        --conditions_from outputs/demo/unified/final --items 4320 --holdout 320 [--fresh_head]
+
+With `--conditions_from`, the conditions are a trained unified model's own (its frozen backbone and bridge,
+teacher-forced on each utterance's true text and audio, as in training) and the head starts from that model's DiT
+(or fresh). The last `--holdout` utterances are never trained on and are scored separately. If more head training
+brings the distance far down, the joint run had under-trained its head; if not, the conditions do not carry the
+next patch, and the backbone is what must learn more.
 """
 from __future__ import annotations
 
@@ -73,23 +82,81 @@ def distances(dit: DiTHead, conditions: torch.Tensor, targets: torch.Tensor, his
     return out
 
 
+@torch.no_grad()
+def model_patches(model_dir: str | Path, store: LatentStore, items: int, batch_items: int = 8):
+    """A trained unified model's teacher-forced flow inputs on the store's first `items` utterances (whole patches):
+    targets, history, conditions, each patch's utterance index, and the model (its DiT can start the head)."""
+    from tqdm import tqdm
+
+    from holitok_slm.model.unified import UnifiedModel
+    from holitok_slm.train.latent_store import BadItem
+
+    model = UnifiedModel.from_pretrained(model_dir).eval()
+    parts: list[list[torch.Tensor]] = [[], [], [], []]
+    count = min(items, len(store))
+    for start in tqdm(range(0, count, batch_items), desc="conditions", unit="batch"):
+        loaded = []
+        for i in range(start, min(count, start + batch_items)):
+            try:
+                loaded.append((i, {**store.load(i), "task": "tts"}))
+            except BadItem:
+                continue
+        if not loaded:
+            continue
+        batch = model.collate([item for _, item in loaded])
+        hidden = model.hidden_states(batch["input_ids"], batch["attention_mask"], batch["latents"],
+                                     batch["frame_mask"], batch["audio_offset"], batch["num_patches"])
+        target, condition, history, weights = model.flow_inputs(hidden, batch["latents"], batch["frame_mask"],
+                                                                batch["audio_offset"], batch["num_patches"],
+                                                                batch["is_tts"])
+        owner = torch.repeat_interleave(torch.tensor([i for i, _ in loaded]), batch["num_patches"])
+        whole = weights.all(-1)
+        for part, value in zip(parts, (target, history, condition, owner)):
+            part.append(value[whole])
+    return (*(torch.cat(p) for p in parts), model)
+
+
 def fit(latents: str | Path, config: str | Path, overrides: list[str], items: int, steps: int, batch: int,
-        eval_every: int, eval_patches: int = 256, seed: int = 0) -> dict:
+        eval_every: int, eval_patches: int = 256, seed: int = 0, conditions_from: str | Path | None = None,
+        holdout: int = 0, fresh_head: bool = False) -> dict:
     run = load_training_run(config, list(overrides) + [f"train.max_steps={steps}"])
     cfg = run.model
     torch.manual_seed(seed)
-    targets, history = patch_dataset(LatentStore(latents), items, cfg.patch_size)
-    conditions = torch.randn(targets.shape[0], cfg.dit.hidden_size)
-    head = _HeadOnly(DiTHead(cfg.dit, targets.shape[-1], cfg.patch_size))
+    store = LatentStore(latents)
+    if conditions_from is None:
+        if holdout:
+            raise ValueError("--holdout needs --conditions_from (random conditions cannot generalise)")
+        targets, history = patch_dataset(store, items, cfg.patch_size)
+        conditions = torch.randn(targets.shape[0], cfg.dit.hidden_size)
+        owner = torch.zeros(targets.shape[0], dtype=torch.long)
+        head = _HeadOnly(DiTHead(cfg.dit, targets.shape[-1], cfg.patch_size))
+    else:
+        targets, history, conditions, owner, model = model_patches(conditions_from, store, items)
+        cfg = model.config
+        head = _HeadOnly(DiTHead(cfg.dit, targets.shape[-1], cfg.patch_size))
+        if not fresh_head:
+            head.dit.load_state_dict(model.dit.state_dict())
+    held = owner >= (int(owner.max()) + 1 - holdout) if holdout else torch.zeros_like(owner, dtype=torch.bool)
+    trainable = (~held).nonzero().squeeze(1)
+    if trainable.numel() == 0:
+        raise ValueError(f"--holdout {holdout} leaves no utterance to train on")
     optimizer = build_optimizer(head, run.train)
     scheduler = build_scheduler(optimizer, run.train)
-    probe = torch.arange(0, targets.shape[0], max(1, targets.shape[0] // eval_patches))
+    probes = {"": trainable[torch.linspace(0, trainable.numel() - 1, min(eval_patches, trainable.numel())).long()]}
+    if holdout:
+        unseen = held.nonzero().squeeze(1)
+        probes["held_out_"] = unseen[torch.linspace(0, unseen.numel() - 1, min(eval_patches, unseen.numel())).long()]
     generator = torch.Generator().manual_seed(seed)
-    curve = [{"step": 0, "flow_loss": None, **distances(head.dit, conditions[probe], targets[probe], history[probe],
-                                                         generator.manual_seed(seed))}]
+
+    def evaluate() -> dict[str, float]:
+        return {prefix + k: v for prefix, probe in probes.items()
+                for k, v in distances(head.dit, conditions[probe], targets[probe], history[probe],
+                                      generator.manual_seed(seed)).items()}
+
+    curve = [{"step": 0, "flow_loss": None, **evaluate()}]
     losses, started = [], time.perf_counter()
     for step in range(1, steps + 1):
-        pick = torch.randint(0, targets.shape[0], (batch,))
+        pick = trainable[torch.randint(0, trainable.numel(), (batch,))]
         loss = head.dit.flow_matching_errors(targets[pick], conditions[pick], history[pick], cfg.flow.time_mu,
                                              cfg.flow.time_sigma, cfg.flow.cfg_dropout).mean()
         optimizer.zero_grad(set_to_none=True)
@@ -100,17 +167,16 @@ def fit(latents: str | Path, config: str | Path, overrides: list[str], items: in
         losses.append(loss.item())
         if step % eval_every == 0 or step == steps:
             recent = losses[-eval_every:]
-            curve.append({"step": step, "flow_loss": sum(recent) / len(recent),
-                          **distances(head.dit, conditions[probe], targets[probe], history[probe],
-                                      generator.manual_seed(seed))})
+            curve.append({"step": step, "flow_loss": sum(recent) / len(recent), **evaluate()})
             print(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in curve[-1].items() if k != "step"),
                   flush=True)
     return {"latents": str(latents), "config": str(config), "overrides": list(overrides), "items": items,
-            "patches": int(targets.shape[0]), "latent_dim": int(targets.shape[-1]), "patch_size": cfg.patch_size,
+            "conditions_from": str(conditions_from) if conditions_from else "random", "holdout": holdout,
+            "fresh_head": fresh_head or conditions_from is None, "patches": int(targets.shape[0]), "latent_dim": int(targets.shape[-1]), "patch_size": cfg.patch_size,
             "dit": vars(cfg.dit), "learning_rate": run.train.learning_rate,
             "flow_head_lr_scale": run.train.flow_head_lr_scale, "batch": batch, "steps": steps,
             "seconds": round(time.perf_counter() - started, 1),
-            "mean_patch_distance": float(targets[probe].pow(2).mean()), "curve": curve}
+            "mean_patch_distance": float(targets[probes[""]].pow(2).mean()), "curve": curve}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -124,10 +190,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=256, help="patches per step")
     parser.add_argument("--eval_every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--conditions_from", help="a trained unified model folder: its own conditions and DiT")
+    parser.add_argument("--holdout", type=int, default=0, help="last utterances scored but never trained on")
+    parser.add_argument("--fresh_head", action="store_true", help="with --conditions_from: a new DiT, not its own")
     parser.add_argument("--out", default="outputs/flow_head_fit.json")
     args = parser.parse_args(argv)
     result = fit(args.latents, args.config, args.overrides, args.items, args.steps, args.batch, args.eval_every,
-                 seed=args.seed)
+                 seed=args.seed, conditions_from=args.conditions_from, holdout=args.holdout,
+                 fresh_head=args.fresh_head)
     write_json(args.out, result)
     return result
 

@@ -39,15 +39,11 @@ def teacher_forced_latents(model, text: str, latents: torch.Tensor, generator: t
         raise ValueError(f"teacher forcing needs at least two patches ({2 * patch} frames), got {latents.shape[0]}")
     latents = latents[: count * patch]
     batch = model.collate([{"id": "probe", "task": "tts", "text": text, "latents": latents}])
-    embeds = model.embed_inputs(batch["input_ids"], batch["latents"], batch["frame_mask"], batch["audio_offset"],
-                                batch["num_patches"])
-    positions = torch.arange(embeds.shape[1], device=embeds.device)[None]
-    hidden = model.backbone(embeds, batch["attention_mask"], positions)
-    offset = int(batch["audio_offset"][0])
-    true = model.normalize_latents(latents[None])[0].view(count, patch, -1)
-    history = torch.cat([torch.zeros_like(true[:1]), true[:-1]])
+    hidden = model.hidden_states(batch["input_ids"], batch["attention_mask"], batch["latents"], batch["frame_mask"],
+                                 batch["audio_offset"], batch["num_patches"])
+    true, conditions, history, _ = model.flow_inputs(hidden, batch["latents"], batch["frame_mask"],
+                                                     batch["audio_offset"], batch["num_patches"], batch["is_tts"])
     noise = torch.randn(true.shape, generator=generator, device=true.device) * options.temperature
-    conditions = model.bridge(hidden[0, offset - 1: offset - 1 + count])
     sampled = sample_patch(model.dit, conditions, history, noise, options.steps, options.cfg_strength,
                            options.sway_coef)
     kinds = {"flow head": sampled, "previous patch": history, "true latents": true}

@@ -39,3 +39,37 @@ def test_flow_head_fit_refuses_a_store_without_whole_patches(tmp_path):
     write_toy_store(tmp_path / "store", num_items=2, frames=(2, 3))
     with pytest.raises(ValueError, match="no utterance"):
         run(tmp_path / "store", tmp_path / "x.json", 1.0)
+
+
+def test_flow_head_fit_with_a_trained_models_conditions_and_held_out_utterances(tmp_path):
+    import torch
+
+    from holitok_slm.tiny import build_tiny_model, randomize_heads
+    from holitok_slm.train.latent_store import LatentStore
+
+    write_toy_store(tmp_path / "store", num_items=6, frames=(20, 28))
+    store = LatentStore(tmp_path / "store")
+    model = randomize_heads(build_tiny_model([store.load(i)["text"] for i in range(6)], tmp_path))
+    model.save_pretrained(tmp_path / "model")
+    common = ["--latents", str(tmp_path / "store"), "--config", str(CONFIG), "--items", "6", "--steps", "60",
+              "--batch", "32", "--eval_every", "60", "--conditions_from", str(tmp_path / "model"), "--holdout", "2"]
+    own = flow_head_fit.main(common + ["--out", str(tmp_path / "own.json")])
+    fresh = flow_head_fit.main(common + ["--fresh_head", "--out", str(tmp_path / "fresh.json")])
+    first = own["curve"][0]
+    assert set(first) >= {"deterministic", "sampled", "held_out_deterministic", "held_out_sampled"}
+    assert own["patches"] == sum(store.load(i)["latents"].shape[0] // 4 for i in range(6))
+    # A fresh head (zero output layer) starts at the zero patch; the model's own randomised DiT does not.
+    assert fresh["curve"][0]["deterministic"] == pytest.approx(fresh["mean_patch_distance"], rel=1e-5)
+    assert own["curve"][0]["deterministic"] != pytest.approx(fresh["curve"][0]["deterministic"], rel=1e-3)
+    # The model's own conditions, recomputed by hand for the first utterance's second patch.
+    targets, history, conditions, owner, loaded = flow_head_fit.model_patches(tmp_path / "model", store, 6)
+    batch = loaded.collate([{**store.load(0), "task": "tts"}])
+    with torch.no_grad():
+        hidden = loaded.hidden_states(batch["input_ids"], batch["attention_mask"], batch["latents"],
+                                      batch["frame_mask"], batch["audio_offset"], batch["num_patches"])
+        offset = int(batch["audio_offset"][0])
+        assert torch.allclose(conditions[1], loaded.bridge(hidden[0, offset]), atol=1e-5)
+    assert torch.equal(history[1], targets[0]) and owner[0] == 0 and int(owner.max()) == 5
+    with pytest.raises(ValueError, match="holdout"):
+        flow_head_fit.main(["--latents", str(tmp_path / "store"), "--config", str(CONFIG), "--holdout", "1",
+                            "--steps", "1", "--out", str(tmp_path / "x.json")])

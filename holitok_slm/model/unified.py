@@ -226,15 +226,21 @@ class UnifiedModel(nn.Module):
         flow/stop/text losses and their counts."""
         return self.compute_losses(**(batch if batch is not None else {}), **tensors)
 
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, latents: torch.Tensor,
+                      frame_mask: torch.Tensor, audio_offset: torch.Tensor, num_patches: torch.Tensor,
+                      semantic: torch.Tensor | None = None) -> torch.Tensor:
+        """The backbone's last hidden states [B, L, H] over a collated batch (teacher forcing)."""
+        embeds = self.embed_inputs(input_ids, latents, frame_mask, audio_offset, num_patches, semantic)
+        position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        return self.backbone(embeds, attention_mask, position_ids)
+
     def compute_losses(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, latents: torch.Tensor,
                        frame_mask: torch.Tensor, audio_offset: torch.Tensor, num_patches: torch.Tensor,
                        is_tts: torch.Tensor, stop_labels: torch.Tensor, text_labels: torch.Tensor,
                        ctc_labels: torch.Tensor | None = None,
                        semantic: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         cfg = self.config.flow
-        embeds = self.embed_inputs(input_ids, latents, frame_mask, audio_offset, num_patches, semantic)
-        position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-        hidden = self.backbone(embeds, attention_mask, position_ids)
+        hidden = self.hidden_states(input_ids, attention_mask, latents, frame_mask, audio_offset, num_patches, semantic)
 
         flow_loss, flow_count, regression_loss = self._flow_loss(hidden, latents, frame_mask, audio_offset,
                                                                  num_patches, is_tts)
@@ -260,17 +266,16 @@ class UnifiedModel(nn.Module):
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         return sum((p.sum() for p in params), torch.zeros((), device=self.latent_scale.device)) * 0.0
 
-    def _flow_loss(self, hidden, latents, frame_mask, audio_offset, num_patches, is_tts):
+    def flow_inputs(self, hidden, latents, frame_mask, audio_offset, num_patches, is_tts):
+        """What the flow head is trained on, for every whole patch of the TTS items: target [N, P, D] (normalised),
+        condition [N, H_dit] (the bridge on the hidden state before the patch), history [N, P, D] (the previous
+        patch; zeros for an utterance's first, and for the share `flow.history_dropout` in training) and frame
+        weights [N, P]. N may be 0."""
         batch, frames, dim = latents.shape
         patch = self.config.patch_size
         n_max = frames // patch
         targets_mask = (torch.arange(n_max, device=latents.device)[None] < num_patches[:, None]) & is_tts[:, None]
         rows, cols = targets_mask.nonzero(as_tuple=True)
-        count = frame_mask.view(batch, n_max, patch)[rows, cols].sum()
-        regressor = [self.patch_regressor] if self.patch_regressor is not None else []
-        if rows.numel() == 0:
-            unused = self._unused_branch_term(self.bridge, self.dit, *regressor)
-            return unused, count, (unused if regressor else None)
         normalized = (self.normalize_latents(latents) * frame_mask[..., None]).view(batch, n_max, patch, dim)
         target = normalized[rows, cols]
         has_history = cols > 0
@@ -278,14 +283,23 @@ class UnifiedModel(nn.Module):
             has_history = has_history & (torch.rand(cols.shape, device=cols.device) >= self.config.flow.history_dropout)
         history = torch.where(has_history[:, None, None], normalized[rows, (cols - 1).clamp(min=0)], 0.0)
         condition = self.bridge(hidden[rows, audio_offset[rows] + cols - 1])
+        return target, condition, history, frame_mask.view(batch, n_max, patch)[rows, cols]
+
+    def _flow_loss(self, hidden, latents, frame_mask, audio_offset, num_patches, is_tts):
+        target, condition, history, weights = self.flow_inputs(hidden, latents, frame_mask, audio_offset,
+                                                               num_patches, is_tts)
+        count = weights.sum()
+        regressor = [self.patch_regressor] if self.patch_regressor is not None else []
+        if target.shape[0] == 0:
+            unused = self._unused_branch_term(self.bridge, self.dit, *regressor)
+            return unused, count, (unused if regressor else None)
         regression_loss = None
         if self.patch_regressor is not None:
             guess = self.patch_regressor(condition).view_as(target).float()
             errors = (guess - target.float()).pow(2).mean(-1)
-            weights = frame_mask.view(batch, n_max, patch)[rows, cols].to(errors.dtype)
-            regression_loss = (errors * weights).sum() / weights.sum()
+            frame_weights = weights.to(errors.dtype)
+            regression_loss = (errors * frame_weights).sum() / frame_weights.sum()
         flow = self.config.flow
-        weights = frame_mask.view(batch, n_max, patch)[rows, cols]
         draws = flow.noise_samples if self.training else 1
         if draws > 1:  # the same targets and conditions, each with its own noise and time
             target, condition, history, weights = (t.repeat(draws, *([1] * (t.dim() - 1)))
