@@ -98,6 +98,10 @@ class FlowConfig:
     # cheap next to the backbone pass that made its condition, so k draws give the head k times the training signal
     # per backbone pass (MAR's "diffusion batch multiplier"); the loss is their mean.
     noise_samples: int = 1
+    # CTC steps per audio patch (not in the paper, which has no CTC): 1 reads one label step per 160 ms patch, which
+    # only whole-word vocabularies fit; a character vocabulary speaks ~13 labels per second against 6.25 patches, so
+    # it needs 4 (one step per 40 ms latent frame: a linear map expands each patch's hidden state into 4).
+    ctc_steps_per_patch: int = 1
 
 
 @dataclass

@@ -105,7 +105,7 @@ def test_ctc_warns_once_when_most_items_cannot_be_aligned(model, caplog):
     finally:
         model.config.flow.tts_ctc_weight = 0.0
     assert out["tts_ctc_loss"] == 0.0
-    warnings = [r for r in caplog.records if "more text tokens than audio patches" in r.getMessage()]
+    warnings = [r for r in caplog.records if "more text tokens than CTC steps" in r.getMessage()]
     assert len(warnings) == 1 and "2 of 2 items" in warnings[0].getMessage()
 
 
@@ -432,4 +432,34 @@ def test_noise_samples_give_each_patch_several_flow_draws_in_training_only(tmp_p
     assert calls[-1][0].shape[0] == n  # evaluation: one draw
     cfg.flow.noise_samples = 0
     with pytest.raises(ValueError, match="noise_samples"):
+        build_tiny_model(TEXTS, tmp_path / "bad", cfg)
+
+
+def test_ctc_with_one_step_per_latent_frame_aligns_text_longer_than_the_patches(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    cfg.flow.tts_ctc_weight, cfg.flow.ctc_steps_per_patch = 0.5, 4
+    model = build_tiny_model(TEXTS, tmp_path, cfg)
+    text = "hello world, this sentence is long"
+    items = [dict(id="t", task="tts", text=text, latents=torch.randn(28, 16, generator=torch.Generator()
+                  .manual_seed(3)))]
+    batch = model.collate(items)
+    tokens = model.text_tokenizer.encode(text)
+    n = int(batch["num_patches"][0])
+    assert n < len(tokens) <= 4 * n  # unalignable at one step per patch, alignable at four
+    out = model(**batch)
+    with torch.no_grad():
+        hidden = model.hidden_states(batch["input_ids"], batch["attention_mask"], batch["latents"],
+                                     batch["frame_mask"], batch["audio_offset"], batch["num_patches"])
+        start = int(batch["audio_offset"][0])
+        states = model.ctc_expand(hidden[0, start:start + n]).view(4 * n, -1)
+        log_probs = torch.log_softmax(model.backbone.text_logits(states).float(), -1)
+        expected = torch.nn.functional.ctc_loss(log_probs[:, None], torch.tensor(tokens)[None], [4 * n],
+                                                [len(tokens)], blank=model.text_tokenizer.id(PAD))
+    assert out["tts_ctc_loss"] > 0 and torch.allclose(out["tts_ctc_loss"], expected, rtol=1e-4, atol=1e-5)
+    out["loss"].backward()
+    assert model.ctc_expand.weight.grad.abs().sum() > 0
+    assert build_tiny_model(TEXTS, tmp_path / "plain").ctc_expand is None  # not built unless used
+    cfg.flow.ctc_steps_per_patch = 3
+    with pytest.raises(ValueError, match="ctc_steps_per_patch"):
         build_tiny_model(TEXTS, tmp_path / "bad", cfg)

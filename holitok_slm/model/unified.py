@@ -77,6 +77,12 @@ class UnifiedModel(nn.Module):
         self.patch_regressor = (nn.Linear(cfg.dit.hidden_size, cfg.patch_size * cfg.latent_dim)
                                 if cfg.flow.patch_regression_weight > 0 else None)
         self._warned_unalignable_ctc = False
+        steps = cfg.flow.ctc_steps_per_patch
+        if not isinstance(steps, int) or steps < 1 or cfg.patch_size % steps:
+            raise ValueError(f"flow.ctc_steps_per_patch must divide patch_size {cfg.patch_size}, got {steps!r}")
+        uses_ctc = cfg.flow.asr_ctc_weight > 0 or cfg.flow.tts_ctc_weight > 0
+        # Only built when used, so checkpoints without it load unchanged.
+        self.ctc_expand = nn.Linear(llm_width, steps * llm_width) if steps > 1 and uses_ctc else None
         self.register_buffer("latent_bias", torch.zeros(()))
         self.register_buffer("latent_scale", torch.ones(()))
         self.register_buffer("patches_per_token", torch.tensor(DEFAULT_PATCHES_PER_TOKEN))
@@ -322,21 +328,26 @@ class UnifiedModel(nn.Module):
         """CTC of the selected items' spoken ids (ASR: the transcript, TTS: the text) over their audio positions."""
         rows = selected.nonzero(as_tuple=True)[0]
         if rows.numel() == 0:
-            return self._unused_branch_term(self.backbone.lm.lm_head)
+            return self._unused_branch_term(self.backbone.lm.lm_head, *([self.ctc_expand] if self.ctc_expand else []))
         steps = int(num_patches[rows].max())
         positions = (audio_offset[rows, None] + torch.arange(steps, device=hidden.device)[None]).clamp(
             max=hidden.shape[1] - 1)
-        log_probs = torch.log_softmax(self.backbone.text_logits(hidden[rows[:, None], positions]).float(), -1)
+        states = hidden[rows[:, None], positions]
+        per_patch = self.config.flow.ctc_steps_per_patch
+        if self.ctc_expand is not None:  # each patch's state -> one state per CTC step inside it
+            states = self.ctc_expand(states).view(rows.numel(), steps * per_patch, -1)
+        lengths = num_patches[rows] * per_patch
+        log_probs = torch.log_softmax(self.backbone.text_logits(states).float(), -1)
         targets = [ctc_labels[r][ctc_labels[r] != -100] for r in rows.tolist()]
-        unalignable = sum(len(t) > int(n) for t, n in zip(targets, num_patches[rows]))
+        unalignable = sum(len(t) > int(n) for t, n in zip(targets, lengths))
         if 2 * unalignable > len(targets) and not self._warned_unalignable_ctc:
             self._warned_unalignable_ctc = True  # once per process: the cause does not change between batches
-            logger.warning("CTC: %d of %d items have more text tokens than audio patches and add nothing to the "
-                           "loss; a larger text vocabulary (fewer tokens per second) or smaller patches fix it",
+            logger.warning("CTC: %d of %d items have more text tokens than CTC steps and add nothing to the loss; "
+                           "a larger text vocabulary (fewer tokens per second) or flow.ctc_steps_per_patch fix it",
                            unalignable, len(targets))
-        # zero_infinity: an item with more tokens than patches cannot be aligned; it adds nothing instead of inf.
-        return F.ctc_loss(log_probs.transpose(0, 1), torch.cat(targets),
-                          input_lengths=num_patches[rows], target_lengths=torch.tensor([len(t) for t in targets]),
+        # zero_infinity: an item with more tokens than steps cannot be aligned; it adds nothing instead of inf.
+        return F.ctc_loss(log_probs.transpose(0, 1), torch.cat(targets), input_lengths=lengths,
+                          target_lengths=torch.tensor([len(t) for t in targets]),
                           blank=self._require_tokenizer().id(PAD), zero_infinity=True)
 
     def _text_loss(self, hidden, text_labels):
