@@ -112,10 +112,24 @@ def time_pad(x: Tensor, left: int, right: int) -> Tensor:
     return F.pad(x, (left, right))
 
 
+SHORT_CONV_OUTPUTS = 64  # at most this many output samples: a GEMM over the unfolded input (see conv1d)
+
+
 def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, dilation: int = 1,
            groups: int = 1) -> Tensor:
-    """F.conv1d; a time-major input runs as a channels-last conv2d and stays time-major."""
+    """F.conv1d; a time-major input runs as a channels-last conv2d and stays time-major.
+
+    A short time-major input (a streaming step of a frame or two) is one GEMM over its unfolded windows instead:
+    oneDNN reorders the whole weight on every call, which for a 768-channel k11 layer costs more than the arithmetic
+    of a few outputs."""
     if is_time_major(x):
+        span = dilation * (weight.shape[-1] - 1) + 1
+        outputs = (x.shape[-1] - span) // stride + 1
+        if groups == 1 and 0 < outputs <= SHORT_CONV_OUTPUTS:
+            windows = x.unfold(2, span, stride)[..., ::dilation]  # [B, C_in, T_out, k]
+            cols = windows.permute(0, 2, 1, 3).reshape(x.shape[0], outputs, -1)
+            out = torch.matmul(cols, weight.reshape(weight.shape[0], -1).t())  # [B, T_out, C_out]
+            return (out + bias if bias is not None else out).transpose(1, 2)
         return F.conv2d(x.unsqueeze(2), weight.unsqueeze(2), bias, stride=(1, stride), dilation=(1, dilation),
                         groups=groups).squeeze(2)
     return F.conv1d(x, weight, bias, stride=stride, dilation=dilation, groups=groups)
@@ -221,9 +235,10 @@ class ConvTranspose1d(WeightNormed):
     def _blocks_to_signal(self, y: Tensor, time_major: bool) -> Tensor:
         b, t, c_out, u = y.shape
         if time_major:  # [B, T, C, u] -> [B, T * u, C] in memory, seen as [B, C, T * u]
-            y = y.permute(0, 1, 3, 2).reshape(b, t * u, c_out).transpose(1, 2)
-        else:
-            y = y.permute(0, 2, 1, 3).reshape(b, c_out, t * u)
+            # contiguous(): for one frame the reshape is a view that keeps the channel-major memory
+            y = y.permute(0, 1, 3, 2).reshape(b, t * u, c_out).contiguous()
+            return (y + self.bias if self.bias is not None else y).transpose(1, 2)
+        y = y.permute(0, 2, 1, 3).reshape(b, c_out, t * u)
         return y + self.bias[None, :, None] if self.bias is not None else y
 
     @staticmethod

@@ -1,0 +1,48 @@
+"""CPU inference runs time-major: every layer gives the same values in either layout and keeps the time-major one."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from holitok.layers import Conv1d, ConvTranspose1d, conv1d, is_time_major, time_cat, time_pad, to_time_major
+
+
+@pytest.mark.parametrize("length,stride,dilation", [(1, 1, 1), (12, 1, 3), (40, 2, 1), (300, 1, 2)])
+def test_conv1d_equals_torch_in_both_layouts(length, stride, dilation):
+    torch.manual_seed(length)
+    w, b = torch.randn(6, 5, 3), torch.randn(6)
+    x = torch.randn(2, 5, length + dilation * 2)
+    ref = F.conv1d(x, w, b, stride=stride, dilation=dilation)
+    got = conv1d(to_time_major(x), w, b, stride=stride, dilation=dilation)  # short ones take the GEMM path
+    assert is_time_major(got) and torch.allclose(got, ref, atol=1e-5)
+    assert torch.equal(conv1d(x, w, b, stride=stride, dilation=dilation), ref)  # channel-major: PyTorch's own
+
+
+def test_helpers_keep_the_layout_and_the_values():
+    x = torch.randn(2, 4, 9)
+    t = to_time_major(x)
+    assert torch.equal(t, x) and is_time_major(t) and not is_time_major(x)
+    assert is_time_major(time_pad(t, 3, 1)) and torch.equal(time_pad(t, 3, 1), F.pad(x, (3, 1)))
+    joined = time_cat([x[..., :2], t[..., 2:]])
+    assert is_time_major(joined) and torch.equal(joined, x)
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_streaming_layers_stay_time_major_on_short_steps(frames):
+    # A one-frame step once came out of the transposed conv channel-major (a reshape view), and everything after it
+    # ran on the slow path: the values were right, so only the layout can show it.
+    torch.manual_seed(0)
+    up, conv = ConvTranspose1d(8, 6, 4, 2, weight_norm=False), Conv1d(6, 6, 3, dilation=2, weight_norm=False)
+    x = torch.randn(1, 8, 12)
+    with torch.inference_mode():
+        ref = conv(up(x))
+        state, parts = {}, []
+        for start in range(0, 12, frames):
+            chunk = to_time_major(x[..., start:start + frames].contiguous())
+            h = up.step(chunk, state)
+            assert is_time_major(h)
+            out = conv.step(h, state)
+            assert out.shape[-1] == 0 or is_time_major(out)
+            parts.append(out)
+    assert torch.allclose(torch.cat(parts, -1), ref, atol=1e-5)
