@@ -4,7 +4,8 @@ Why: profiled on HoliTok-Base (decode, 1 thread), `Activation1d` took ~47 % of t
 on PyTorch's slow path, a replicate-pad copy and five element-wise passes over the x2 signal. This kernel computes the
 same function row by row in cache-sized blocks, in polyphase form (the even and odd output samples of the upsampler
 are two 6-tap filters over the input, and the downsampler is two 6-tap filters over those phases), with sin^2 from a
-range-reduced polynomial that vectorises. Equal to the eager path within float rounding (tests/test_tokenizer_fused.py
+range-reduced polynomial that vectorises; one variant for channel-major rows, one for the time-major tensors that CPU
+inference uses (holitok/layers.py), 16 channels per SIMD slice. Equal to the eager path within float rounding (tests/test_tokenizer_fused.py
 compares them offline and streamed); the golden and streaming tests run through it.
 
 It is compiled on first use with the C++ compiler (`torch.utils.cpp_extension.load_inline`, cached by torch). It is
