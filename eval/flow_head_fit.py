@@ -172,7 +172,8 @@ def fit(latents: str | Path, config: str | Path, overrides: list[str], items: in
                   flush=True)
     return {"latents": str(latents), "config": str(config), "overrides": list(overrides), "items": items,
             "conditions_from": str(conditions_from) if conditions_from else "random", "holdout": holdout,
-            "fresh_head": fresh_head or conditions_from is None, "patches": int(targets.shape[0]), "latent_dim": int(targets.shape[-1]), "patch_size": cfg.patch_size,
+            "fresh_head": fresh_head or conditions_from is None, "patches": int(targets.shape[0]),
+            "latent_dim": int(targets.shape[-1]), "patch_size": cfg.patch_size,
             "dit": vars(cfg.dit), "learning_rate": run.train.learning_rate,
             "flow_head_lr_scale": run.train.flow_head_lr_scale, "batch": batch, "steps": steps,
             "seconds": round(time.perf_counter() - started, 1),

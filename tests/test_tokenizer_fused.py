@@ -1,4 +1,4 @@
-"""The fused anti-aliased SnakeBeta kernel equals the eager modules, offline and streamed, and training never uses it."""
+"""The fused anti-aliased SnakeBeta kernel equals the eager modules, offline and streamed; training never uses it."""
 from __future__ import annotations
 
 import os

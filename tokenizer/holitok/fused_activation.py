@@ -2,11 +2,11 @@
 
 Why: profiled on HoliTok-Base (decode, 1 thread), `Activation1d` took ~47 % of the time: a transposed depthwise conv
 on PyTorch's slow path, a replicate-pad copy and five element-wise passes over the x2 signal. This kernel computes the
-same function row by row in cache-sized blocks, in polyphase form (the even and odd output samples of the upsampler
-are two 6-tap filters over the input, and the downsampler is two 6-tap filters over those phases), with sin^2 from a
-range-reduced polynomial that vectorises; one variant for channel-major rows, one for the time-major tensors that CPU
-inference uses (holitok/layers.py), 16 channels per SIMD slice. Equal to the eager path within float rounding (tests/test_tokenizer_fused.py
-compares them offline and streamed); the golden and streaming tests run through it.
+same function on the time-major tensors that CPU inference uses (holitok/layers.py) in cache-sized time blocks and
+16-channel SIMD slices, in polyphase form (the even and odd output samples of the upsampler are two 6-tap filters
+over the input, and the downsampler is two 6-tap filters over those phases), with sin^2 from a range-reduced
+polynomial that vectorises. Equal to the eager path within float rounding (tests/test_tokenizer_fused.py compares them
+offline and streamed); the golden and streaming tests run through it.
 
 It is compiled on first use with the C++ compiler (`torch.utils.cpp_extension.load_inline`, cached by torch). It is
 used only for inference (no autograd graph) on float32 CPU tensors; training keeps the eager modules. If it cannot be
@@ -53,83 +53,9 @@ static inline float sin_sq(float r) {
   return s * s;
 }
 
-// x [R, T] rows (R = batch * channels), x_hist [R, 5], u_hist [R, 12] (6 even-phase then 6 odd-phase samples),
-// up_f / down_f [C, 12], alpha = exp(log alpha) [C], inv_beta [C]. Returns out [R, T], new x_hist, new u_hist.
-std::vector<at::Tensor> snake_aa(at::Tensor x, at::Tensor x_hist, at::Tensor u_hist, bool u_hist_valid,
-                                 at::Tensor up_f, at::Tensor down_f, at::Tensor alpha, at::Tensor inv_beta) {
-  const int64_t R = x.size(0), T = x.size(1), C = up_f.size(0);
-  auto out = at::empty_like(x);
-  auto new_x_hist = at::empty({R, 5}, x.options());
-  auto new_u_hist = at::empty({R, 12}, x.options());
-  const float *px = x.data_ptr<float>(), *pxh = x_hist.data_ptr<float>(), *puh = u_hist.data_ptr<float>();
-  const float *pf = up_f.data_ptr<float>(), *pg = down_f.data_ptr<float>();
-  const float *pa = alpha.data_ptr<float>(), *pb = inv_beta.data_ptr<float>();
-  float *po = out.data_ptr<float>(), *pnx = new_x_hist.data_ptr<float>(), *pnu = new_u_hist.data_ptr<float>();
-  at::parallel_for(0, R, 1, [&](int64_t begin, int64_t end) {
-    const int64_t BS = 2048;
-    std::vector<float> xe(5 + BS), ue(6 + BS), uo(6 + BS);
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t c = row % C;
-      float fe[6], fo[6], ge[6], go[6];
-      for (int i = 0; i < 6; ++i) {
-        fe[i] = 2.0f * pf[c * 12 + 2 * i];
-        fo[i] = 2.0f * pf[c * 12 + 2 * i + 1];
-        ge[i] = pg[c * 12 + 2 * i + 1];
-        go[i] = pg[c * 12 + 2 * i];
-      }
-      const float a = pa[c], ib = pb[c];
-      const float* xr = px + row * T;
-      float* zr = po + row * T;
-      std::memcpy(xe.data(), pxh + row * 5, 5 * sizeof(float));
-      bool replicate = !u_hist_valid;
-      if (u_hist_valid) {
-        std::memcpy(ue.data(), puh + row * 12, 6 * sizeof(float));
-        std::memcpy(uo.data(), puh + row * 12 + 6, 6 * sizeof(float));
-      }
-      for (int64_t j0 = 0; j0 < T; j0 += BS) {
-        const int64_t n = std::min(BS, T - j0);
-        std::memcpy(xe.data() + 5, xr + j0, n * sizeof(float));
-        float* xq = xe.data();
-        float* eq = ue.data() + 6;
-        float* oq = uo.data() + 6;
-        for (int64_t j = 0; j < n; ++j) {
-          float ae = 0.0f, ao = 0.0f;
-          for (int i = 0; i < 6; ++i) {
-            ae += fe[i] * xq[j + 5 - i];
-            ao += fo[i] * xq[j + 5 - i];
-          }
-          eq[j] = ae + sin_sq(a * ae) * ib;
-          oq[j] = ao + sin_sq(a * ao) * ib;
-        }
-        if (replicate) {  // the true start: the downsampler's left padding repeats the first output sample
-          for (int i = 0; i < 6; ++i) { ue[i] = eq[0]; uo[i] = eq[0]; }
-          replicate = false;
-        }
-        const float* ep = ue.data();
-        const float* op = uo.data();
-        for (int64_t j = 0; j < n; ++j) {
-          float acc = 0.0f;
-          for (int i = 0; i < 6; ++i) acc += ge[i] * ep[j + i + 1] + go[i] * op[j + i];
-          zr[j0 + j] = acc;
-        }
-        std::memmove(xe.data(), xe.data() + n, 5 * sizeof(float));
-        std::memmove(ue.data(), ue.data() + n, 6 * sizeof(float));
-        std::memmove(uo.data(), uo.data() + n, 6 * sizeof(float));
-      }
-      std::memcpy(pnx + row * 5, xe.data(), 5 * sizeof(float));
-      if (replicate) {  // T == 0 at the true start: nothing seen yet, keep waiting for a first sample
-        std::memset(pnu + row * 12, 0, 12 * sizeof(float));
-      } else {
-        std::memcpy(pnu + row * 12, ue.data(), 6 * sizeof(float));
-        std::memcpy(pnu + row * 12 + 6, uo.data(), 6 * sizeof(float));
-      }
-    }
-  });
-  return {out, new_x_hist, new_u_hist};
-}
-
-// The same function on time-major (channels-last) tensors: x [B, T, C], x_hist [B, 5, C], u_hist [B, 12, C] (6 even-
-// phase rows then 6 odd-phase rows). Work is split into (item, 16-channel slice) tasks; the inner loops run over the
+// x [B, T, C] (time-major), x_hist [B, 5, C] (the last input samples), u_hist [B, 12, C] (the last 6 samples of the
+// even then the odd output phase; ignored when !u_hist_valid: the true start, where the downsampler's left padding
+// repeats the first output sample), up_f / down_f [C, 12], alpha = exp(log alpha) [C], inv_beta [C]. Work is split into (item, 16-channel slice) tasks; the inner loops run over the
 // slice's 16 lanes, contiguous in memory, as SIMD loops.
 std::vector<at::Tensor> snake_aa_nwc(at::Tensor x, at::Tensor x_hist, at::Tensor u_hist, bool u_hist_valid,
                                      at::Tensor up_f, at::Tensor down_f, at::Tensor alpha, at::Tensor inv_beta) {
@@ -235,10 +161,7 @@ std::vector<at::Tensor> snake_aa_nwc(at::Tensor x, at::Tensor x_hist, at::Tensor
   return {out, new_x_hist, new_u_hist};
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("snake_aa", &snake_aa, "fused anti-aliased SnakeBeta, channel-major rows");
-  m.def("snake_aa_nwc", &snake_aa_nwc, "fused anti-aliased SnakeBeta, time-major (channels-last)");
-}
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("snake_aa_nwc", &snake_aa_nwc, "fused anti-aliased SnakeBeta"); }
 """
 
 _lock = threading.Lock()
@@ -248,7 +171,7 @@ _state: dict = {}
 def _build():
     from torch.utils.cpp_extension import load_inline
     flags = ["-O3", "-march=native"] if os.uname().machine in ("x86_64", "AMD64") else ["-O3"]
-    return load_inline(name="holitok_fused_activation_v3", cpp_sources=[_CPP], extra_cflags=flags + ["-fopenmp"],
+    return load_inline(name="holitok_fused_activation_v4", cpp_sources=[_CPP], extra_cflags=flags + ["-fopenmp"],
                        extra_ldflags=["-fopenmp"], with_cuda=False, verbose=False)
 
 
@@ -256,6 +179,8 @@ def kernel():
     """The compiled module, or None (disabled by the environment, or the build failed: warned once with the reason)."""
     if not fast_cpu_enabled():
         return None
+    if "module" in _state:  # built (or failed) already: no lock on the hot path
+        return _state["module"]
     with _lock:
         if "module" not in _state:
             try:
@@ -293,14 +218,10 @@ def run(x: Tensor, up_filter: Tensor, down_filter: Tensor, log_alpha: Tensor, lo
     filters = (up_filter.detach().reshape(-1, 12).expand(c, 12).contiguous(),
                down_filter.detach().reshape(-1, 12).expand(c, 12).contiguous(), log_alpha.detach().exp().contiguous(),
                (1.0 / (log_beta.detach().exp() + 1e-9)).contiguous())
-    x = x.detach()
-    if is_time_major(x):  # [B, T, C] rows: the kernel's channels-last variant, no copy
-        out, x_hist, u_hist = kernel().snake_aa_nwc(x.transpose(1, 2).contiguous(),
-                                                    x_hist.transpose(1, 2).contiguous(),
-                                                    u_hist.transpose(1, 2).contiguous(), valid, *filters)
-        return out.transpose(1, 2), (x_hist.transpose(1, 2), u_hist.transpose(1, 2))
-    # .contiguous(): the kernel reads raw rows, and a reshape of a transposed history can be a strided view
-    out, x_hist, u_hist = kernel().snake_aa(x.contiguous().view(b * c, t),
-                                            x_hist.reshape(b * c, X_HISTORY).contiguous(),
-                                            u_hist.reshape(b * c, 2 * U_HISTORY).contiguous(), valid, *filters)
-    return out.view(b, c, t), (x_hist.view(b, c, X_HISTORY), u_hist.view(b, c, 2 * U_HISTORY))
+    # [B, T, C] rows for the kernel: a view of a time-major x, one copy of a channel-major one
+    time_major = is_time_major(x)
+    out, x_hist, u_hist = kernel().snake_aa_nwc(x.detach().transpose(1, 2).contiguous(),
+                                                x_hist.transpose(1, 2).contiguous(),
+                                                u_hist.transpose(1, 2).contiguous(), valid, *filters)
+    out = out.transpose(1, 2)
+    return (out if time_major else out.contiguous()), (x_hist.transpose(1, 2), u_hist.transpose(1, 2))
