@@ -46,3 +46,23 @@ def test_streaming_layers_stay_time_major_on_short_steps(frames):
             assert out.shape[-1] == 0 or is_time_major(out)
             parts.append(out)
     assert torch.allclose(torch.cat(parts, -1), ref, atol=1e-5)
+
+
+def test_short_lstm_steps_equal_the_offline_lstm(monkeypatch):
+    # One- and two-frame streaming steps bypass oneDNN's LSTM (holitok/bottleneck.py); the carried (h, c) must make
+    # any mix of step sizes equal one pass over the whole sequence, as nn.LSTM computes it.
+    from holitok.bottleneck import SHORT_STEP_FRAMES, SkipLSTM
+    torch.manual_seed(0)
+    block = SkipLSTM(16, num_layers=3).eval()
+    x = torch.randn(2, 27, 16)
+    with torch.inference_mode():
+        ref = block(x)
+        state, parts, start = {}, [], 0
+        for size in (1, 2, 1, 20, 3):  # 20 frames: longer than SHORT_STEP_FRAMES, oneDNN's path
+            parts.append(block.step(x[:, start:start + size], state))
+            start += size
+        assert 20 > SHORT_STEP_FRAMES >= 3
+        assert torch.allclose(torch.cat(parts, dim=1), ref, atol=1e-6)
+        monkeypatch.setenv("HOLITOK_FAST_CPU", "0")  # the plain path gives the same values
+        slow = block.step(x[:, :1], {})
+    assert torch.allclose(slow, ref[:, :1], atol=1e-6)
