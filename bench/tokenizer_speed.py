@@ -50,7 +50,7 @@ def measure(args: argparse.Namespace) -> dict:
         # One untimed stream first: oneDNN builds its kernels for each new input shape on first use, which a running
         # server pays once, not per stream.
         first_audio = []
-        for _ in range(args.repeats + 1):
+        for _ in range(max(10, args.repeats) + 1):  # a stream's start is short: take 10 for a stable median
             stream = model.stream_decoder()
             start, got = time.perf_counter(), 0
             for j in range(3):

@@ -49,7 +49,7 @@ def test_streaming_layers_stay_time_major_on_short_steps(frames):
 
 
 def test_short_lstm_steps_equal_the_offline_lstm(monkeypatch):
-    # One- and two-frame streaming steps bypass oneDNN's LSTM (holitok/bottleneck.py); the carried (h, c) must make
+    # Streaming steps of a few frames bypass oneDNN's LSTM (holitok/bottleneck.py); the carried (h, c) must make
     # any mix of step sizes equal one pass over the whole sequence, as nn.LSTM computes it.
     from holitok.bottleneck import SHORT_STEP_FRAMES, SkipLSTM
     torch.manual_seed(0)
@@ -66,3 +66,26 @@ def test_short_lstm_steps_equal_the_offline_lstm(monkeypatch):
         monkeypatch.setenv("HOLITOK_FAST_CPU", "0")  # the plain path gives the same values
         slow = block.step(x[:, :1], {})
     assert torch.allclose(slow, ref[:, :1], atol=1e-6)
+
+
+@pytest.mark.parametrize("path", ["encode", "decode"])
+def test_chunked_inference_runs_every_conv_time_major(monkeypatch, path):
+    # The streaming encoder once walked the conv stack itself and skipped the switch to the time-major layout: the
+    # values were right and every conv ran ~15 % slower, so only the layout each conv receives can show it.
+    import holitok.layers as layers
+    from holitok import HoliTok, get_preset_config
+    torch.manual_seed(0)
+    model = HoliTok(get_preset_config("tiny")).eval().fold_weight_norm()
+    seen, plain_conv1d = [], layers.conv1d
+
+    def recording_conv1d(x, *args, **kwargs):
+        seen.append(is_time_major(x) or x.shape[1] == 1)  # the stem's 1-channel waveform has no layout
+        return plain_conv1d(x, *args, **kwargs)
+
+    monkeypatch.setattr(layers, "conv1d", recording_conv1d)
+    with torch.inference_mode():
+        if path == "encode":
+            model.encode_posterior(0.1 * torch.randn(1, 1, 48000 * 3), chunk_frames=10)
+        else:
+            model.decode(torch.randn(1, model.latent_dim, 30), chunk_frames=10)
+    assert len(seen) > 20 and all(seen)

@@ -98,11 +98,15 @@ class AudioEncoder(nn.Module):
     def forward(self, audio: Tensor) -> Tensor:
         return self.lookahead_conv(self.features(audio))
 
-    def step(self, audio: Tensor, state: dict) -> Tensor:
+    def step_features(self, audio: Tensor, state: dict) -> Tensor:
+        """features() for a chunk of a stream: every frame its samples so far determine."""
         audio = inference_layout(self.generator[0].step(audio, state))
         for layer in self.generator[1:-1]:
             audio = layer.step(audio, state) if hasattr(layer, "step") else layer(audio)
-        return self.lookahead_conv.step(audio, state)
+        return audio
+
+    def step(self, audio: Tensor, state: dict) -> Tensor:
+        return self.lookahead_conv.step(self.step_features(audio, state), state)
 
     def flush(self, state: dict) -> Tensor:
         return self.lookahead_conv.flush(state)

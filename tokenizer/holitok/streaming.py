@@ -43,9 +43,8 @@ class StreamingEncoder:
             raise RuntimeError("this stream was flushed; start a new one with model.stream_encoder()")
         x = as_model_input(audio, device=next(self.model.parameters()).device, allow_empty=True)
         enc = self.model.audio_encoder
-        for layer in enc.generator[:-1]:
-            x = layer.step(x, self.state) if hasattr(layer, "step") else layer(x)
-        return self._bottleneck(enc.lookahead_conv.step(self._mask_features(x), self.state))
+        features = self._mask_features(enc.step_features(x, self.state))
+        return self._bottleneck(enc.lookahead_conv.step(features, self.state))
 
     @torch.no_grad()
     def flush(self) -> Tensor:
