@@ -7,8 +7,9 @@ Random weights unless --checkpoint is given (speed does not depend on the values
 one pass with the eager modules, as the authors' runtime does (weight norm folded; `HOLITOK_FAST_CPU=0`: no fused
 kernel, PyTorch's default layout); "chunked" is our streaming path (`decode(..., chunk_frames=N)`: time-major, fused
 SnakeBeta kernel), which returns the same output. Each path runs in a fresh subprocess so its peak RSS is its own;
-the ratios come from one invocation. Output equality is checked by the test suite, not here. It also
-prints the streaming decoder's compute from a fresh stream to its first audio when fed three latent frames.
+the ratios come from one invocation, `--rounds N` alternating the paths N times (medians over rounds). Output
+equality is checked by the test suite, not here. It also prints each path's streaming decoder compute from a fresh
+stream to its first audio when fed three latent frames, and how much CPU the host took while it ran.
 """
 from __future__ import annotations
 
@@ -38,6 +39,9 @@ def measure(args: argparse.Namespace) -> dict:
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     enc_times, dec_times = [], []
     with torch.inference_mode():
+        # One untimed encode first, on both paths: oneDNN builds its kernels for each new shape on first use, which a
+        # server pays once, not per file. (The decode is long enough for that to be noise.)
+        model.encode_posterior(audio, chunk_frames=chunk)
         for _ in range(args.repeats):
             start = time.perf_counter()
             latents = model.posterior_mean(model.encode_posterior(audio, chunk_frames=chunk))
@@ -71,7 +75,8 @@ def main() -> None:
     ap.add_argument("--checkpoint", help="real weights from this path instead of random ones")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=1, help="timed passes per process")
+    ap.add_argument("--rounds", type=int, default=1, help="fresh processes per path, alternating between paths")
     ap.add_argument("--chunk-frames", type=int, default=50, help="latent frames per streaming chunk")
     ap.add_argument("--paths", nargs="+", default=["offline", "chunked"], choices=["offline", "chunked"])
     ap.add_argument("--path", help=argparse.SUPPRESS)  # set in the child process
@@ -79,29 +84,51 @@ def main() -> None:
     if args.path:
         print(json.dumps(measure(args)))
         return
-    results = {}
-    for path in args.paths:
-        # The one-pass baseline stays the authors' graph: the eager modules in PyTorch's default layout.
-        env = dict(os.environ, **({"HOLITOK_FAST_CPU": "0"} if path == "offline" else {}))
-        child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--path", path], capture_output=True,
-                               text=True, check=True, env=env)
-        results[path] = json.loads(child.stdout.strip().splitlines()[-1])
+    runs: dict[str, list[dict]] = {path: [] for path in args.paths}
+    steal_before = _cpu_steal()
+    for _ in range(args.rounds):
+        # Paths alternate, each round in fresh processes: a shared host's speed drifts over minutes, and both paths
+        # should see the same drift. The baseline stays the authors' graph: eager modules, PyTorch's default layout.
+        for path in args.paths:
+            env = dict(os.environ, **({"HOLITOK_FAST_CPU": "0"} if path == "offline" else {}))
+            child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--path", path], capture_output=True,
+                                   text=True, check=True, env=env)
+            runs[path].append(json.loads(child.stdout.strip().splitlines()[-1]))
+    steal = _cpu_steal() - steal_before if steal_before is not None else None
+    results = {path: {key: (statistics.median(r[key] for r in rs) if key in MEDIAN_KEYS else rs[0][key])
+                      for key in rs[0]} for path, rs in runs.items()}
     first = next(iter(results.values()))
     print(f"\nHoliTok {args.model}: {first['params'] / 1e6:.1f}M params, {args.seconds:g} s of audio, "
-          f"{args.threads} threads, chunk {args.chunk_frames} frames\n")
+          f"{args.threads} threads, chunk {args.chunk_frames} frames, {args.rounds} rounds x {args.repeats} repeats\n")
     print("fused SnakeBeta kernel: " + ", ".join(f"{p} {'yes' if r['fused'] else 'no'}" for p, r in results.items()))
-    print(f"{'path':<10}{'encode s':>10}{'enc RTF':>9}{'decode s':>10}{'dec RTF':>9}{'peak RSS MB':>13}"
-          f"{'after load MB':>15}")
+    print(f"{'path':<10}{'encode s':>10}{'enc RTF':>9}{'decode s':>10}{'dec RTF':>9}{'first audio ms':>16}"
+          f"{'peak RSS MB':>13}{'after load MB':>15}")
     for path, r in results.items():
         print(f"{path:<10}{r['encode']:>10.2f}{r['encode'] / args.seconds:>9.3f}{r['decode']:>10.2f}"
-              f"{r['decode'] / args.seconds:>9.3f}{r['peak_mb']:>13.0f}{r['base_mb']:>15.0f}")
+              f"{r['decode'] / args.seconds:>9.3f}{r['first_audio_ms']:>16.0f}{r['peak_mb']:>13.0f}"
+              f"{r['base_mb']:>15.0f}")
     if len(results) == 2:
         off, ch = results["offline"], results["chunked"]
         print(f"\nchunked vs offline: encode {off['encode'] / ch['encode']:.2f}x, decode "
               f"{off['decode'] / ch['decode']:.2f}x faster; peak RSS {ch['peak_mb']:.0f} vs {off['peak_mb']:.0f} MB")
     print(f"algorithmic latency (ms): {first['latency']}")
-    print(f"streaming decode, compute to the first audio after 3 latent frames: {first['first_audio_ms']:.0f} ms")
+    print("first audio: compute from a fresh stream to its first audio when fed 3 latent frames one at a time "
+          "(the offline row streams with the eager modules)")
+    if steal is not None:
+        print(f"host: {steal:.0f} s of CPU time taken by other machines while this ran (/proc/stat steal)")
 
+
+MEDIAN_KEYS = ("encode", "decode", "first_audio_ms", "peak_mb")
+
+
+def _cpu_steal() -> float | None:
+    """Seconds of CPU time the hypervisor gave to others so far (Linux); a busy host slows every path."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 if __name__ == "__main__":
     main()
