@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from holitok.layers import Conv1d, ConvTranspose1d, conv1d, is_time_major, time_cat, time_pad, to_time_major
+from holitok.layers import Conv1d, ConvTranspose1d, conv1d, is_time_major, time_buffer, time_cat, to_time_major
 
 
 @pytest.mark.parametrize("length,stride,dilation", [(1, 1, 1), (12, 1, 3), (40, 2, 1), (300, 1, 2)])
@@ -23,7 +23,11 @@ def test_helpers_keep_the_layout_and_the_values():
     x = torch.randn(2, 4, 9)
     t = to_time_major(x)
     assert torch.equal(t, x) and is_time_major(t) and not is_time_major(x)
-    assert is_time_major(time_pad(t, 3, 1)) and torch.equal(time_pad(t, 3, 1), F.pad(x, (3, 1)))
+    assert is_time_major(time_buffer(None, t, 3, 1)) and torch.equal(time_buffer(None, t, 3, 1), F.pad(x, (3, 1)))
+    with torch.inference_mode():  # the activation written straight into the buffer: same values, same layout
+        fused = time_buffer(t[..., :2], t, 0, 1, negative_slope=0.2)
+    assert is_time_major(fused)
+    assert torch.equal(fused, torch.cat([x[..., :2], F.leaky_relu(x, 0.2), torch.zeros(2, 4, 1)], dim=-1))
     joined = time_cat([x[..., :2], t[..., 2:]])
     assert is_time_major(joined) and torch.equal(joined, x)
 

@@ -1,10 +1,12 @@
 """Causal convolutional encoder: 48 kHz waveform -> latent_dim x 25 Hz, with a 2-frame lookahead at the very end."""
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import HoliTokConfig
-from .layers import Conv1d, inference_layout
+from .layers import Conv1d, fast_cpu_enabled, inference_layout
 from .stft_frontend import STFTFrontend
 
 STEM_CHANNELS = 12  # fixed by the released architecture, whatever the config's ladder says
@@ -18,11 +20,11 @@ class ConvLayer(nn.Module):
         super().__init__()
         self.layer = conv
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.layer(x)
+    def forward(self, x: Tensor, negative_slope: float | None = None) -> Tensor:
+        return self.layer(x, negative_slope)
 
-    def step(self, x: Tensor, state: dict) -> Tensor:
-        return self.layer.step(x, state)
+    def step(self, x: Tensor, state: dict, negative_slope: float | None = None) -> Tensor:
+        return self.layer.step(x, state, negative_slope)
 
     def flush(self, state: dict) -> Tensor:
         return self.layer.flush(state)
@@ -41,10 +43,17 @@ class ResidualUnit(nn.Module):
         self.act = nn.LeakyReLU()  # slope 0.01, torch's default, as released
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self._modules["5"](self.act(self._modules["2"](self.act(x))))
+        slope = self.act.negative_slope  # each conv applies it to its input (fused with its padding copy)
+        return _residual(x, self._modules["5"](self._modules["2"](x, slope), slope))
 
     def step(self, x: Tensor, state: dict) -> Tensor:
-        return x + self._modules["5"].step(self.act(self._modules["2"].step(self.act(x), state)), state)
+        slope = self.act.negative_slope
+        return _residual(x, self._modules["5"].step(self._modules["2"].step(x, state, slope), state, slope))
+
+
+def _residual(x: Tensor, y: Tensor) -> Tensor:
+    """x + y, into y (a fresh conv output) in CPU inference: one large allocation less per unit."""
+    return y.add_(x) if not torch.is_grad_enabled() and fast_cpu_enabled() else x + y
 
 
 class ResStack(nn.Module):
@@ -90,20 +99,29 @@ class AudioEncoder(nn.Module):
 
     def features(self, audio: Tensor) -> Tensor:
         """Everything before the lookahead conv: strictly causal, so padding after an item never leaks into it."""
-        audio = inference_layout(self.generator[0](audio))  # the stem's 1-channel input has no layout to choose
-        for layer in self.generator[1:-1]:
-            audio = layer(audio)
-        return audio
+        return self._run(audio, lambda layer, x, **kw: layer(x, **kw))
 
     def forward(self, audio: Tensor) -> Tensor:
         return self.lookahead_conv(self.features(audio))
 
     def step_features(self, audio: Tensor, state: dict) -> Tensor:
         """features() for a chunk of a stream: every frame its samples so far determine."""
-        audio = inference_layout(self.generator[0].step(audio, state))
-        for layer in self.generator[1:-1]:
-            audio = layer.step(audio, state) if hasattr(layer, "step") else layer(audio)
-        return audio
+        return self._run(audio, lambda layer, x, **kw: layer.step(x, state, **kw))
+
+    def _run(self, audio: Tensor, call) -> Tensor:
+        """The generator up to the lookahead conv; each LeakyReLU before a conv is handed to that conv (fused)."""
+        layers = list(self.generator[:-1])
+        audio = inference_layout(call(layers[0], audio))  # the stem's 1-channel input has no layout to choose
+        slope = None
+        for layer in layers[1:]:
+            if isinstance(layer, nn.LeakyReLU):
+                slope = layer.negative_slope
+            elif isinstance(layer, ConvLayer):
+                audio, slope = call(layer, audio, negative_slope=slope), None
+            else:
+                audio = call(layer, F.leaky_relu(audio, slope) if slope is not None else audio)
+                slope = None
+        return F.leaky_relu(audio, slope) if slope is not None else audio
 
     def step(self, audio: Tensor, state: dict) -> Tensor:
         return self.lookahead_conv.step(self.step_features(audio, state), state)

@@ -103,15 +103,6 @@ def time_cat(parts: list[Tensor]) -> Tensor:
     return torch.cat(parts, dim=-1)
 
 
-def time_pad(x: Tensor, left: int, right: int) -> Tensor:
-    """Zero padding along time, in x's layout."""
-    if not (left or right):
-        return x
-    if is_time_major(x):
-        return F.pad(x.transpose(1, 2), (0, 0, left, right)).transpose(1, 2)
-    return F.pad(x, (left, right))
-
-
 SHORT_CONV_OUTPUTS = 64  # at most this many output samples: a GEMM over the unfolded input (see conv1d)
 
 
@@ -135,24 +126,48 @@ def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, dila
     return F.conv1d(x, weight, bias, stride=stride, dilation=dilation, groups=groups)
 
 
-def _stream_buffer(module: nn.Module, x: Tensor, state: dict, pad_left: int, replicate: bool) -> Tensor:
+def time_buffer(head: Tensor | None, x: Tensor, left: int, right: int = 0,
+                negative_slope: float | None = None) -> Tensor:
+    """[head (or `left` zero frames), x, `right` zero frames] along time, in x's layout; with `negative_slope`, x goes
+    through LeakyReLU on the way in.
+
+    A time-major x in inference is written once, straight into the buffer (the activation's output is the buffer):
+    the encoder's residual units otherwise spend one full pass per conv on the activation and another on the
+    padding or stream-buffer copy."""
+    if negative_slope is not None and (torch.is_grad_enabled() or not is_time_major(x)):
+        x, negative_slope = F.leaky_relu(x, negative_slope), None
+    if head is None and not (left or right or negative_slope is not None):
+        return x
+    if head is None:
+        head = x.new_zeros(*x.shape[:-1], left)
+    if negative_slope is None:
+        return time_cat([head, x, x.new_zeros(*x.shape[:-1], right)]) if right else time_cat([head, x])
+    batch, channels, frames = x.shape
+    buf = x.new_empty(batch, head.shape[-1] + frames + right, channels).transpose(1, 2)
+    buf[..., :head.shape[-1]] = head
+    torch.ops.aten.leaky_relu.out(x, negative_slope, out=buf[..., head.shape[-1]:head.shape[-1] + frames])
+    if right:
+        buf[..., -right:] = 0
+    return buf
+
+
+def _stream_buffer(module: nn.Module, x: Tensor, state: dict, pad_left: int, replicate: bool,
+                   negative_slope: float | None) -> Tensor:
     """The not-yet-consumed input of `module` with `x` appended (left padding added on the first call)."""
     buf = state.get(module)
-    if buf is None:
-        if replicate:
-            if x.shape[-1] == 0:
-                return x  # replicate padding needs the first sample: wait for it
-            pad = x[..., :1].expand(*x.shape[:-1], pad_left)
-        else:
-            pad = x.new_zeros(*x.shape[:-1], pad_left)
-        buf = pad
-    return time_cat([buf, x])
+    if buf is None and replicate:
+        if x.shape[-1] == 0:
+            return x  # replicate padding needs the first sample: wait for it
+        buf = x[..., :1].expand(*x.shape[:-1], pad_left)
+    return time_buffer(buf, x, pad_left, negative_slope=negative_slope)
 
 
 def stream_conv1d(module: nn.Module, x: Tensor, state: dict, weight: Tensor, bias: Tensor | None, *, stride: int,
-                  dilation: int, groups: int, pad_left: int, replicate: bool = False) -> Tensor:
-    """One streaming step of a left-padded conv: emits every output whose receptive field is complete."""
-    buf = _stream_buffer(module, x, state, pad_left, replicate)
+                  dilation: int, groups: int, pad_left: int, replicate: bool = False,
+                  negative_slope: float | None = None) -> Tensor:
+    """One streaming step of a left-padded conv (of LeakyReLU(x) with `negative_slope`): emits every output whose
+    receptive field is complete."""
+    buf = _stream_buffer(module, x, state, pad_left, replicate, negative_slope)
     if module not in state and buf is x:  # replicate padding still waiting for a first sample
         return x.new_zeros(x.shape[0], weight.shape[0], 0)
     span = dilation * (weight.shape[-1] - 1) + 1
@@ -195,13 +210,14 @@ class Conv1d(WeightNormed):
         if self.pad_left < 0:
             raise ValueError(f"lookahead {lookahead} exceeds the receptive field of kernel {kernel_size}")
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = time_pad(x, self.pad_left, self.lookahead)
+    def forward(self, x: Tensor, negative_slope: float | None = None) -> Tensor:
+        """The conv of x, or of LeakyReLU(x) with `negative_slope` (fused with the padding copy; see time_buffer)."""
+        x = time_buffer(None, x, self.pad_left, self.lookahead, negative_slope)
         return conv1d(x, self.get_weight(), self.bias, stride=self.stride, dilation=self.dilation)
 
-    def step(self, x: Tensor, state: dict) -> Tensor:
+    def step(self, x: Tensor, state: dict, negative_slope: float | None = None) -> Tensor:
         return stream_conv1d(self, x, state, self.get_weight(), self.bias, stride=self.stride,
-                             dilation=self.dilation, groups=1, pad_left=self.pad_left)
+                             dilation=self.dilation, groups=1, pad_left=self.pad_left, negative_slope=negative_slope)
 
     def flush(self, state: dict) -> Tensor:
         """Outputs held back for the lookahead, computed with the zero padding of the true end."""
