@@ -343,7 +343,7 @@ class DemoPipeline:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="default",
-                        help="smoke | tiny | default (configs/demo/<name>.yaml), or a YAML path")
+                        help="smoke | tiny | default | chars256 (configs/demo/<name>.yaml), or a YAML path")
     parser.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
     parser.add_argument("--no-launch", action="store_true", help="train only, do not start the Gradio demo")
     parser.add_argument("--port", type=int, default=7860)

@@ -1,4 +1,4 @@
-"""Opens the latent stores named in `data:` and turns them into sampler streams, logging every unusable item."""
+"""Opens the latent stores named in `data:` as sampler streams (logging unusable items) and batches them."""
 from __future__ import annotations
 
 import numpy as np
@@ -52,7 +52,13 @@ def open_streams(data: LatentDataConfig, bad_items: BadItemLog, latent_dim: int 
 def build_batcher(data: LatentDataConfig, seed: int, rank: int, world_size: int, bad_items: BadItemLog,
                   latent_dim: int | None = None) -> FrameBudgetBatcher:
     stores, streams = open_streams(data, bad_items, latent_dim, rank, world_size)
+    return make_batcher(data, stores, streams, seed, rank, world_size, bad_items)
+
+
+def make_batcher(data: LatentDataConfig, stores: list[LatentStore], streams: list[Stream], seed: int, rank: int,
+                 world_size: int, bad_items: BadItemLog) -> FrameBudgetBatcher:
+    """This rank's batches over streams already opened (the trainer opens them once for other uses too)."""
     sampler = TaskSampler(streams, data.task_ratio, seed=seed, rank=rank, world_size=world_size,
                           split_items=not data.shard_per_rank)
     return FrameBudgetBatcher(sampler, stores, data.max_frames_per_batch, data.max_items_per_batch, bad_items,
-                              with_semantic=data.use_semantic_features)
+                              with_semantic=data.use_semantic_features, sort_pool_batches=data.sort_pool_batches)

@@ -122,52 +122,114 @@ class TaskSampler:
 
 class FrameBudgetBatcher:
     """Draws items until the padded batch (items x longest item, in latent frames) would exceed the budget; the item
-    that did not fit opens the next batch. Items that fail to load are logged in `bad_items` and replaced."""
+    that did not fit opens the next batch. Items that fail to load are logged in `bad_items` and replaced.
+
+    With `sort_pool_batches` > 0 it draws that many batches' worth of items (x `max_items_per_batch`) at once, sorts
+    them by length, cuts them into batches under the same budget and serves those in a seeded random order: items in a
+    batch are then of similar length, so far fewer of its frames are padding (on the demo corpus 2 % instead of 39 %,
+    1.5x the real frames per batch). The task ratio holds over each pool; a batch may be all one task."""
 
     def __init__(self, sampler: TaskSampler, stores: list[LatentStore], max_frames_per_batch: int,
                  max_items_per_batch: int, bad_items: BadItemLog, with_semantic: bool = False,
-                 max_consecutive_bad: int = 10000):
+                 max_consecutive_bad: int = 10000, sort_pool_batches: int = 0):
         self.sampler, self.stores = sampler, stores
         self.max_frames, self.max_items = max_frames_per_batch, max_items_per_batch
         self.bad_items, self.with_semantic = bad_items, with_semantic
         self.max_consecutive_bad = max_consecutive_bad
+        self.sort_pool_batches = sort_pool_batches
         self.pending: tuple[int, int] | None = None
+        self.ready: list[list[tuple[int, int]]] = []  # sorted-pool batches still to serve, in serving order
+        self.pools = 0
 
     def next_batch(self) -> list[dict]:
+        if self.sort_pool_batches <= 0:
+            return self._next_unsorted_batch()
+        while True:
+            if not self.ready:
+                self._fill_pool()
+            items = [item for item in map(self._load, self.ready.pop(0)) if item is not None]
+            if items:
+                return items
+
+    def _ref_frames(self, ref: tuple[int, int]) -> tuple[str, int]:
+        store = self.stores[self.sampler.streams[ref[0]].dataset]
+        return store.ids[ref[1]], int(store.num_frames[ref[1]])
+
+    def _fits(self, count: int, longest: int, frames: int) -> bool:
+        """Whether one more item of `frames` fits a batch of `count` items whose longest has `longest` frames."""
+        return not count or (count < self.max_items and max(longest, frames) * (count + 1) <= self.max_frames)
+
+    def _load(self, ref: tuple[int, int]) -> dict | None:
+        """The item with its task, or None after logging it as bad."""
+        stream = self.sampler.streams[ref[0]]
+        store = self.stores[stream.dataset]
+        try:
+            item = store.load(ref[1], with_semantic=self.with_semantic)
+            if not item["text"].strip():
+                raise BadItem("empty-text: transcript is empty")
+        except BadItem as err:
+            self.bad_items.add(store.ids[ref[1]], str(err))
+            return None
+        item["task"] = stream.task
+        return item
+
+    def _check_bad_run(self, bad_run: int) -> None:
+        if bad_run >= self.max_consecutive_bad:
+            raise RuntimeError(f"{bad_run} consecutive bad items drawn; the data is unusable:\n"
+                               f"{self.bad_items.report(limit=20)}")
+
+    def _next_unsorted_batch(self) -> list[dict]:
         items: list[dict] = []
         longest = 0
         bad_run = 0
         while True:
             ref, self.pending = (self.pending or self.sampler.draw()), None
-            stream = self.sampler.streams[ref[0]]
-            store = self.stores[stream.dataset]
-            item_id = store.ids[ref[1]]
+            item_id, frames = self._ref_frames(ref)
             if item_id in self.bad_items:
                 bad_run += 1
             else:
-                frames = int(store.num_frames[ref[1]])
-                if items and (len(items) >= self.max_items or max(longest, frames) * (len(items) + 1) > self.max_frames):
+                if not self._fits(len(items), longest, frames):
                     self.pending = ref
                     return items
-                try:
-                    item = store.load(ref[1], with_semantic=self.with_semantic)
-                    if not item["text"].strip():
-                        raise BadItem("empty-text: transcript is empty")
-                except BadItem as err:
-                    self.bad_items.add(item_id, str(err))
+                item = self._load(ref)
+                if item is None:
                     bad_run += 1
                 else:
-                    item["task"] = stream.task
                     items.append(item)
                     longest = max(longest, frames)
                     bad_run = 0
-            if bad_run >= self.max_consecutive_bad:
-                raise RuntimeError(f"{bad_run} consecutive bad items drawn; the data is unusable:\n"
-                                   f"{self.bad_items.report(limit=20)}")
+            self._check_bad_run(bad_run)
+
+    def _fill_pool(self) -> None:
+        pool, bad_run = [], 0
+        while len(pool) < self.sort_pool_batches * self.max_items:
+            ref = self.sampler.draw()
+            item_id, frames = self._ref_frames(ref)
+            if item_id in self.bad_items:
+                bad_run += 1
+                self._check_bad_run(bad_run)
+            else:
+                pool.append((frames, ref))
+                bad_run = 0
+        pool.sort(key=lambda entry: entry[0])  # stable: equal lengths keep their draw order
+        batches: list[list[tuple[int, int]]] = []
+        longest = 0
+        for frames, ref in pool:
+            if not batches or not self._fits(len(batches[-1]), longest, frames):
+                batches.append([])
+                longest = 0
+            batches[-1].append(ref)
+            longest = max(longest, frames)
+        order = np.random.Generator(np.random.PCG64([self.sampler.seed, self.sampler.rank, self.pools]))
+        self.ready = [batches[i] for i in order.permutation(len(batches))]
+        self.pools += 1
 
     def state_dict(self) -> dict:
-        return {"sampler": self.sampler.state_dict(), "pending": list(self.pending) if self.pending else None}
+        return {"sampler": self.sampler.state_dict(), "pending": list(self.pending) if self.pending else None,
+                "ready": [[list(ref) for ref in batch] for batch in self.ready], "pools": self.pools}
 
     def load_state_dict(self, state: dict) -> None:
         self.sampler.load_state_dict(state["sampler"])
         self.pending = tuple(state["pending"]) if state["pending"] else None
+        self.ready = [[tuple(ref) for ref in batch] for batch in state.get("ready", [])]
+        self.pools = state.get("pools", 0)

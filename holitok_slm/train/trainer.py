@@ -28,12 +28,11 @@ from holitok_slm.train.augment import mask_asr_spans
 from holitok_slm.train.bad_items import BadItemLog
 from holitok_slm.train.checkpoint import load_optimizer_state, read_rank_state, set_rng_state, write_rank_state
 from holitok_slm.train.config import TrainingRun
-from holitok_slm.train.data import open_streams
+from holitok_slm.train.data import make_batcher, open_streams
 from holitok_slm.train.distributed import accelerator_kwargs_handlers
 from holitok_slm.train.model_setup import (apply_semantic_freeze, check_semantic_source, ensure_sentencepiece,
                                            init_submodules_from, statistics_items)
 from holitok_slm.train.optim import build_optimizer, build_scheduler
-from holitok_slm.train.task_deck import FrameBudgetBatcher, TaskSampler
 
 STATISTICS_ITEMS_PER_STREAM = 64
 
@@ -128,11 +127,7 @@ class UnifiedTrainer:
         ensure_sentencepiece(run.model, stores, self.output_dir, accelerator.is_main_process,
                              accelerator.wait_for_everyone)
         record_derived(run.model, written, "holitok_slm/train/model_setup.py")
-        self.batcher = FrameBudgetBatcher(
-            TaskSampler(streams, run.data.task_ratio, seed=cfg.seed, rank=rank, world_size=world,
-                        split_items=not run.data.shard_per_rank), stores,
-            run.data.max_frames_per_batch, run.data.max_items_per_batch, self.bad_items,
-            with_semantic=run.data.use_semantic_features)
+        self.batcher = make_batcher(run.data, stores, streams, cfg.seed, rank, world, self.bad_items)
 
         model = UnifiedModel.from_config(run.model)
         self.resume_from = None
