@@ -93,3 +93,14 @@ def test_chunked_inference_runs_every_conv_time_major(monkeypatch, path):
         else:
             model.decode(torch.randn(1, model.latent_dim, 30), chunk_frames=10)
     assert len(seen) > 20 and all(seen)
+
+
+def test_a_streamed_conv_without_left_padding_emits_from_its_first_step():
+    # A kernel-1 conv has nothing to pad: its first step's buffer is the input itself, which must not be taken for
+    # "replicate padding still waiting for a sample".
+    torch.manual_seed(0)
+    conv = Conv1d(4, 3, 1, weight_norm=False)
+    x = torch.randn(1, 4, 5)
+    with torch.inference_mode():
+        got = conv.step(to_time_major(x), {})
+        assert torch.allclose(got, conv(x), atol=1e-6)

@@ -152,12 +152,13 @@ def time_buffer(head: Tensor | None, x: Tensor, left: int, right: int = 0,
 
 
 def _stream_buffer(module: nn.Module, x: Tensor, state: dict, pad_left: int, replicate: bool,
-                   negative_slope: float | None) -> Tensor:
-    """The not-yet-consumed input of `module` with `x` appended (left padding added on the first call)."""
+                   negative_slope: float | None) -> Tensor | None:
+    """The not-yet-consumed input of `module` with `x` appended (left padding added on the first call); None while
+    replicate padding still waits for its first sample."""
     buf = state.get(module)
     if buf is None and replicate:
         if x.shape[-1] == 0:
-            return x  # replicate padding needs the first sample: wait for it
+            return None
         buf = x[..., :1].expand(*x.shape[:-1], pad_left)
     return time_buffer(buf, x, pad_left, negative_slope=negative_slope)
 
@@ -168,7 +169,7 @@ def stream_conv1d(module: nn.Module, x: Tensor, state: dict, weight: Tensor, bia
     """One streaming step of a left-padded conv (of LeakyReLU(x) with `negative_slope`): emits every output whose
     receptive field is complete."""
     buf = _stream_buffer(module, x, state, pad_left, replicate, negative_slope)
-    if module not in state and buf is x:  # replicate padding still waiting for a first sample
+    if buf is None:
         return x.new_zeros(x.shape[0], weight.shape[0], 0)
     span = dilation * (weight.shape[-1] - 1) + 1
     n_out = (buf.shape[-1] - span) // stride + 1 if buf.shape[-1] >= span else 0
