@@ -190,14 +190,19 @@ BENCHMARKS = {"librispeech": {"language": "en", "unit": "WER"}, "aishell1": {"la
 
 
 def transcribe_manifest(pipeline, manifest: str | Path, batch_size: int = 16, limit: int | None = None,
-                        progress: bool = True) -> tuple[list, dict[str, str], list[dict]]:
-    """(records, {id: hypothesis}, failures): the model's greedy ASR of every item, batched longest first so a
-    batch pads little; an item whose audio fails is a failure with its reason and an empty hypothesis."""
+                        progress: bool = True, beam_size: int | None = None,
+                        ctc_weight: float | None = None) -> tuple[list, dict[str, str], list[dict]]:
+    """(records, {id: hypothesis}, failures): the model's ASR of every item (its checkpoint's search unless
+    `beam_size` / `ctc_weight` are given: holitok_slm/infer/asr.py), batched longest first so a batch pads little;
+    an item whose audio fails is a failure with its reason and an empty hypothesis."""
     from tqdm.auto import tqdm
 
     from data_prep.manifest import read_manifest
     from holitok.audio import AudioError
 
+    from holitok_slm.infer.asr import resolve_search
+
+    beam_size, ctc_weight = resolve_search(pipeline.model, beam_size, ctc_weight)  # bad settings: refused up front
     records = read_manifest(manifest)[:limit]
     if not records:
         raise ValueError(f"{manifest} lists no utterances")
@@ -207,12 +212,12 @@ def transcribe_manifest(pipeline, manifest: str | Path, batch_size: int = 16, li
     for start in range(0, len(order), batch_size):
         batch = order[start: start + batch_size]
         try:
-            texts = pipeline.asr([r.audio for r in batch])
+            texts = pipeline.asr([r.audio for r in batch], beam_size=beam_size, ctc_weight=ctc_weight)
         except (AudioError, ValueError):
             texts = []
             for record in batch:  # find the bad ones; the rest still count
                 try:
-                    texts.append(pipeline.asr(record.audio))
+                    texts.append(pipeline.asr(record.audio, beam_size=beam_size, ctc_weight=ctc_weight))
                 except (AudioError, ValueError) as err:
                     failures.append({"id": record.id, "reason": str(err)})
                     texts.append("")
@@ -231,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", help="HoliTok folder the model was trained with")
     parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), help="sets the language/unit conventions")
     parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--beam_size", type=int, help="beams (1 = greedy; default: the checkpoint's search)")
+    parser.add_argument("--ctc_weight", type=float, help="weight 0-1 of the model's CTC prefix score in the search")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--hyp_out", help="--manifest: also write the hypotheses as `id<TAB>text` lines")
     parser.add_argument("--language", default="en")
@@ -242,11 +249,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.manifest:
         if not (args.model and args.tokenizer) or args.ref or args.hyp:
             parser.error("--manifest needs --model and --tokenizer (and no --ref/--hyp)")
+        from holitok_slm.infer.inputs import InputError
         from holitok_slm.infer.pipeline import SpeechPipeline
 
         language = BENCHMARKS[args.benchmark]["language"] if args.benchmark else args.language
         pipeline = SpeechPipeline.from_pretrained(args.model, args.tokenizer)
-        records, hyp_by_id, failures = transcribe_manifest(pipeline, args.manifest, args.batch_size, args.limit)
+        try:
+            records, hyp_by_id, failures = transcribe_manifest(pipeline, args.manifest, args.batch_size, args.limit,
+                                                               beam_size=args.beam_size, ctc_weight=args.ctc_weight)
+        except InputError as err:
+            parser.error(str(err))
         for failure in failures:
             print(f"unreadable, scored as empty: {failure['id']}: {failure['reason']}")
         refs = {r.id: r.text for r in records}

@@ -2,6 +2,7 @@
 
     holitok-slm tts --text "Hello there." --prompt-audio voice.wav [--prompt-text "..."] --out tts_out [--stream]
     holitok-slm asr a.wav b.flac | --dir clips/ | --manifest m.jsonl  --out transcripts.jsonl [--batch-size 8]
+                    [--beam-size N] [--ctc-weight W]
     holitok-slm serve [--model DIR --tokenizer DIR] [--host 127.0.0.1] [--port 7860] [--concurrency 1]
         [--queue-size 8] [--max-upload-mb 16] [--max-audio-seconds 30] [--time-limit 120]
 
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", help="JSONL with id and audio per line (paths relative to the manifest's folder)")
     p.add_argument("--out", required=True, help="FILE.jsonl ({id, audio, text} per line) or FILE.txt (id<TAB>text)")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--beam-size", type=int, help="beams (1 = greedy; default: the checkpoint's search)")
+    p.add_argument("--ctc-weight", type=float,
+                   help="weight 0-1 of the model's CTC prefix score in the search (default: the checkpoint's)")
 
     p = sub.add_parser("serve", help="the Gradio demo (voice cloning + transcription) on a model")
     _model_flags(p, device=False)
@@ -444,7 +448,8 @@ def cmd_asr(args) -> None:
                 except ValueError as err:
                     raise CliError(f"{items[i][2]}: {err}") from None
             with torch.no_grad():
-                texts.update(zip(batch, service.pipeline.asr(wavs, sample_rate=rate)))
+                texts.update(zip(batch, service.pipeline.asr(wavs, sample_rate=rate, beam_size=args.beam_size,
+                                                             ctc_weight=args.ctc_weight)))
             print(f"transcribed {len(texts)}/{len(items)}", flush=True)
         for i, (item_id, path, _) in enumerate(items):
             text = " ".join(texts[i].split())

@@ -130,6 +130,12 @@ class GenerationDefaults:
     max_length_ratio: float = 2.5
     max_length_margin_patches: int = 4
     asr_max_tokens_per_patch: float = 4.0
+    # ASR search (holitok_slm/infer/asr.py): beams (1 = greedy) and the weight of the model's CTC prefix score in a
+    # joint CTC/attention search (0 = the decoder alone). None = beam 4 with CTC weight 0.3 for a model trained with
+    # the ASR CTC loss (flow.asr_ctc_weight > 0; docs/learning.md section 15: 14.5 -> 8.7 % WER on training voices,
+    # 47.3 -> 37.1 % on held-out ones), greedy otherwise.
+    asr_beam_size: int | None = None
+    asr_ctc_weight: float | None = None
 
 
 @dataclass

@@ -188,11 +188,13 @@ class SpeechPipeline:
         return tts_result(self.model, requests[0], generated, tts_options)
 
     # ---- ASR -------------------------------------------------------------------------------------------------------
-    def asr(self, audio: Any, sample_rate: int | None = None, beam_size: int = 1,
-            max_new_tokens: int | None = None) -> str | list[str]:
-        """A path/array, or a list of them -> transcript(s)."""
+    def asr(self, audio: Any, sample_rate: int | None = None, beam_size: int | None = None,
+            max_new_tokens: int | None = None, ctc_weight: float | None = None) -> str | list[str]:
+        """A path/array, or a list of them -> transcript(s). `beam_size` / `ctc_weight` (joint CTC/attention search):
+        the checkpoint's generation defaults unless given (holitok_slm/infer/asr.py)."""
         many = isinstance(audio, (list, tuple))
         items = list(audio) if many else [audio]
         latents = [self.encode_audio(a, sample_rate) for a in items]
-        texts = transcribe_latents(self.model, latents, max_new_tokens=max_new_tokens, beam_size=beam_size)
+        texts = transcribe_latents(self.model, latents, max_new_tokens=max_new_tokens, beam_size=beam_size,
+                                   ctc_weight=ctc_weight)
         return texts if many else texts[0]

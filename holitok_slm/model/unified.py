@@ -324,6 +324,19 @@ class UnifiedModel(nn.Module):
         pos_weight = torch.tensor(self.config.flow.stop_pos_weight, device=logits.device)
         return F.binary_cross_entropy_with_logits(logits, stop_labels[valid].float(), pos_weight=pos_weight), count
 
+    def ctc_log_probs(self, audio_states: torch.Tensor) -> torch.Tensor:
+        """Hidden states at audio positions [B, P, H] -> CTC log-probabilities over the text vocabulary
+        [B, P * ctc_steps_per_patch, V] (float32; blank = <|pad|>): what the auxiliary CTC losses train and what joint
+        CTC/attention ASR decoding (holitok_slm/infer/asr.py) reads."""
+        if self.ctc_expand is not None:  # each patch's state -> one state per CTC step inside it
+            batch, patches = audio_states.shape[:2]
+            audio_states = self.ctc_expand(audio_states).view(batch, patches * self.config.flow.ctc_steps_per_patch, -1)
+        return torch.log_softmax(self.backbone.text_logits(audio_states).float(), -1)
+
+    def ctc_blank_id(self) -> int:
+        """The CTC blank: <|pad|>, which never occurs in a transcript."""
+        return self._require_tokenizer().id(PAD)
+
     def _ctc_loss(self, hidden, ctc_labels, audio_offset, num_patches, selected):
         """CTC of the selected items' spoken ids (ASR: the transcript, TTS: the text) over their audio positions."""
         rows = selected.nonzero(as_tuple=True)[0]
@@ -332,12 +345,8 @@ class UnifiedModel(nn.Module):
         steps = int(num_patches[rows].max())
         positions = (audio_offset[rows, None] + torch.arange(steps, device=hidden.device)[None]).clamp(
             max=hidden.shape[1] - 1)
-        states = hidden[rows[:, None], positions]
-        per_patch = self.config.flow.ctc_steps_per_patch
-        if self.ctc_expand is not None:  # each patch's state -> one state per CTC step inside it
-            states = self.ctc_expand(states).view(rows.numel(), steps * per_patch, -1)
-        lengths = num_patches[rows] * per_patch
-        log_probs = torch.log_softmax(self.backbone.text_logits(states).float(), -1)
+        log_probs = self.ctc_log_probs(hidden[rows[:, None], positions])
+        lengths = num_patches[rows] * self.config.flow.ctc_steps_per_patch
         targets = [ctc_labels[r][ctc_labels[r] != -100] for r in rows.tolist()]
         unalignable = sum(len(t) > int(n) for t, n in zip(targets, lengths))
         if 2 * unalignable > len(targets) and not self._warned_unalignable_ctc:
@@ -348,7 +357,7 @@ class UnifiedModel(nn.Module):
         # zero_infinity: an item with more tokens than steps cannot be aligned; it adds nothing instead of inf.
         return F.ctc_loss(log_probs.transpose(0, 1), torch.cat(targets), input_lengths=lengths,
                           target_lengths=torch.tensor([len(t) for t in targets]),
-                          blank=self._require_tokenizer().id(PAD), zero_infinity=True)
+                          blank=self.ctc_blank_id(), zero_infinity=True)
 
     def _text_loss(self, hidden, text_labels):
         valid = text_labels != -100
