@@ -153,6 +153,37 @@ def test_stage3_has_every_loss_term_and_exports_runtime_checkpoints(assets, tmp_
         assert torch.allclose(loaded(latents), semantic(latents), atol=1e-6)
 
 
+def test_stage3_without_distillation_needs_no_teachers_and_decodes_a_crop(assets, tmp_path, make_trainer):
+    """The paper's 'w/o distill' Stage III (configs/tokenizer/demo_stage3.yaml): no teacher is loaded, the text
+    cross-entropy still trains, and with a decode crop the mel loss compares a window of the reconstruction with the
+    same window of the input."""
+    from holitok.train.train_model import TokenizerTrainModel
+
+    no_teachers = [f"data.train={assets['manifest']}", f"output_dir={tmp_path / 's3'}", "init_from=null",
+                   "train.progress_bar=false", "loss_weights.wavlm=0", "loss_weights.xvector=0"]
+    with pytest.raises(ValueError, match="distill.wavlm_path"):
+        load_config(CONFIGS / "tiny_stage3.yaml", no_teachers + ["loss_weights.wavlm=1", "distill.wavlm_path=null"])
+    config = load_config(CONFIGS / "tiny_stage3.yaml", no_teachers + ["stage_options.decode_crop_seconds=0.2"])
+    trainer = make_trainer(config)
+    model = trainer.unwrapped
+    assert trainer.teachers is None and not hasattr(model, "frame_head")
+    batch = first_batch(trainer)
+    hop, crop = model.holitok.hop_size, model.decode_crop_frames
+    assert crop * hop < batch["audio"].shape[-1]  # the crop is shorter than the clips
+    output = model(batch["audio"], batch["lengths"], None, model.supervision.choose_targets(batch["labels"]))
+    assert output.audio.shape[-1] == output.target.shape[-1] == crop * hop
+    for row in range(batch["audio"].shape[0]):  # each target is the input at a frame-aligned offset
+        source, piece = batch["audio"][row, 0], output.target[row, 0]
+        starts = [s for s in range(0, source.shape[-1] - piece.shape[-1] + 1, hop)
+                  if torch.equal(source[s:s + piece.shape[-1]], piece)]
+        assert starts, row
+    logs = trainer.train_step(batch)
+    assert {"mel", "kl", "ce"} <= set(logs) and not {"wavlm", "xvector"} & set(logs)
+    assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+    with pytest.raises(ValueError, match="stage 3 only"):
+        TokenizerTrainModel(tiny_config(2, assets, tmp_path / "bad", "stage_options.decode_crop_seconds=0.2"))
+
+
 def test_a_later_stage_refuses_to_resume_onto_a_retrained_earlier_stage(assets, tmp_path, make_trainer):
     """Raising Stage I's max_steps and rerunning the chain must not resume Stage II on the old Stage I weights."""
     from accelerate.state import AcceleratorState

@@ -94,6 +94,10 @@ class StageOptions:
     # in the paper's Stage II, for small models: the decoder learns to read through the posterior's noise and the
     # encoder to keep the words above it, so a small generator's errors decode (docs/learning.md section 11).
     train_all: bool = False
+    # Stage III only: the mel (and GAN) losses decode a random window of this many seconds of each utterance's
+    # sampled latents (null: the whole utterance). The encoder, the KL and the supervision still see every frame;
+    # the decoder, the dearest part at 48 kHz, runs on a crop as in Stages I-II (a CPU budget, not in the paper).
+    decode_crop_seconds: float | None = None
 
 
 @dataclass
@@ -174,11 +178,17 @@ class TokenizerTrainConfig:
             raise ValueError(f"loss_weights for stage {self.stage} must name exactly {list(terms)} "
                              f"(optional: {list(OPTIONAL_LOSS_TERMS)}); "
                              f"unexpected {extra}, missing {missing}{hint}")
-        if self.stage == 3 and not (self.distill.wavlm_path and self.distill.xvector_path):
-            raise ValueError("stage 3 needs distill.wavlm_path and distill.xvector_path (local teacher directories)")
+        if self.distills and not (self.distill.wavlm_path and self.distill.xvector_path):
+            raise ValueError("stage 3 needs distill.wavlm_path and distill.xvector_path (local teacher directories), "
+                             "or loss_weights wavlm and xvector both 0 (no distillation: the paper's 'w/o distill')")
         if self.stage == 3 and not (self.supervision.decoder_path or self.supervision.decoder_config):
             raise ValueError("stage 3 needs supervision.decoder_path (a local Qwen2 directory) or "
                              "supervision.decoder_config")
+
+    @property
+    def distills(self) -> bool:
+        """Stage III with representation distillation (teachers loaded); with both weights 0 it trains without."""
+        return self.stage == 3 and (self.loss_weights["wavlm"] > 0 or self.loss_weights["xvector"] > 0)
 
     @property
     def final_dir(self) -> Path:

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     state = load_file(str(stage_dir / TRAIN_STATE))
     # Stage III heads are sized by the teachers; read those sizes from the saved tensors instead of loading them.
     dims = None
-    if config.stage == 3:
+    if config.distills:
         dims = (state["frame_head.net.4.weight"].shape[0], state["utterance_head.net.2.weight"].shape[0])
     model = TokenizerTrainModel(config, teacher_dims=dims)
     load_state_dict_strict(model, state, str(stage_dir / TRAIN_STATE))

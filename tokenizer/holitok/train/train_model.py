@@ -30,6 +30,7 @@ DECODER_SIDE_MODULES = ("post_proj", "dec_mi_layer", "decoder")
 class GeneratorOutput:
     audio: torch.Tensor  # [B, 1, L] reconstruction
     losses: dict[str, torch.Tensor] = field(default_factory=dict)  # the stage's non-GAN terms (kl, wavlm, ...)
+    target: torch.Tensor | None = None  # with a decode crop: the input's matching stretch [B, 1, L'] (else the input)
 
 
 class TokenizerTrainModel(torch.nn.Module):
@@ -39,13 +40,20 @@ class TokenizerTrainModel(torch.nn.Module):
         self.holitok = HoliTok(config.model.build())
         latent_dim = self.holitok.latent_dim
         self.flow = LatentFlow(latent_dim, config.flow) if self.stage >= 2 else None
-        if self.stage == 3:
+        self.distills = config.distills
+        if self.distills:
             if teacher_dims is None:
-                raise ValueError("stage 3 needs the teachers' output sizes (frame_dim, xvector_dim)")
+                raise ValueError("stage 3 distillation needs the teachers' output sizes (frame_dim, xvector_dim)")
             frame_dim, xvector_dim = teacher_dims
             self.frame_head = FrameDistillHead(latent_dim, config.distill.head_hidden, frame_dim)
             self.utterance_head = UtteranceDistillHead(latent_dim, config.distill.head_hidden, xvector_dim)
+        if self.stage == 3:
             self.supervision = SupervisionNetwork(latent_dim, config.supervision)
+        crop = config.stage_options.decode_crop_seconds
+        if crop is not None and self.stage != 3:
+            raise ValueError(f"stage_options.decode_crop_seconds applies to stage 3 only, not stage {self.stage}")
+        self.decode_crop_frames = (max(1, round(crop * self.holitok.sample_rate / self.holitok.hop_size))
+                                   if crop is not None else None)
         self.train_decoder = config.stage_options.train_decoder
         self.decoder_only = config.stage_options.decoder_only
         self.train_all = config.stage_options.train_all
@@ -89,11 +97,36 @@ class TokenizerTrainModel(torch.nn.Module):
         else:
             z, _ = sample_posterior(mu, log_std)
             losses["kl"] = flow_kl(z, log_std, mask, self.flow)
-        reconstruction = model.forward_decode(z, frame_lengths)
+        target = None
+        if self.decode_crop_frames is not None:
+            decoded, decoded_lengths, target = crop_for_decoding(z, frame_lengths, audio, self.decode_crop_frames,
+                                                                 model.hop_size)
+            reconstruction = model.forward_decode(decoded, decoded_lengths)
+        else:
+            reconstruction = model.forward_decode(z, frame_lengths)
         if self.stage == 3:
-            if targets is None or supervision_targets is None:
-                raise ValueError("stage 3 needs teacher targets and supervision targets for every batch")
-            losses["wavlm"] = frame_distill_loss(self.frame_head(z), frame_lengths, targets)
-            losses["xvector"] = utterance_distill_loss(self.utterance_head(z, mask), targets)
+            if supervision_targets is None or (self.distills and targets is None):
+                raise ValueError("stage 3 needs supervision targets (and teacher targets when it distills) for "
+                                 "every batch")
+            if self.distills:
+                losses["wavlm"] = frame_distill_loss(self.frame_head(z), frame_lengths, targets)
+                losses["xvector"] = utterance_distill_loss(self.utterance_head(z, mask), targets)
             losses["ce"] = self.supervision(z, frame_lengths, supervision_targets)
-        return GeneratorOutput(reconstruction, losses)
+        return GeneratorOutput(reconstruction, losses, target)
+
+
+def crop_for_decoding(z: torch.Tensor, frame_lengths: torch.Tensor, audio: torch.Tensor, frames: int,
+                      hop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A random window of at most `frames` valid latent frames per item: the latents [B, D, frames], their valid
+    lengths and the input audio under them [B, 1, frames * hop] (zeros past an item's end)."""
+    batch = z.shape[0]
+    windows = z.new_zeros(batch, z.shape[1], frames)
+    target = audio.new_zeros(batch, audio.shape[1], frames * hop)
+    lengths = frame_lengths.clamp(max=frames)
+    for row in range(batch):
+        valid, keep = int(frame_lengths[row]), int(lengths[row])
+        start = int(torch.randint(valid - keep + 1, (1,)))
+        windows[row, :, :keep] = z[row, :, start:start + keep]
+        piece = audio[row, :, start * hop:(start + keep) * hop]
+        target[row, :, :piece.shape[-1]] = piece
+    return windows, lengths, target

@@ -70,7 +70,7 @@ class StageTrainer:
 
         self.teachers = None
         teacher_dims = None
-        if config.stage == 3:
+        if config.distills:
             model_rate = config.model.build().sample_rate
             self.teachers = Teachers(config.distill, model_rate).to(accelerator.device)
             teacher_dims = (self.teachers.frame_dim, self.teachers.xvector_dim)
@@ -149,6 +149,7 @@ class StageTrainer:
         self.discriminators.train()
         output = self.model(audio, lengths, targets, supervision_targets)
         fake = output.audio
+        audio = output.target if output.target is not None else audio  # a decode crop's own stretch of the input
         logs = {}
         finite = True
         if use_gan:
@@ -288,7 +289,7 @@ class StageTrainer:
                 reduced = self._reduce_for_logging(logs)
                 reduced["lr"] = self.sched_g.get_last_lr()[0]
                 accelerator.log({f"train/{k}": v for k, v in reduced.items()}, step=self.step)
-                shown = ("mel", "spectrum", "phase", "kl", "adv")
+                shown = ("mel", "spectrum", "phase", "kl", "ce", "adv")
                 progress.set_postfix({k: f"{reduced[k]:.3g}" for k in shown if k in reduced})
             if accelerator.is_main_process and (self.step % loop.sample_every == 0 or self.step == loop.max_steps):
                 self._log_media(clips, painter)
