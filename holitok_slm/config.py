@@ -136,6 +136,10 @@ class GenerationDefaults:
     # 47.3 -> 37.1 % on held-out ones), greedy otherwise.
     asr_beam_size: int | None = None
     asr_ctc_weight: float | None = None
+    # A voice prompt's trailing stretch quieter than this many dB under its loudest 10 ms is cut (40 ms of it kept)
+    # before it is encoded. None keeps the prompt as given. Training utterances end in silence and then stop, so a
+    # prompt that ends in silence is continued in silence (docs/learning.md section 17).
+    prompt_trailing_silence_db: float | None = None
 
 
 @dataclass

@@ -159,3 +159,30 @@ def test_audio_pipeline_streaming_equals_one_shot_and_accepts_any_rate(model, tm
     assert isinstance(text, str)
     with pytest.raises(ValueError):
         pipeline.asr(np.zeros(0, dtype=np.float32), sample_rate=16000)
+
+
+def test_prompt_trailing_silence_is_cut_before_encoding(model, tmp_path):
+    """`prompt_trailing_silence_db`: a prompt's trailing silence is cut (40 ms kept) before it becomes latents, and
+    the decoder context (the prompt's latents) shrinks with it; None keeps the prompt whole."""
+    from holitok import HoliTok, get_preset_config
+    from holitok_slm.infer.inputs import trim_trailing_silence
+    from holitok_slm.infer.pipeline import SpeechPipeline
+
+    rate = 48000
+    speech = 0.3 * torch.sin(torch.linspace(0, 3000, rate))  # 1 s
+    wav = torch.cat([speech, 1e-4 * torch.ones(rate // 2)])  # then 0.5 s at -70 dB under it
+    assert trim_trailing_silence(wav, rate, -40).numel() == rate + round(0.04 * rate)
+    assert trim_trailing_silence(wav, rate, -90).numel() == wav.numel()  # the quiet tail is above -90 dB
+    assert torch.equal(trim_trailing_silence(torch.zeros(rate), rate, -40), torch.zeros(rate))
+
+    torch.manual_seed(0)
+    pipeline = SpeechPipeline(model, HoliTok(get_preset_config("tiny")))
+    whole, _ = pipeline._requests(["hello"], [wav.numpy()], ["a dog ran"], [None], rate,
+                                  TTSOptions.from_model(model))
+    cut, _ = pipeline._requests(["hello"], [wav.numpy()], ["a dog ran"], [None], rate,
+                                TTSOptions.from_model(model, prompt_trailing_silence_db=-40.0))
+    patch = model.config.patch_size  # whole patches of 40 ms latent frames
+    assert whole[0].prompt_latents.shape[0] == 38 // patch * patch  # 1.5 s: 38 frames (the last one partial)
+    assert cut[0].prompt_latents.shape[0] == 26 // patch * patch    # 1.04 s: 26 frames
+    with pytest.raises(ValueError):
+        TTSOptions.from_model(model, prompt_trailing_silence_db=float("nan"))

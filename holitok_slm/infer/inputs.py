@@ -56,6 +56,21 @@ def load_speech(source: Any, sample_rate: int | None = None, *, what: str = "aud
     return wav
 
 
+def trim_trailing_silence(wav: torch.Tensor, sample_rate: int, threshold_db: float,
+                          keep_seconds: float = 0.04) -> torch.Tensor:
+    """`wav` [L] without its trailing stretch of 10 ms frames whose RMS is more than `-threshold_db` dB under the
+    loudest frame's, keeping `keep_seconds` of it (silent audio is returned as it is)."""
+    frame = max(1, round(0.01 * sample_rate))
+    count = wav.numel() // frame
+    if count == 0:
+        return wav
+    rms = wav[:count * frame].reshape(count, frame).pow(2).mean(1).sqrt()
+    if float(rms.max()) <= 0:
+        return wav
+    loud = torch.nonzero(rms >= rms.max() * 10 ** (threshold_db / 20)).flatten()
+    return wav[:(int(loud[-1]) + 1) * frame + round(keep_seconds * sample_rate)]
+
+
 # ---- text ----------------------------------------------------------------------------------------------------------
 def check_text(text: Any, what: str = "text", *, required: bool = True, max_chars: int | None = None,
                tokenizer=None) -> str | None:

@@ -9,7 +9,7 @@ import torch
 from ..layout import whole_patches
 from ..model.unified import UnifiedModel
 from .asr import transcribe_latents
-from .inputs import InputError, check_time, check_whole, load_speech
+from .inputs import InputError, check_time, check_whole, load_speech, trim_trailing_silence
 from .tts import (TTSOptions, TTSRequest, TTSResult, check_request_texts, generate_latents, stream_patches,
                   tts_result)
 
@@ -69,9 +69,12 @@ class SpeechPipeline:
                            max_seconds=self.max_audio_seconds, target_sample_rate=self.sample_rate)
 
     def encode_audio(self, audio: Any, sample_rate: int | None = None, what: str = "audio",
-                     min_samples: int = 1) -> torch.Tensor:
-        """Path or array (any rate, mono/stereo) -> raw latents [T, D] (posterior mean)."""
+                     min_samples: int = 1, trailing_silence_db: float | None = None) -> torch.Tensor:
+        """Path or array (any rate, mono/stereo) -> raw latents [T, D] (posterior mean); with `trailing_silence_db`
+        the audio's trailing silence is cut first (inputs.trim_trailing_silence)."""
         wav = self.load_audio(audio, sample_rate, what, min_samples)
+        if trailing_silence_db is not None:
+            wav = trim_trailing_silence(wav, self.sample_rate, trailing_silence_db)
         check_time()
         return self.codec.encode(wav[None, None])[0].transpose(0, 1)
 
@@ -86,7 +89,7 @@ class SpeechPipeline:
             return torch.zeros(0)
         return self.codec.decode(full.T[None])[0, 0, context * self.codec.hop_size:]
 
-    def _requests(self, texts, prompt_audios, prompt_texts, instructions, sample_rate):
+    def _requests(self, texts, prompt_audios, prompt_texts, instructions, sample_rate, options: TTSOptions):
         """Every text is checked before any audio is encoded (a typo in the last item fails at once)."""
         lists = {"texts": texts, "prompt_audios": prompt_audios, "prompt_texts": prompt_texts,
                  "instructions": instructions}
@@ -106,7 +109,8 @@ class SpeechPipeline:
         for text, audio, prompt_text, instruction in zip(texts, prompt_audios, prompt_texts, instructions):
             latents = None
             if audio is not None:
-                latents = self.encode_audio(audio, sample_rate, "voice prompt", self.patch_samples)
+                latents = self.encode_audio(audio, sample_rate, "voice prompt", self.patch_samples,
+                                            options.prompt_trailing_silence_db)
                 latents = whole_patches(latents, self.model.config.patch_size, "voice prompt")
                 if prompt_text is None:  # the same model transcribes the prompt for continuation
                     prompt_text = transcribe_latents(self.model, [latents])[0]
@@ -134,7 +138,8 @@ class SpeechPipeline:
         """`tts_batch` plus each item's TTSResult (whether the stop head ended it, its length bounds)."""
         tts_options = TTSOptions.from_model(self.model, **options)
         generator = self._generator(seed)
-        requests, prompt_latents = self._requests(texts, prompt_audios, prompt_texts, instructions, sample_rate)
+        requests, prompt_latents = self._requests(texts, prompt_audios, prompt_texts, instructions, sample_rate,
+                                                  tts_options)
         if not requests:
             return []
         results = generate_latents(self.model, requests, tts_options, generator)
@@ -148,7 +153,8 @@ class SpeechPipeline:
         chunk_patches = check_whole(chunk_patches, "chunk_patches", minimum=1)
         tts_options = TTSOptions.from_model(self.model, **options)
         generator = self._generator(seed)
-        requests, prompt_latents = self._requests([text], [prompt_audio], [prompt_text], [instruction], sample_rate)
+        requests, prompt_latents = self._requests([text], [prompt_audio], [prompt_text], [instruction], sample_rate,
+                                                  tts_options)
         decoder = self.codec.stream_decoder()
         to_skip = 0
         if prompt_latents[0] is not None:

@@ -54,15 +54,17 @@ class TTSOptions(GenerationDefaults):
 
 
 _WHOLE_OPTIONS = {"steps": 1, "max_length_margin_patches": 0, "min_patches": 0, "max_patches": 1, "patch_cap": 1}
-_REAL_OPTIONS = {"cfg_strength": None, "sway_coef": None, "temperature": 0.0, "eos_threshold": None,
+_REAL_OPTIONS = {"prompt_trailing_silence_db": None, "cfg_strength": None, "sway_coef": None, "temperature": 0.0, "eos_threshold": None,
                  "min_length_ratio": 0.0, "max_length_ratio": 0.0, "asr_max_tokens_per_patch": 0.0}
 
 
 def check_options(options: dict) -> None:
     """Refuses (InputError) a sampling option of the wrong kind or out of range; None stands for "the default" in
     the optional ones. Front ends call it on their overrides before any work; TTSOptions calls it on itself."""
-    optional = {"min_patches", "max_patches", "patch_cap"}
+    optional = {"min_patches", "max_patches", "patch_cap", "prompt_trailing_silence_db"}
     for name, value in options.items():
+        if value is None and name in optional:
+            continue
         if name in _WHOLE_OPTIONS:
             check_whole(value, name, minimum=_WHOLE_OPTIONS[name], optional=name in optional)
         elif name in _REAL_OPTIONS:
