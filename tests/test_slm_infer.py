@@ -161,7 +161,7 @@ def test_audio_pipeline_streaming_equals_one_shot_and_accepts_any_rate(model, tm
         pipeline.asr(np.zeros(0, dtype=np.float32), sample_rate=16000)
 
 
-def test_prompt_trailing_silence_is_cut_before_encoding(model, tmp_path):
+def test_prompt_trailing_silence_is_cut_before_encoding(model):
     """`prompt_trailing_silence_db`: a prompt's trailing silence is cut (40 ms kept) before it becomes latents, and
     the decoder context (the prompt's latents) shrinks with it; None keeps the prompt whole."""
     from holitok import HoliTok, get_preset_config

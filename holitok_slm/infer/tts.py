@@ -54,8 +54,9 @@ class TTSOptions(GenerationDefaults):
 
 
 _WHOLE_OPTIONS = {"steps": 1, "max_length_margin_patches": 0, "min_patches": 0, "max_patches": 1, "patch_cap": 1}
-_REAL_OPTIONS = {"prompt_trailing_silence_db": None, "cfg_strength": None, "sway_coef": None, "temperature": 0.0, "eos_threshold": None,
-                 "min_length_ratio": 0.0, "max_length_ratio": 0.0, "asr_max_tokens_per_patch": 0.0}
+_REAL_OPTIONS = {"cfg_strength": None, "sway_coef": None, "temperature": 0.0, "eos_threshold": None,
+                 "prompt_trailing_silence_db": None, "min_length_ratio": 0.0, "max_length_ratio": 0.0,
+                 "asr_max_tokens_per_patch": 0.0}
 
 
 def check_options(options: dict) -> None:
@@ -66,7 +67,7 @@ def check_options(options: dict) -> None:
         if value is None and name in optional:
             continue
         if name in _WHOLE_OPTIONS:
-            check_whole(value, name, minimum=_WHOLE_OPTIONS[name], optional=name in optional)
+            check_whole(value, name, minimum=_WHOLE_OPTIONS[name])
         elif name in _REAL_OPTIONS:
             check_number(value, name, minimum=_REAL_OPTIONS[name])
 
