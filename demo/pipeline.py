@@ -59,6 +59,21 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _named_configs(section: Any) -> list[dict]:
+    """The contents of every `config: some.yaml` a preset section names (depth first, in order)."""
+    found = []
+    if isinstance(section, dict):
+        for key, value in section.items():
+            if key == "config" and isinstance(value, str):
+                found.append(read_config(REPO_ROOT / value))
+            else:
+                found += _named_configs(value)
+    elif isinstance(section, list):
+        for value in section:
+            found += _named_configs(value)
+    return found
+
+
 def _format_seconds(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
@@ -101,10 +116,13 @@ class DemoPipeline:
 
     # ---- state -----------------------------------------------------------------------------------------------------
     def fingerprints(self) -> dict[str, str]:
-        """Each step's settings hash, chained so that changing a step invalidates everything after it."""
+        """Each step's settings hash, chained so that changing a step invalidates everything after it. A section
+        that names training YAMLs (tokenizer stages, the unified run) hashes what those files say too (read the one
+        way, `inherit:` and `model: file.yaml` resolved), so editing a stage YAML reruns its step."""
         prints, previous = {}, ""
         for step in STEPS:
-            previous = prints[step] = _fingerprint(previous, self.config.section(step))
+            section = self.config.section(step)
+            previous = prints[step] = _fingerprint(previous, section, _named_configs(section))
         return prints
 
     def _save_state(self) -> None:

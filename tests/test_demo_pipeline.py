@@ -75,6 +75,22 @@ def test_other_settings_in_the_same_folder_are_refused(smoke):
         pipeline.run()
 
 
+def test_editing_a_stage_yaml_invalidates_its_step_and_the_later_ones(tmp_path):
+    """A finished tokenizer step must not be reused after its stage YAML changed (the preset file did not)."""
+    config = load_pipeline_config("smoke")
+    stage = config.tokenizer.stages[0]
+    copy = tmp_path / "stage.yaml"
+    copy.write_text((REPO_ROOT / stage.config).read_text())
+    stage.config = str(copy)
+    pipeline = DemoPipeline(config, tmp_path / "out", "smoke", log=lambda line: None)
+    before = pipeline.fingerprints()
+    assert before == pipeline.fingerprints()  # stable
+    copy.write_text(copy.read_text() + "\nseed: 12345\n")
+    after = pipeline.fingerprints()
+    assert after["corpus"] == before["corpus"]
+    assert all(after[step] != before[step] for step in STEPS[1:])
+
+
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
 def test_every_preset_writes_configs_the_trainers_accept(preset, tmp_path):
     """Catches a typo in default.yaml/tiny.yaml without spending an hour running them."""
