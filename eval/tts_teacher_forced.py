@@ -10,7 +10,8 @@ the sampled patches are decoded together. Generation errors cannot pile up here,
 single-patch prediction is the problem; a low one with a high free-running TTS WER means error accumulation is.
 Two references on the same items: the true latents (the tokenizer's resynthesis) and every patch replaced by the
 previous true one (the true audio delayed by one patch: what a head that only copied its history would make). Also
-the mean squared distance of each kind of patch to the true one, in normalised latent units. A model trained with
+the mean squared distance of each kind of patch to the true one, in normalised latent units, overall and by frame
+within the patch (how far ahead of its history the model still predicts well). A model trained with
 `flow.patch_regression_weight` adds a fourth kind: the condition's own guess of each patch. Judge: Whisper-base.
 """
 from __future__ import annotations
@@ -53,6 +54,9 @@ def teacher_forced_latents(model, text: str, latents: torch.Tensor, generator: t
     # Distances from the second patch on (the first has no true history to copy).
     out["distances"] = {name: float((x[1:] - true[1:]).pow(2).mean()) for name, x in kinds.items()}
     out["distances"]["zero (the mean)"] = float(true[1:].pow(2).mean())
+    # The same by frame within the patch (40 ms, 80 ms, ... after the history): how far ahead the model can see.
+    out["distances_by_frame"] = {name: (x[1:] - true[1:]).pow(2).mean(dim=(0, 2)).tolist() for name, x in kinds.items()}
+    out["distances_by_frame"]["zero (the mean)"] = true[1:].pow(2).mean(dim=(0, 2)).tolist()
     return out
 
 
@@ -90,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = KINDS + (("regression",) if model.patch_regressor is not None else ())
     refs, hyps = [], {name: [] for name in kinds}
     distances: dict[str, list[float]] = {}
+    by_frame: dict[str, list[list[float]]] = {}
     for record in chosen:
         audio = load_audio(record.audio, target_sample_rate=codec.sample_rate)
         latents = codec.encode(audio[None, None])[0].transpose(0, 1)
@@ -100,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             hyps[name].append(judge.transcribe(wav.numpy(), codec.sample_rate))
         for name, value in result["distances"].items():
             distances.setdefault(name, []).append(value)
+        for name, values in result["distances_by_frame"].items():
+            by_frame.setdefault(name, []).append(values)
         print(f"{record.id}: {record.text!r} -> flow head {hyps['flow head'][-1]!r}", flush=True)
     options = model.config.generation
     report = {"model": args.model, "split": args.split, "utterances": len(refs), "judge": judge.name,
@@ -107,11 +114,15 @@ def main(argv: list[str] | None = None) -> int:
                            "steps": options.steps, "sway_coef": options.sway_coef},
               "wer": {name: score(refs, hyps[name]).corpus_wer for name in kinds},
               "mse_to_true_patch": {name: sum(v) / len(v) for name, v in distances.items()},
+              "mse_by_frame_in_patch": {name: [sum(col) / len(col) for col in zip(*rows)]
+                                        for name, rows in by_frame.items()},
               "items": [{"text": t, **{name: hyps[name][i] for name in kinds}} for i, t in enumerate(refs)]}
     for name in kinds:
         print(f"teacher-forced WER, {name}: {report['wer'][name]:.1%}")
     print("mean squared distance to the true patch (normalised): "
           + ", ".join(f"{k} {v:.3f}" for k, v in report["mse_to_true_patch"].items()))
+    print("the same by frame within the patch: " + "; ".join(
+        f"{k} " + " ".join(f"{v:.3f}" for v in values) for k, values in report["mse_by_frame_in_patch"].items()))
     write_json(args.out, report)
     return 0
 

@@ -149,6 +149,11 @@ def test_teacher_forced_tts_probe_on_the_smoke_model(tmp_path_factory, tmp_path)
     distances = data["mse_to_true_patch"]
     assert distances["true latents"] == 0.0 and distances["previous patch"] > 0.0
     assert distances["flow head"] > 0.0 and distances["zero (the mean)"] > 0.0
+    by_frame = data["mse_by_frame_in_patch"]
+    patch = json.loads((smoke.model / "config.json").read_text())["patch_size"]
+    assert set(by_frame) == set(distances) and all(len(v) == patch for v in by_frame.values())
+    for name in distances:  # the overall distance is the mean over the frames of the patch
+        assert abs(sum(by_frame[name]) / patch - distances[name]) < 1e-5
 
 
 def test_latent_statistics_autocorrelation_unused_dimensions_and_blur():
