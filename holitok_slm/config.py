@@ -88,6 +88,12 @@ class FlowConfig:
     # there). A small flow head learns to extend the previous patch and ignore the backbone's condition, which
     # carries the words (docs/learning.md section 9); without the history it has to read the condition.
     history_dropout: float = 0.0
+    # Gaussian noise (std in normalised latent units) added in training to the TTS audio the model reads: the
+    # backbone's input patches and the flow head's history, never the targets (not in the paper: 0 there). Trained
+    # on clean history only, a small model continues its own slightly-off frames by extending them and loses its
+    # place in the text within a word or two (docs/learning.md section 18); Tacotron's always-on prenet dropout is
+    # the same medicine.
+    input_noise_std: float = 0.0
     # Weight of an auxiliary regression of the next patch from the condition alone (not in the paper: 0 there; a
     # linear head on the bridge's output, mean squared error to the normalised patch). The flow loss alone barely
     # reaches the backbone: in the small demo model the condition linearly explained 9-17 % of the next patch's

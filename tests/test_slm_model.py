@@ -363,6 +363,45 @@ def test_history_dropout_hides_the_previous_patch_from_the_flow_head_in_training
         handle.remove()
 
 
+def test_input_noise_reaches_what_tts_reads_in_training_never_the_targets_or_asr(model):
+    gen = torch.Generator().manual_seed(0)
+    items = [dict(id="t0", task="tts", text="the cat sat on the mat", latents=torch.randn(24, 16, generator=gen)),
+             dict(id="a0", task="asr", text="the cat sat", latents=torch.randn(24, 16, generator=gen))]
+    batch = model.collate(items)
+    seen = []
+    handle = model.patch_encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    was_training = model.training
+    try:
+        model.config.flow.input_noise_std = 0.5
+        torch.manual_seed(1)
+        heard = model.noisy_tts_inputs(batch["latents"], batch["is_tts"])
+        tts, asr = batch["is_tts"].nonzero()[0, 0], (~batch["is_tts"]).nonzero()[0, 0]
+        assert torch.equal(heard[asr], batch["latents"][asr])  # ASR audio is real audio at inference too
+        added = (model.normalize_latents(heard[tts]) - model.normalize_latents(batch["latents"][tts]))
+        assert abs(added.std().item() - 0.5) < 0.05  # the std is in normalised units
+        # the flow head's target is the clean patch, its history the noisy one
+        hidden = model.hidden_states(batch["input_ids"], batch["attention_mask"], heard, batch["frame_mask"],
+                                     batch["audio_offset"], batch["num_patches"])
+        args = (hidden, batch["latents"], batch["frame_mask"], batch["audio_offset"], batch["num_patches"],
+                batch["is_tts"])
+        model.eval()
+        clean_target, _, clean_history, _ = model.flow_inputs(*args)
+        target, _, history, _ = model.flow_inputs(*args, heard=heard)
+        assert torch.equal(target, clean_target) and not torch.allclose(history[1:], clean_history[1:])
+        model(**batch)
+        clean_inputs = seen[-1]
+        model.train()
+        model(**batch)
+        assert not torch.allclose(seen[-1], clean_inputs)  # training: the backbone reads noisy TTS patches
+        model.eval()
+        model(**batch)
+        assert torch.equal(seen[-1], clean_inputs)  # never at evaluation
+    finally:
+        model.config.flow.input_noise_std = 0.0
+        model.train(was_training)
+        handle.remove()
+
+
 def test_patch_regression_loss_is_the_conditions_own_guess_and_trains_the_backbone(tmp_path):
     torch.manual_seed(0)
     cfg = tiny_config()

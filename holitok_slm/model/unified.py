@@ -70,6 +70,8 @@ class UnifiedModel(nn.Module):
                                       "semantic_input": "holitok_slm/model/semantic_input.py"})
         if not isinstance(cfg.flow.noise_samples, int) or cfg.flow.noise_samples < 1:
             raise ValueError(f"flow.noise_samples must be an integer >= 1, got {cfg.flow.noise_samples!r}")
+        if not cfg.flow.input_noise_std >= 0:
+            raise ValueError(f"flow.input_noise_std must be >= 0, got {cfg.flow.input_noise_std!r}")
         self.bridge = ConditionBridge(llm_width, cfg.dit.hidden_size)
         self.stop_head = StopHead(llm_width)
         self.dit = DiTHead(cfg.dit, cfg.latent_dim, cfg.patch_size)
@@ -246,10 +248,11 @@ class UnifiedModel(nn.Module):
                        ctc_labels: torch.Tensor | None = None,
                        semantic: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         cfg = self.config.flow
-        hidden = self.hidden_states(input_ids, attention_mask, latents, frame_mask, audio_offset, num_patches, semantic)
+        heard = self.noisy_tts_inputs(latents, is_tts) if self.training and cfg.input_noise_std > 0 else latents
+        hidden = self.hidden_states(input_ids, attention_mask, heard, frame_mask, audio_offset, num_patches, semantic)
 
         flow_loss, flow_count, regression_loss = self._flow_loss(hidden, latents, frame_mask, audio_offset,
-                                                                 num_patches, is_tts)
+                                                                 num_patches, is_tts, heard)
         stop_loss, stop_count = self._stop_loss(hidden, stop_labels)
         text_loss, text_count = self._text_loss(hidden, text_labels)
         total = cfg.flow_weight * flow_loss + cfg.stop_weight * stop_loss + cfg.text_weight * text_loss
@@ -267,16 +270,22 @@ class UnifiedModel(nn.Module):
                 out["ctc_loss" if task == "asr" else "tts_ctc_loss"] = ctc_loss.detach()
         return {"loss": total, **out}
 
+    def noisy_tts_inputs(self, latents: torch.Tensor, is_tts: torch.Tensor) -> torch.Tensor:
+        """Raw latents [B, T, D] with `flow.input_noise_std` (normalised units) of Gaussian noise on the TTS rows:
+        what the model reads as its audio so far; the targets stay the clean latents."""
+        noise = torch.randn_like(latents) * (self.config.flow.input_noise_std / self.latent_scale)
+        return latents + noise * is_tts[:, None, None].to(latents.dtype)
+
     def _unused_branch_term(self, *modules: nn.Module) -> torch.Tensor:
         """0 x (sum of parameters): gives a branch that this batch did not use a gradient path (DDP/ZeRO)."""
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         return sum((p.sum() for p in params), torch.zeros((), device=self.latent_scale.device)) * 0.0
 
-    def flow_inputs(self, hidden, latents, frame_mask, audio_offset, num_patches, is_tts):
+    def flow_inputs(self, hidden, latents, frame_mask, audio_offset, num_patches, is_tts, heard=None):
         """What the flow head is trained on, for every whole patch of the TTS items: target [N, P, D] (normalised),
         condition [N, H_dit] (the bridge on the hidden state before the patch), history [N, P, D] (the previous
-        patch; zeros for an utterance's first, and for the share `flow.history_dropout` in training) and frame
-        weights [N, P]. N may be 0."""
+        patch of `heard`, the latents the model read (default: `latents`); zeros for an utterance's first, and for
+        the share `flow.history_dropout` in training) and frame weights [N, P]. N may be 0."""
         batch, frames, dim = latents.shape
         patch = self.config.patch_size
         n_max = frames // patch
@@ -284,6 +293,8 @@ class UnifiedModel(nn.Module):
         rows, cols = targets_mask.nonzero(as_tuple=True)
         normalized = (self.normalize_latents(latents) * frame_mask[..., None]).view(batch, n_max, patch, dim)
         target = normalized[rows, cols]
+        if heard is not None and heard is not latents:
+            normalized = (self.normalize_latents(heard) * frame_mask[..., None]).view(batch, n_max, patch, dim)
         has_history = cols > 0
         if self.training and self.config.flow.history_dropout > 0:
             has_history = has_history & (torch.rand(cols.shape, device=cols.device) >= self.config.flow.history_dropout)
@@ -291,9 +302,9 @@ class UnifiedModel(nn.Module):
         condition = self.bridge(hidden[rows, audio_offset[rows] + cols - 1])
         return target, condition, history, frame_mask.view(batch, n_max, patch)[rows, cols]
 
-    def _flow_loss(self, hidden, latents, frame_mask, audio_offset, num_patches, is_tts):
+    def _flow_loss(self, hidden, latents, frame_mask, audio_offset, num_patches, is_tts, heard=None):
         target, condition, history, weights = self.flow_inputs(hidden, latents, frame_mask, audio_offset,
-                                                               num_patches, is_tts)
+                                                               num_patches, is_tts, heard)
         count = weights.sum()
         regressor = [self.patch_regressor] if self.patch_regressor is not None else []
         if target.shape[0] == 0:
