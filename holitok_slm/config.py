@@ -91,8 +91,8 @@ class FlowConfig:
     # Gaussian noise (std in normalised latent units) added in training to the TTS audio the model reads: the
     # backbone's input patches and the flow head's history, never the targets (not in the paper: 0 there). Trained
     # on clean history only, a small model continues its own slightly-off frames by extending them and loses its
-    # place in the text within a word or two (docs/learning.md section 18); Tacotron's always-on prenet dropout is
-    # the same medicine.
+    # place in the text within a word or two (docs/learning.md section 18; Tacotron's always-on prenet dropout is
+    # the same medicine). Measured at 0.5: too much, the clean-context prediction fell back (same section).
     input_noise_std: float = 0.0
     # Weight of an auxiliary regression of the next patch from the condition alone (not in the paper: 0 there; a
     # linear head on the bridge's output, mean squared error to the normalised patch). The flow loss alone barely
