@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from holitok_slm.config import load_unified_config
-from holitok_slm.infer.euler_sampler import sample_patch
+from holitok_slm.model.dit_head import sample_patch
 from holitok_slm.model.unified import UnifiedModel
 
 PATCH_RATE_HZ = 6.25

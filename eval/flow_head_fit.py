@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from holitok_slm.infer.euler_sampler import sample_patch
+from holitok_slm.model.dit_head import sample_patch
 from holitok_slm.model.dit_head import DiTHead
 from holitok_slm.train.config import load_training_run
 from holitok_slm.train.latent_store import LatentStore

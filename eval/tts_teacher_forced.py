@@ -31,7 +31,7 @@ KINDS = ("flow head", "previous patch", "true latents")
 def teacher_forced_latents(model, text: str, latents: torch.Tensor, generator: torch.Generator | None = None
                            ) -> dict[str, torch.Tensor]:
     """Raw latents [T', D] (T' = whole patches of `latents`) for each of KINDS, plus "distances" (MSE per kind)."""
-    from holitok_slm.infer.euler_sampler import sample_patch
+    from holitok_slm.model.dit_head import sample_patch
 
     options = model.config.generation
     patch = model.config.patch_size

@@ -94,6 +94,15 @@ class FlowConfig:
     # place in the text within a word or two (docs/learning.md section 18; Tacotron's always-on prenet dropout is
     # the same medicine). Measured at 0.5: too much, the clean-context prediction fell back (same section).
     input_noise_std: float = 0.0
+    # Share of TTS training patches that the model reads as its own sample instead of the truth (not in the paper: 0
+    # there; parallel scheduled sampling). A teacher-forced pass without gradients first samples every patch from the
+    # true context before it (self_feed_steps Euler steps, the generation defaults' CFG, sway and temperature); the
+    # drawn share then replaces the true patches in what the backbone and the flow head's history read, while the
+    # targets stay true. Trained on true audio only, the small patch-1 model loses its place in the text after its own
+    # first slightly-off frames (docs/learning.md section 18); this shows it its own one-step errors and trains it
+    # to come back from them. Costs one more backbone pass and self_feed_steps (x2 with CFG) flow-head passes.
+    self_feed_share: float = 0.0
+    self_feed_steps: int = 4
     # Weight of an auxiliary regression of the next patch from the condition alone (not in the paper: 0 there; a
     # linear head on the bridge's output, mean squared error to the normalised patch). The flow loss alone barely
     # reaches the backbone: in the small demo model the condition linearly explained 9-17 % of the next patch's

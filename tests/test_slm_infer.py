@@ -4,7 +4,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from holitok_slm.infer.euler_sampler import GraphedPatchSampler, sample_patch, sway_timesteps
+from holitok_slm.infer.euler_sampler import GraphedPatchSampler
+from holitok_slm.model.dit_head import sample_patch, sway_timesteps
 from holitok_slm.infer.tts import TTSOptions, TTSRequest, generate_latents, stream_patches
 from holitok_slm.tiny import build_tiny_model, randomize_heads, tiny_config
 

@@ -402,6 +402,68 @@ def test_input_noise_reaches_what_tts_reads_in_training_never_the_targets_or_asr
         handle.remove()
 
 
+def test_self_feeding_reads_the_models_own_teacher_forced_samples_in_training_never_as_targets(model):
+    from holitok_slm.model.dit_head import sample_patch
+
+    gen = torch.Generator().manual_seed(0)
+    items = [dict(id="t0", task="tts", text="the cat sat on the mat", latents=torch.randn(22, 16, generator=gen)),
+             dict(id="a0", task="asr", text="the cat sat", latents=torch.randn(24, 16, generator=gen))]
+    batch = model.collate(items)
+    flow, options = model.config.flow, model.config.generation
+    seen = []
+    handle = model.patch_encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    was_training, temperature = model.training, options.temperature
+    tts, asr = batch["is_tts"].nonzero()[0, 0], (~batch["is_tts"]).nonzero()[0, 0]
+    args = (batch["input_ids"], batch["attention_mask"], batch["latents"], batch["frame_mask"], batch["audio_offset"],
+            batch["num_patches"], batch["is_tts"])
+    try:
+        flow.self_feed_share, options.temperature = 1.0, 0.0  # every patch, deterministic samples
+        model.eval()
+        fed = model.self_fed_tts_inputs(*args)
+        # the reference: the eval path's teacher-forced conditions and histories, sampled patch by patch
+        hidden = model.hidden_states(*args[:6])
+        _, condition, history, _ = model.flow_inputs(hidden, *args[2:])
+        own = sample_patch(model.dit, condition, history, torch.zeros_like(history), flow.self_feed_steps,
+                           options.cfg_strength, options.sway_coef)
+        frames = int(batch["frame_mask"][tts].sum())
+        expected = model.denormalize_latents(own).reshape(-1, own.shape[-1])[:frames]
+        assert torch.allclose(fed[tts, :frames], expected, atol=1e-5)
+        assert torch.equal(fed[tts, frames:], batch["latents"][tts, frames:])  # padding frames untouched
+        assert torch.equal(fed[asr], batch["latents"][asr])  # ASR hears real audio
+        assert not torch.allclose(fed[tts, :frames], batch["latents"][tts, :frames])
+        # the flow head's targets stay the true patches, its history is what the model read
+        target, _, fed_history, _ = model.flow_inputs(hidden, *args[2:], heard=fed)
+        clean_target, _, _, _ = model.flow_inputs(hidden, *args[2:])
+        assert torch.equal(target, clean_target) and not torch.allclose(fed_history[1:], history[1:])
+        model(**{**batch, "latents": fed})
+        fed_inputs = seen[-1]
+        model(**batch)
+        clean_inputs = seen[-1]  # never at evaluation
+        assert not torch.allclose(fed_inputs, clean_inputs)
+        model.train()
+        model(**batch)
+        assert torch.allclose(seen[-1], fed_inputs, atol=1e-5)  # training: the backbone reads its own patches
+        flow.self_feed_share = 0.5
+        torch.manual_seed(3)
+        changed = sum((model.self_fed_tts_inputs(*args)[tts, :frames] != batch["latents"][tts, :frames]).any(-1)
+                      .float().mean().item() for _ in range(20)) / 20
+        assert 0.35 < changed < 0.65  # the share of patches read as the model's own
+        with pytest.raises(ValueError, match="self_feed_share"):
+            model(**batch, semantic=torch.zeros(2, 24, 4))
+    finally:
+        flow.self_feed_share, options.temperature = 0.0, temperature
+        model.train(was_training)
+        handle.remove()
+
+
+def test_self_feed_settings_are_checked(tmp_path):
+    for key, value in (("self_feed_share", 1.5), ("self_feed_share", -0.1), ("self_feed_steps", 0)):
+        cfg = tiny_config()
+        setattr(cfg.flow, key, value)
+        with pytest.raises(ValueError, match=key):
+            build_tiny_model(TEXTS, tmp_path, cfg)
+
+
 def test_patch_regression_loss_is_the_conditions_own_guess_and_trains_the_backbone(tmp_path):
     torch.manual_seed(0)
     cfg = tiny_config()

@@ -13,7 +13,8 @@ from ..config import GenerationDefaults
 from ..model.unified import UnifiedModel
 from .batching import LeftPaddedBatch
 from .inputs import InputError, check_number, check_positions, check_text, check_time, check_whole
-from .euler_sampler import GraphedPatchSampler, sample_patch
+from ..model.dit_head import sample_patch
+from .euler_sampler import GraphedPatchSampler
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""DiT flow-matching head: velocity of the next latent patch given the LLM condition, the previous patch and t."""
+"""DiT flow-matching head: velocity of the next latent patch given the LLM condition, the previous patch and t;
+its training objective and its Euler sampler (sway-sampled time grid, batched CFG, temperature) side by side."""
 from __future__ import annotations
 
 import math
@@ -89,7 +90,7 @@ class DiTHead(nn.Module):
 
     def flow_matching_errors(self, target: torch.Tensor, condition: torch.Tensor, history: torch.Tensor,
                              time_mu: float, time_sigma: float, cfg_dropout: float = 0.0) -> torch.Tensor:
-        """The training objective (the sampler's counterpart: holitok_slm/infer/euler_sampler.py): squared error
+        """The training objective (the sampler's counterpart: sample_patch below): squared error
         per frame [M, P] of the predicted velocity at a logit-normal t, on the path noise -> target. In training,
         a `cfg_dropout` share of the conditions is zeroed (the unconditional branch of classifier-free guidance)."""
         if self.training and cfg_dropout > 0:
@@ -113,3 +114,29 @@ class DiTHead(nn.Module):
                     torch.cat([history, history]))
         conditional, unconditional = both.chunk(2)
         return conditional + cfg_strength * (conditional - unconditional)
+
+
+def sway_timesteps(steps: int, sway_coef: float, device: torch.device | None = None) -> torch.Tensor:
+    """steps + 1 times from 0 (noise) to 1 (data); sway_coef < 0 spends more steps near the noise end (F5-TTS)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    t = torch.linspace(0, 1, steps + 1, device=device)
+    if sway_coef:
+        t = t + sway_coef * (torch.cos(math.pi / 2 * t) - 1 + t)
+    return t
+
+
+@torch.no_grad()
+def sample_patch(dit: DiTHead, condition: torch.Tensor, history: torch.Tensor, noise: torch.Tensor, steps: int = 10,
+                 cfg_strength: float = 2.0, sway_coef: float = -1.0) -> torch.Tensor:
+    """Integrates dx/dt = v(x, t) from `noise` (already scaled by the temperature) to a normalised latent patch.
+
+    condition [B, H_dit] (bridge output), history [B, P, D] (previous patch, normalised), noise [B, P, D].
+    """
+    times = sway_timesteps(steps, sway_coef, noise.device)
+    x = noise
+    for i in range(steps):
+        t = times[i].expand(x.shape[0])
+        velocity = dit.guided_velocity(x, t, condition, history, cfg_strength)
+        x = x + (times[i + 1] - times[i]) * velocity
+    return x

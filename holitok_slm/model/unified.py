@@ -19,7 +19,7 @@ from .. import layout
 from ..config import UnifiedConfig, record_derived
 from ..text_tokenizer import PAD, TextTokenizer
 from .backbone import Backbone
-from .dit_head import DiTHead
+from .dit_head import DiTHead, sample_patch
 from .condition_bridge import ConditionBridge
 from .stop_head import StopHead
 from .patch_encoder import PatchEncoder
@@ -72,6 +72,10 @@ class UnifiedModel(nn.Module):
             raise ValueError(f"flow.noise_samples must be an integer >= 1, got {cfg.flow.noise_samples!r}")
         if not cfg.flow.input_noise_std >= 0:
             raise ValueError(f"flow.input_noise_std must be >= 0, got {cfg.flow.input_noise_std!r}")
+        if not 0 <= cfg.flow.self_feed_share <= 1:
+            raise ValueError(f"flow.self_feed_share must be in [0, 1], got {cfg.flow.self_feed_share!r}")
+        if not isinstance(cfg.flow.self_feed_steps, int) or cfg.flow.self_feed_steps < 1:
+            raise ValueError(f"flow.self_feed_steps must be an integer >= 1, got {cfg.flow.self_feed_steps!r}")
         self.bridge = ConditionBridge(llm_width, cfg.dit.hidden_size)
         self.stop_head = StopHead(llm_width)
         self.dit = DiTHead(cfg.dit, cfg.latent_dim, cfg.patch_size)
@@ -248,7 +252,15 @@ class UnifiedModel(nn.Module):
                        ctc_labels: torch.Tensor | None = None,
                        semantic: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         cfg = self.config.flow
-        heard = self.noisy_tts_inputs(latents, is_tts) if self.training and cfg.input_noise_std > 0 else latents
+        heard = latents
+        if self.training and cfg.self_feed_share > 0:
+            if semantic is not None:
+                raise ValueError("flow.self_feed_share needs audio features computed from the latents; precomputed "
+                                 "semantic features would keep the true audio")
+            heard = self.self_fed_tts_inputs(input_ids, attention_mask, latents, frame_mask, audio_offset, num_patches,
+                                             is_tts)
+        if self.training and cfg.input_noise_std > 0:
+            heard = self.noisy_tts_inputs(heard, is_tts)
         hidden = self.hidden_states(input_ids, attention_mask, heard, frame_mask, audio_offset, num_patches, semantic)
 
         flow_loss, flow_count, regression_loss = self._flow_loss(hidden, latents, frame_mask, audio_offset,
@@ -276,28 +288,66 @@ class UnifiedModel(nn.Module):
         noise = torch.randn_like(latents) * (self.config.flow.input_noise_std / self.latent_scale)
         return latents + noise * is_tts[:, None, None].to(latents.dtype)
 
+    @torch.no_grad()
+    def self_fed_tts_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, latents: torch.Tensor,
+                            frame_mask: torch.Tensor, audio_offset: torch.Tensor, num_patches: torch.Tensor,
+                            is_tts: torch.Tensor) -> torch.Tensor:
+        """Raw latents [B, T, D] in which a `flow.self_feed_share` of the TTS rows' patches (a random draw) is the
+        model's own sample of that patch from the true context before it: one teacher-forced pass without gradients
+        samples them all at once (`flow.self_feed_steps` Euler steps, the checkpoint's CFG, sway and temperature).
+        What the model then reads; the targets stay the true latents (parallel scheduled sampling)."""
+        flow, options = self.config.flow, self.config.generation
+        hidden = self.hidden_states(input_ids, attention_mask, latents, frame_mask, audio_offset, num_patches)
+        _, condition, history, _ = self.flow_inputs(hidden, latents, frame_mask, audio_offset, num_patches, is_tts,
+                                                    history_dropout=0.0)
+        rows, cols = self.tts_patch_positions(latents.shape[1], num_patches, is_tts)
+        chosen = torch.rand(rows.shape, device=latents.device) < flow.self_feed_share
+        if not bool(chosen.any()):
+            return latents
+        noise = torch.randn_like(history[chosen]) * options.temperature
+        own = sample_patch(self.dit, condition[chosen], history[chosen], noise, flow.self_feed_steps,
+                           options.cfg_strength, options.sway_coef)
+        batch, frames, dim = latents.shape
+        patch = self.config.patch_size
+        fed = latents.clone().view(batch, frames // patch, patch, dim)
+        fed[rows[chosen], cols[chosen]] = self.denormalize_latents(own).to(latents.dtype)
+        replaced = torch.zeros(batch, frames // patch, dtype=torch.bool, device=latents.device)
+        replaced[rows[chosen], cols[chosen]] = True
+        replaced = replaced.repeat_interleave(patch, dim=1) & frame_mask.bool()  # padding frames stay as they were
+        return torch.where(replaced[..., None], fed.view(batch, frames, dim), latents)
+
+    def tts_patch_positions(self, frames: int, num_patches: torch.Tensor, is_tts: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(item, patch) indices [N] of every whole patch of the TTS items in a batch padded to `frames` frames."""
+        n_max = frames // self.config.patch_size
+        targets_mask = (torch.arange(n_max, device=num_patches.device)[None] < num_patches[:, None]) & is_tts[:, None]
+        return targets_mask.nonzero(as_tuple=True)
+
     def _unused_branch_term(self, *modules: nn.Module) -> torch.Tensor:
         """0 x (sum of parameters): gives a branch that this batch did not use a gradient path (DDP/ZeRO)."""
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         return sum((p.sum() for p in params), torch.zeros((), device=self.latent_scale.device)) * 0.0
 
-    def flow_inputs(self, hidden, latents, frame_mask, audio_offset, num_patches, is_tts, heard=None):
+    def flow_inputs(self, hidden, latents, frame_mask, audio_offset, num_patches, is_tts, heard=None,
+                    history_dropout: float | None = None):
         """What the flow head is trained on, for every whole patch of the TTS items: target [N, P, D] (normalised),
         condition [N, H_dit] (the bridge on the hidden state before the patch), history [N, P, D] (the previous
         patch of `heard`, the latents the model read (default: `latents`); zeros for an utterance's first, and for
-        the share `flow.history_dropout` in training) and frame weights [N, P]. N may be 0."""
+        the share `history_dropout` (default: `flow.history_dropout` in training, 0 otherwise)) and frame weights
+        [N, P]. N may be 0."""
         batch, frames, dim = latents.shape
         patch = self.config.patch_size
         n_max = frames // patch
-        targets_mask = (torch.arange(n_max, device=latents.device)[None] < num_patches[:, None]) & is_tts[:, None]
-        rows, cols = targets_mask.nonzero(as_tuple=True)
+        rows, cols = self.tts_patch_positions(frames, num_patches, is_tts)
         normalized = (self.normalize_latents(latents) * frame_mask[..., None]).view(batch, n_max, patch, dim)
         target = normalized[rows, cols]
         if heard is not None and heard is not latents:
             normalized = (self.normalize_latents(heard) * frame_mask[..., None]).view(batch, n_max, patch, dim)
         has_history = cols > 0
-        if self.training and self.config.flow.history_dropout > 0:
-            has_history = has_history & (torch.rand(cols.shape, device=cols.device) >= self.config.flow.history_dropout)
+        if history_dropout is None:
+            history_dropout = self.config.flow.history_dropout if self.training else 0.0
+        if history_dropout > 0:
+            has_history = has_history & (torch.rand(cols.shape, device=cols.device) >= history_dropout)
         history = torch.where(has_history[:, None, None], normalized[rows, (cols - 1).clamp(min=0)], 0.0)
         condition = self.bridge(hidden[rows, audio_offset[rows] + cols - 1])
         return target, condition, history, frame_mask.view(batch, n_max, patch)[rows, cols]
