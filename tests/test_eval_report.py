@@ -191,3 +191,22 @@ def test_latent_robustness_command_on_the_smoke_tokenizer(tmp_path_factory, tmp_
     data = json.loads(out.read_text())
     assert set(data["wer"]) == {"true", "3-frame average", "noise 0.5 std"} and data["utterances"] == 2
     assert -1.0 <= data["lag1_autocorrelation"] <= 1.0 and data["posterior_std_over_spread"] >= 0.0
+
+
+@pytest.mark.slow
+def test_self_continuation_probe_on_the_smoke_model(tmp_path_factory, tmp_path):
+    from eval import tts_self_continuation
+
+    smoke = smoke_outputs(tmp_path_factory.getbasetemp())
+    out = tmp_path / "sc.json"
+    assert tts_self_continuation.main(["--corpus", str(smoke.corpus), "--tokenizer", str(smoke.tokenizer), "--model",
+                                       str(smoke.model), "--limit", "2", "--share", "0.5", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["utterances"] == 2 and data["share_given"] == 0.5
+    patch = json.loads((smoke.model / "config.json").read_text())["patch_size"]
+    for item in data["items"]:  # the opening is whole patches, about half of the true utterance
+        assert item["opening_frames"] % patch == 0
+        assert abs(item["opening_frames"] - 0.5 * item["true_frames"]) <= patch
+    assert set(data["wer"]) == {"continued", "resynthesis"} and data["duration_ratio"] >= 0
+    with pytest.raises(SystemExit):
+        tts_self_continuation.main(["--corpus", "x", "--tokenizer", "tiny", "--model", "m", "--share", "1.5"])

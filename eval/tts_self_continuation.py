@@ -1,0 +1,92 @@
+"""Self-continuation TTS: can the model go on speaking a sentence after its own true opening?
+
+    python -m eval.tts_self_continuation --corpus outputs/demo/corpus --tokenizer outputs/demo/tokenizer \
+        --model outputs/demo/unified/final [--split seen] [--limit 8] [--share 0.3] [--temperature T]
+        [--out outputs/tts_self_continuation.json]
+
+For each held-out utterance the model gets the whole text and, as its audio so far, the true first `share` of the
+utterance (the same voice, the same sentence, in-distribution context: no prompt transcript, no second sentence), and
+then generates freely until its stop head ends it. The opening and the continuation are decoded together. Next to
+eval.tts_teacher_forced (every patch from the true context) and eval.report (a whole sentence after another
+utterance's prompt) it tells how far the model's own frames carry it: a model whose teacher-forced speech is
+understood and whose continuation is not loses its place on its own output (exposure bias, docs/learning.md section
+18). Reference on the same items: the tokenizer's resynthesis of the whole true utterance. Judge: Whisper-base.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from .asr_wer import score
+from .report import SPLITS, add_corpus_arguments, spread_over_voices, write_json
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_corpus_arguments(parser)
+    parser.add_argument("--split", choices=sorted(SPLITS), default="seen")
+    parser.add_argument("--limit", type=int, default=8, help="utterances, spread over the split's voices")
+    parser.add_argument("--share", type=float, default=0.3, help="share of each utterance given as its opening")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=None, help="noise scale (default: the checkpoint's)")
+    parser.add_argument("--cfg_strength", type=float, default=None, help="CFG strength (default: the checkpoint's)")
+    parser.add_argument("--out", default="outputs/tts_self_continuation.json", help="the results as JSON")
+    args = parser.parse_args(argv)
+    if not 0 < args.share < 1:
+        parser.error(f"--share must be between 0 and 1, got {args.share}")
+
+    from data_prep.manifest import read_manifest
+    from holitok.audio import load_audio
+    from holitok_slm.infer.pipeline import SpeechPipeline
+    from holitok_slm.infer.tts import TTSOptions, TTSRequest, generate_latents
+
+    from .audio_metrics import MissingJudgeError
+    from .judges import make_asr_judge
+
+    try:
+        judge = make_asr_judge(args.asr_judge)
+    except MissingJudgeError as err:
+        parser.exit(2, f"eval.tts_self_continuation: {err}\n")
+    pipeline = SpeechPipeline.from_pretrained(args.model, args.tokenizer)
+    model, codec = pipeline.model.eval(), pipeline.codec
+    overrides = {k: getattr(args, k) for k in ("temperature", "cfg_strength") if getattr(args, k) is not None}
+    options = TTSOptions.from_model(model, **overrides)
+    patch = model.config.patch_size
+    chosen = spread_over_voices(read_manifest(Path(args.corpus) / SPLITS[args.split]), args.limit)
+    generator = torch.Generator().manual_seed(args.seed)
+    refs, hyps, truths, items = [], [], [], []
+    for record in chosen:
+        audio = load_audio(record.audio, target_sample_rate=codec.sample_rate)
+        latents = codec.encode(audio[None, None])[0].transpose(0, 1)
+        opening = max(1, int(args.share * latents.shape[0] / patch)) * patch
+        with torch.no_grad():
+            result = generate_latents(model, [TTSRequest(text=record.text, prompt_latents=latents[:opening])],
+                                      options, generator)[0]
+        spoken = torch.cat([latents[:opening], result.latents])
+        refs.append(record.text)
+        hyps.append(judge.transcribe(codec.decode(spoken.transpose(0, 1)[None])[0, 0].numpy(), codec.sample_rate))
+        truths.append(judge.transcribe(codec.decode(latents.transpose(0, 1)[None])[0, 0].numpy(), codec.sample_rate))
+        items.append({"id": record.id, "text": record.text, "continued": hyps[-1], "resynthesis": truths[-1],
+                      "opening_frames": opening, "true_frames": int(latents.shape[0]),
+                      "generated_frames": int(result.latents.shape[0]), "stopped_by_eos": bool(result.stopped_by_eos)})
+        print(f"{record.id} [{opening}/{latents.shape[0]} frames given, +{result.latents.shape[0]}]: "
+              f"{record.text!r} -> {hyps[-1]!r}", flush=True)
+    generated = sum(i["generated_frames"] for i in items)
+    expected = sum(i["true_frames"] - i["opening_frames"] for i in items)
+    report = {"model": args.model, "split": args.split, "utterances": len(refs), "judge": judge.name,
+              "share_given": args.share,
+              "sampling": {"temperature": options.temperature, "cfg_strength": options.cfg_strength,
+                           "steps": options.steps},
+              "wer": {"continued": score(refs, hyps).corpus_wer, "resynthesis": score(refs, truths).corpus_wer},
+              "duration_ratio": generated / max(expected, 1),
+              "eos_rate": sum(i["stopped_by_eos"] for i in items) / max(len(items), 1), "items": items}
+    print(f"self-continuation WER {report['wer']['continued']:.1%} (resynthesis of the truth "
+          f"{report['wer']['resynthesis']:.1%}); continuation length / the truth's {report['duration_ratio']:.2f}")
+    write_json(args.out, report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
