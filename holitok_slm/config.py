@@ -164,6 +164,10 @@ class UnifiedConfig:
     latent_dim: int = 128
     patch_size: int = 4
     audio_input: str = "patch"
+    # Add to every audio position's input embedding its share of the utterance (position / expected length:
+    # holitok_slm/model/progress.py). Not in the paper (False there). A small model that speaks from its own frames
+    # loses its place in the text once they drift (docs/learning.md section 18); this tells it roughly where it is.
+    audio_progress: bool = False
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     patch_encoder: PatchEncoderConfig = field(default_factory=PatchEncoderConfig)
     semantic_input: SemanticInputConfig = field(default_factory=SemanticInputConfig)

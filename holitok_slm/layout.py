@@ -268,11 +268,12 @@ class TTSPrefix:
     semantic_cache: Any = None
 
 
-def tts_prefix(model: UnifiedModel, layout: ItemLayout) -> TTSPrefix:
-    """Embeds a TTS layout (from `tts_request_layout`) on the model's device."""
+def tts_prefix(model: UnifiedModel, layout: ItemLayout, utterance_patches: float | None = None) -> TTSPrefix:
+    """Embeds a TTS layout (from `tts_request_layout`) on the model's device; `utterance_patches`: the expected
+    length of the whole utterance the prompt opens (for a model with `audio_progress`)."""
     cfg, device = model.config, model.latent_scale.device
     prompt = layout.latents.to(device)
-    audio, cache = model.embed_prompt(prompt)
+    audio, cache = model.embed_prompt(prompt, utterance_patches)
     history = model.normalize_latents(prompt)[-cfg.patch_size:] if layout.num_patches else \
         torch.zeros(cfg.patch_size, cfg.latent_dim, device=device)
     embeds = model.merge_embeddings(torch.tensor([layout.ids], device=device), audio,

@@ -82,7 +82,7 @@ def test_graphed_sampler_buffers_equal_the_eager_loop_and_refuse_what_cannot_run
         generate_latents(model, _requests(), TTSOptions.from_model(model, max_patches=2, cuda_graph=True))
 
 
-@pytest.mark.parametrize("variant", ["patch", "semantic"])
+@pytest.mark.parametrize("variant", ["patch", "semantic", "patch+progress", "semantic+progress"])
 def test_generation_with_kv_cache_equals_without(tmp_path, variant):
     model = model_for(variant, tmp_path)
     options = TTSOptions.from_model(model, max_patches=6, eos_threshold=2.0)
@@ -95,9 +95,61 @@ def test_generation_with_kv_cache_equals_without(tmp_path, variant):
 
 
 def model_for(variant, tmp_path):
-    if variant == "patch":
-        return randomize_heads(build_tiny_model(TEXTS, tmp_path))
-    return randomize_heads(build_tiny_model(TEXTS, tmp_path, tiny_config("semantic")))
+    cfg = tiny_config("semantic" if variant.startswith("semantic") else "patch")
+    cfg.audio_progress = variant.endswith("+progress")
+    model = randomize_heads(build_tiny_model(TEXTS, tmp_path, cfg))
+    if model.progress is not None:  # it starts at zero (a no-op): give it something to carry
+        torch.nn.init.normal_(model.progress.proj.weight, std=0.5)
+    return model
+
+
+@pytest.mark.parametrize("variant", ["patch+progress", "semantic+progress"])
+def test_audio_progress_is_the_share_of_the_utterance_in_training_and_generation(tmp_path, variant):
+    from holitok_slm.infer.tts import _utterance_patches
+
+    model = model_for(variant, tmp_path).eval()
+    gen = torch.Generator().manual_seed(2)
+    items = [dict(id="a", task="tts", text="the cat sat", latents=torch.randn(20, 16, generator=gen)),
+             dict(id="b", task="asr", text="hello world", latents=torch.randn(12, 16, generator=gen))]
+    batch = model.collate(items)
+    args = (batch["latents"], batch["frame_mask"], batch["num_patches"])
+    with torch.no_grad():
+        with_progress = model.embed_audio(*args)
+        progress, model.progress = model.progress, None
+        without = model.embed_audio(*args)
+        model.progress = progress
+    for i, n in enumerate(batch["num_patches"].tolist()):  # training: position / the item's own length
+        share = torch.arange(n) / n
+        assert torch.allclose(with_progress[i, :n] - without[i, :n], model.progress(share), atol=1e-5)
+        assert torch.equal(with_progress[i, n:], without[i, n:])  # padding stays zero
+    # generation: the prompt's and each generated patch's share of the expected whole utterance
+    request = TTSRequest("hello world", prompt_latents=torch.randn(8, 16, generator=gen), prompt_text="a dog ran")
+    total = _utterance_patches(model, request, 2)
+    assert total == pytest.approx(2 + 2 / len(model.text_tokenizer.encode("a dog ran"))
+                                  * len(model.text_tokenizer.encode("hello world")))
+    seen = []
+    handle = model.backbone.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach().clone()))
+    try:
+        options = TTSOptions.from_model(model, max_patches=3, eos_threshold=2.0)
+        patches = [raw for raw, _ in stream_patches(model, [request], options, torch.Generator().manual_seed(0))]
+    finally:
+        handle.remove()
+    prompt_share = seen[0][0, -2:] - model_without_progress_prompt(model, request)
+    assert torch.allclose(prompt_share, model.progress(torch.arange(2) / total), atol=1e-5)
+    if variant == "patch+progress":  # each step reads the patch it made plus its share
+        for k, raw in enumerate(patches[:-1]):
+            expected = model.embed_patch(model.normalize_latents(raw)) + model.progress(torch.tensor([(2 + k) / total]))
+            assert torch.allclose(seen[k + 1][:, 0], expected, atol=1e-5)
+
+
+def model_without_progress_prompt(model, request):
+    """The prompt's last two audio embeddings as a model without audio_progress embeds them."""
+    progress, model.progress = model.progress, None
+    try:
+        with torch.no_grad():
+            return model.embed_prompt(request.prompt_latents)[0][0, -2:]
+    finally:
+        model.progress = progress
 
 
 def test_per_item_finishing_and_length_caps(model):

@@ -98,16 +98,33 @@ class _Prepared:
     max_patches: torch.Tensor
     prompt_latents: list[torch.Tensor]
     semantic_caches: list | None
+    prompt_patches: torch.Tensor      # [B] audio positions before the first generated patch
+    utterance_patches: torch.Tensor   # [B] expected audio positions of the whole utterance (audio_progress)
 
 
-def _length_bounds(model: UnifiedModel, request: TTSRequest, prompt_patches: int, options: TTSOptions) -> tuple[int, int]:
-    """Bounds tied to the target text length; the speaking rate comes from the prompt when there is one."""
+def _target_patches(model: UnifiedModel, request: TTSRequest, prompt_patches: int) -> float:
+    """Expected patches of the target text: its tokens at the prompt's speaking rate when the prompt has a
+    transcript, else at the model's (patches_per_token, measured on the training data)."""
     tok = model.text_tokenizer
     target_tokens = max(1, len(tok.encode(request.text)))
     rate = float(model.patches_per_token)
     if prompt_patches and request.prompt_text and request.prompt_text.strip():
         rate = prompt_patches / max(1, len(tok.encode(request.prompt_text)))
-    expected = rate * target_tokens
+    return rate * target_tokens
+
+
+def _utterance_patches(model: UnifiedModel, request: TTSRequest, prompt_patches: int) -> float:
+    """The expected length of the whole utterance the model speaks (`audio_progress`): prompt + target text; a
+    prompt without transcript is taken as the opening of the text itself (its audio is not added)."""
+    target = _target_patches(model, request, prompt_patches)
+    if request.prompt_text and request.prompt_text.strip():
+        return prompt_patches + target
+    return max(target, prompt_patches + 1.0)
+
+
+def _length_bounds(model: UnifiedModel, request: TTSRequest, prompt_patches: int, options: TTSOptions) -> tuple[int, int]:
+    """Bounds tied to the target text length; the speaking rate comes from the prompt when there is one."""
+    expected = _target_patches(model, request, prompt_patches)
     low = options.min_patches if options.min_patches is not None else int(options.min_length_ratio * expected)
     high = options.max_patches if options.max_patches is not None else (
         math.ceil(options.max_length_ratio * expected) + options.max_length_margin_patches)
@@ -133,11 +150,14 @@ def _prepare(model: UnifiedModel, requests: Sequence[TTSRequest], options: TTSOp
         layouts.append(item)
         lows.append(low)
         highs.append(high)
-    prefixes = [layout.tts_prefix(model, item) for item in layouts]
+    totals = [_utterance_patches(model, request, item.num_patches) for request, item in zip(requests, layouts)]
+    prefixes = [layout.tts_prefix(model, item, total) for item, total in zip(layouts, totals)]
     caches = [p.semantic_cache for p in prefixes] if model.semantic_input is not None else None
     return _Prepared([p.embeds for p in prefixes], torch.stack([p.history for p in prefixes]),
                      torch.tensor(lows, device=device), torch.tensor(highs, device=device),
-                     [item.latents.to(device) for item in layouts], caches)
+                     [item.latents.to(device) for item in layouts], caches,
+                     torch.tensor([item.num_patches for item in layouts], device=device),
+                     torch.tensor(totals, device=device))
 
 
 @torch.no_grad()
@@ -200,6 +220,9 @@ def _run(model, requests, options, generator):
                                      for i in range(size)])
         else:
             step_embeds = _semantic_recompute(model, prep, generated_raw, raw)
+        if model.progress is not None:  # the patch just generated sits at audio position prompt + step - 1
+            step_embeds = step_embeds + model.progress_embeds(prep.prompt_patches + step - 1,
+                                                              prep.utterance_patches).to(step_embeds.dtype)
         batch = batch.append(step_embeds)
         if options.use_cache:
             hidden = model.backbone(step_embeds[:, None], batch.attention_mask, batch.position_ids[:, -1:], cache)[:, -1]

@@ -23,6 +23,7 @@ from .dit_head import DiTHead, sample_patch
 from .condition_bridge import ConditionBridge
 from .stop_head import StopHead
 from .patch_encoder import PatchEncoder
+from .progress import ProgressEmbedding
 from .semantic_input import SemanticInput
 
 CONFIG_FILE = "config.json"
@@ -76,6 +77,8 @@ class UnifiedModel(nn.Module):
             raise ValueError(f"flow.self_feed_share must be in [0, 1], got {cfg.flow.self_feed_share!r}")
         if not isinstance(cfg.flow.self_feed_steps, int) or cfg.flow.self_feed_steps < 1:
             raise ValueError(f"flow.self_feed_steps must be an integer >= 1, got {cfg.flow.self_feed_steps!r}")
+        # Only built when used, so checkpoints without it load unchanged.
+        self.progress = ProgressEmbedding(llm_width) if cfg.audio_progress else None
         self.bridge = ConditionBridge(llm_width, cfg.dit.hidden_size)
         self.stop_head = StopHead(llm_width)
         self.dit = DiTHead(cfg.dit, cfg.latent_dim, cfg.patch_size)
@@ -181,8 +184,10 @@ class UnifiedModel(nn.Module):
 
     # ---- shared pieces used by training and generation ----------------------------------------------------------
     def embed_audio(self, latents: torch.Tensor, frame_mask: torch.Tensor, num_patches: torch.Tensor,
-                    semantic: torch.Tensor | None = None) -> torch.Tensor:
-        """Raw latents [B, N*P, D] (+ mask, patch counts) -> LLM input embeddings [B, N, H] (zeros past the end)."""
+                    semantic: torch.Tensor | None = None, expected_patches: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw latents [B, N*P, D] (+ mask, patch counts) -> LLM input embeddings [B, N, H] (zeros past the end).
+        With `audio_progress`, each position's share of `expected_patches` [B] (default: `num_patches`, the whole
+        utterance is given) is added."""
         batch, frames, dim = latents.shape
         n_max, patch = frames // self.config.patch_size, self.config.patch_size
         valid = torch.arange(n_max, device=latents.device)[None] < num_patches[:, None]
@@ -191,10 +196,24 @@ class UnifiedModel(nn.Module):
             patches = normalized.view(batch, n_max, patch, dim)[valid]
             encoded = self.patch_encoder(patches, frame_mask.view(batch, n_max, patch)[valid])
             out = encoded.new_zeros(batch, n_max, encoded.shape[-1])
-            return out.index_put(tuple(valid.nonzero(as_tuple=True)), encoded)
-        if semantic is None or self.semantic_input.trainable:
-            semantic = self.semantic_input.encode(latents, lengths=frame_mask.sum(1))
-        return self.semantic_input.pool_project(semantic, frame_mask) * valid[..., None]
+            out = out.index_put(tuple(valid.nonzero(as_tuple=True)), encoded)
+        else:
+            if semantic is None or self.semantic_input.trainable:
+                semantic = self.semantic_input.encode(latents, lengths=frame_mask.sum(1))
+            out = self.semantic_input.pool_project(semantic, frame_mask) * valid[..., None]
+        if self.progress is None:
+            return out
+        positions = torch.arange(n_max, device=latents.device)[None].expand(batch, -1)
+        total = num_patches if expected_patches is None else expected_patches
+        return out + self.progress_embeds(positions, total[:, None]) * valid[..., None].to(out.dtype)
+
+    def progress_embeds(self, positions: torch.Tensor, expected_patches: torch.Tensor) -> torch.Tensor:
+        """`audio_progress` embeddings [..., H] of audio positions (0 = the first patch) in utterances of
+        `expected_patches` (broadcast with positions); zeros for a model without it."""
+        share = positions.float() / expected_patches.float().clamp(min=1)
+        if self.progress is None:
+            return torch.zeros(*share.shape, self.backbone.hidden_size, device=share.device)
+        return self.progress(share)
 
     def embed_patch(self, patch_normalized: torch.Tensor, semantic_cache=None) -> torch.Tensor:
         """One generated patch (normalised) [B, P, D] -> next LLM input [B, H]; Unite uses the encoder's cache."""
@@ -218,19 +237,24 @@ class UnifiedModel(nn.Module):
         audio_embeds = self.embed_audio(latents, frame_mask, num_patches, semantic)
         return self.merge_embeddings(input_ids, audio_embeds, audio_offset, num_patches)
 
-    def embed_prompt(self, prompt: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    def embed_prompt(self, prompt: torch.Tensor, expected_patches: float | None = None) -> tuple[torch.Tensor, Any]:
         """A voice prompt's raw latents [T, D] (whole patches; T may be 0) -> its audio embeddings [1, T/P, H] and,
-        for Unite, the semantic encoder's cache primed with it (generation continues the cache; else None)."""
+        for Unite, the semantic encoder's cache primed with it (generation continues the cache; else None).
+        `expected_patches`: the length of the whole utterance it opens (`audio_progress`; default: the prompt's)."""
         n_patches = prompt.shape[0] // self.config.patch_size
         cache = self.semantic_input.init_cache() if self.semantic_input is not None else None
         if n_patches == 0:
             return torch.zeros(1, 0, self.backbone.hidden_size, device=prompt.device), cache
+        total = torch.tensor([expected_patches if expected_patches is not None else n_patches], device=prompt.device)
         if cache is not None:
             features = self.semantic_input.encoder.step(prompt[None], cache)
             mask = torch.ones(features.shape[:2], dtype=torch.bool, device=prompt.device)
-            return self.semantic_input.pool_project(features, mask), cache
+            embeds = self.semantic_input.pool_project(features, mask)
+            positions = torch.arange(embeds.shape[1], device=prompt.device)[None]
+            return embeds + self.progress_embeds(positions, total[:, None]).to(embeds.dtype), cache
         mask = torch.ones(1, prompt.shape[0], dtype=torch.bool, device=prompt.device)
-        return self.embed_audio(prompt[None], mask, torch.tensor([n_patches], device=prompt.device)), None
+        return self.embed_audio(prompt[None], mask, torch.tensor([n_patches], device=prompt.device),
+                                expected_patches=total), None
 
     # ---- training forward ----------------------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor] | None = None, **tensors: torch.Tensor) -> dict[str, torch.Tensor]:
