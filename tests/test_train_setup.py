@@ -163,6 +163,11 @@ def test_init_dit_from_tts_only_checkpoint_copies_only_the_head(tmp_path):
         init_submodules_from(tiny_model(dit=wider), tmp_path / "tts_only", ["dit."])
     with pytest.raises(FileNotFoundError):
         init_submodules_from(unified, tmp_path / "nowhere", ["dit."])
+    # the tied embedding / LM head is saved once; copying the backbone copies it under both names
+    copied = init_submodules_from(unified, tmp_path / "tts_only", ["backbone."])
+    after = unified.state_dict()
+    for key in ("backbone.lm.model.embed_tokens.weight", "backbone.lm.lm_head.weight"):
+        assert torch.equal(after[key], source["backbone.lm.model.embed_tokens.weight"])
 
 
 def test_freeze_semantic_encoder_maps_to_the_unite_model():

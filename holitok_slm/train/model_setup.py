@@ -76,6 +76,14 @@ def init_submodules_from(model: torch.nn.Module, source: str | Path, prefixes: l
     wanted, available = selected(own), selected(state)
     if not wanted:
         raise ValueError(f"the model has no parameters under {prefixes}")
+    # A tied tensor (the embedding and LM head) is saved once by safetensors' save_model; its other name is
+    # copied with it.
+    by_storage = {}
+    for key, tensor in own.items():
+        by_storage.setdefault(tensor.data_ptr(), []).append(key)
+    tied = {alias: key for keys in by_storage.values() for key in keys if key in state
+            for alias in keys if alias not in state}
+    wanted -= set(tied)
     missing, unexpected, shapes = state_dict_differences({k: own[k] for k in wanted},
                                                          {k: state[k] for k in available})
     if missing or unexpected or shapes:
@@ -83,6 +91,7 @@ def init_submodules_from(model: torch.nn.Module, source: str | Path, prefixes: l
                          f"unexpected={unexpected[:20]} shape_mismatch={shapes[:20]}")
     merged = dict(own)
     merged.update({k: state[k] for k in wanted})
+    merged.update({alias: state[key] for alias, key in tied.items() if key in wanted})
     model.load_state_dict(merged, strict=True)
     return sorted(wanted)
 
