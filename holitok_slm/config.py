@@ -103,6 +103,11 @@ class FlowConfig:
     # to come back from them. Costs one more backbone pass and self_feed_steps (x2 with CFG) flow-head passes.
     self_feed_share: float = 0.0
     self_feed_steps: int = 4
+    # Share of TTS training items laid out without their text (an empty text; not in the paper: 0 there). It gives
+    # the model a text-free prediction of the next patch from the voice and the audio so far, which generation can
+    # then guide away from (generation.text_cfg_strength): the small model's own audio history otherwise outweighs
+    # the text once its frames drift (docs/learning.md section 19). Those items add nothing to the TTS CTC loss.
+    text_dropout: float = 0.0
     # Weight of an auxiliary regression of the next patch from the condition alone (not in the paper: 0 there; a
     # linear head on the bridge's output, mean squared error to the normalised patch). The flow loss alone barely
     # reaches the backbone: in the small demo model the condition linearly explained 9-17 % of the next patch's
@@ -155,6 +160,10 @@ class GenerationDefaults:
     # before it is encoded. None keeps the prompt as given. Training utterances end in silence and then stop, so a
     # prompt that ends in silence is continued in silence (docs/learning.md section 17).
     prompt_trailing_silence_db: float | None = None
+    # Classifier-free guidance toward the text: v + w (v - v_text_free), where v_text_free is the flow head's velocity
+    # under the backbone's state for the same audio with the text left out (a second sequence in the batch). Needs a
+    # model trained with flow.text_dropout; 0 (off) for others. Patch input path, no CUDA graph.
+    text_cfg_strength: float = 0.0
 
 
 @dataclass

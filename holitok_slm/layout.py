@@ -176,8 +176,9 @@ def asr_layout(tok: TextTokenizer, cfg: UnifiedConfig, latents: Any, transcript:
 
 
 def training_layout(tok: TextTokenizer, cfg: UnifiedConfig, item: dict[str, Any]) -> ItemLayout:
-    """A training item (dict: id, task, text, latents [T, D], optional instruction) -> its layout (ValueError naming
-    the item for a bad one)."""
+    """A training item (dict: id, task, text, latents [T, D], optional instruction; a TTS item marked
+    `text_dropped` is laid out with an empty text: flow.text_dropout) -> its layout (ValueError naming the item for
+    a bad one)."""
     name = item.get("id", "<no id>")
     if item.get("task") not in ("tts", "asr"):
         raise ValueError(f"item {name}: task must be 'tts' or 'asr', got {item.get('task')!r}")
@@ -187,7 +188,7 @@ def training_layout(tok: TextTokenizer, cfg: UnifiedConfig, item: dict[str, Any]
     if item["task"] == "asr":
         return asr_layout(tok, cfg, item.get("latents"), item["text"], what)
     latents = whole_patches(check_latents(item.get("latents"), cfg.latent_dim, what), cfg.patch_size)
-    return tts_layout(tok, cfg, item["text"], latents, item.get("instruction"))
+    return tts_layout(tok, cfg, "" if item.get("text_dropped") else item["text"], latents, item.get("instruction"))
 
 
 # ---- (a) training batch ----------------------------------------------------------------------------------------------
@@ -266,6 +267,13 @@ class TTSPrefix:
     embeds: torch.Tensor
     history: torch.Tensor
     semantic_cache: Any = None
+
+
+def text_free_request_layout(tok: TextTokenizer, cfg: UnifiedConfig, prompt_latents: Any = None,
+                             instruction: str | None = None) -> ItemLayout:
+    """A TTS request's layout with its text (and prompt transcript) left out: what a TTS item trained with
+    flow.text_dropout looks like cut where the prompt ends (the text-free branch of generation.text_cfg_strength)."""
+    return tts_request_layout(tok, cfg, "", prompt_latents, "", instruction)
 
 
 def tts_prefix(model: UnifiedModel, layout: ItemLayout, utterance_patches: float | None = None) -> TTSPrefix:

@@ -47,7 +47,8 @@ def test_batched_cfg_equals_two_separate_head_calls(model):
 
 def test_euler_sampler_follows_a_constant_velocity_field(model):
     class Constant(torch.nn.Module):
-        def guided_velocity(self, x, t, condition, history, cfg_strength):
+        def guided_velocity(self, x, t, condition, history, cfg_strength, text_free_condition=None,
+                            text_cfg_strength=0.0):
             return torch.ones_like(x) * 3.0
 
     noise = torch.zeros(2, 4, 16)
@@ -239,3 +240,35 @@ def test_prompt_trailing_silence_is_cut_before_encoding(model):
     assert cut[0].prompt_latents.shape[0] == 26 // patch * patch    # 1.04 s: 26 frames
     with pytest.raises(ValueError):
         TTSOptions.from_model(model, prompt_trailing_silence_db=float("nan"))
+
+
+def test_text_guidance_combines_three_branches_and_runs_the_text_free_sequence_alongside(model, tmp_path):
+    from holitok_slm.infer.inputs import InputError
+
+    g = torch.Generator().manual_seed(4)
+    x, history = torch.randn(3, 4, 16, generator=g), torch.randn(3, 4, 16, generator=g)
+    t, condition, free = torch.rand(3, generator=g), torch.randn(3, 64, generator=g), torch.randn(3, 64, generator=g)
+    with torch.no_grad():
+        v = {name: model.dit(x, t, c, history) for name, c in
+             (("c", condition), ("u", torch.zeros_like(condition)), ("t", free))}
+        guided = model.dit.guided_velocity(x, t, condition, history, 2.0, free, 1.5)
+        only_text = model.dit.guided_velocity(x, t, condition, history, 0.0, free, 1.5)
+    assert torch.allclose(guided, v["c"] + 2.0 * (v["c"] - v["u"]) + 1.5 * (v["c"] - v["t"]), atol=1e-5)
+    assert torch.allclose(only_text, v["c"] + 1.5 * (v["c"] - v["t"]), atol=1e-5)
+    with pytest.raises(ValueError, match="text-free"):
+        model.dit.guided_velocity(x, t, condition, history, 2.0, None, 1.5)
+    # generation: the text-free sequences ride in the same batch; the KV cache still equals recomputation
+    options = TTSOptions.from_model(model, max_patches=4, eos_threshold=2.0, text_cfg_strength=1.5)
+    cached = generate_latents(model, _requests(), options, torch.Generator().manual_seed(1))
+    options.use_cache = False
+    recomputed = generate_latents(model, _requests(), options, torch.Generator().manual_seed(1))
+    plain = generate_latents(model, _requests(), TTSOptions.from_model(model, max_patches=4, eos_threshold=2.0),
+                             torch.Generator().manual_seed(1))
+    for a, b, c in zip(cached, recomputed, plain):
+        assert torch.allclose(a.latents, b.latents, atol=1e-5, rtol=0)
+        assert not torch.allclose(a.latents, c.latents)  # the guidance changed what was spoken
+    with pytest.raises(InputError, match="text_cfg_strength"):
+        TTSOptions.from_model(model, text_cfg_strength=-1.0)
+    with pytest.raises(InputError, match="patch input path"):
+        generate_latents(model_for("semantic", tmp_path), _requests(),
+                         TTSOptions.from_model(model, max_patches=2, text_cfg_strength=1.0))

@@ -91,6 +91,26 @@ def test_ctc_is_the_spoken_text_spelled_over_the_audio_positions(model, task):
     assert torch.allclose(out["loss"].detach(), components, rtol=1e-4, atol=1e-5)
 
 
+def test_a_tts_item_without_its_text_is_laid_out_with_an_empty_text_and_spells_nothing(model):
+    from holitok_slm import layout
+
+    noise = torch.Generator().manual_seed(5)
+    item = dict(id="t0", task="tts", text="the cat sat", latents=torch.randn(16, 16, generator=noise))
+    dropped = layout.training_layout(model.text_tokenizer, model.config, {**item, "text_dropped": True})
+    empty = layout.tts_layout(model.text_tokenizer, model.config, "", item["latents"])
+    assert dropped.ids == empty.ids and dropped.spoken == []
+    # what generation's text-free branch starts from is this layout cut where the prompt ends
+    free = layout.text_free_request_layout(model.text_tokenizer, model.config, item["latents"][:8])
+    assert free.ids == dropped.ids[:free.audio_offset + free.num_patches]
+    model.config.flow.tts_ctc_weight = 0.5
+    try:
+        out = model(**model.collate([{**item, "text_dropped": True}]))
+        kept = model(**model.collate([item]))
+    finally:
+        model.config.flow.tts_ctc_weight = 0.0
+    assert out["tts_ctc_loss"] == 0.0 and kept["tts_ctc_loss"] > 0.0  # nothing to spell: left out, not "all blank"
+
+
 def test_ctc_warns_once_when_most_items_cannot_be_aligned(model, caplog):
     """More text tokens than patches: CTC adds nothing for that item (zero_infinity); silence would hide it."""
     noise = torch.Generator().manual_seed(2)

@@ -35,3 +35,20 @@ def test_bad_settings_are_refused():
         LatentDataConfig(asr_time_mask_ratio=1.0)
     with pytest.raises(ValueError, match="span"):
         mask_asr_spans(items(), ratio=0.1, span=0)
+
+
+def test_tts_text_dropout_marks_about_the_share_of_tts_items_only():
+    from holitok_slm.train.augment import drop_tts_text
+
+    batch = items() * 200
+    torch.manual_seed(3)
+    out = drop_tts_text(batch, 0.25)
+    tts = [item for item in out if item["task"] == "tts"]
+    assert not any(item.get("text_dropped") for item in out if item["task"] == "asr")
+    assert 0.18 < sum(bool(item.get("text_dropped")) for item in tts) / len(tts) < 0.32
+    assert not any("text_dropped" in item for item in batch)  # new dicts: the store's items are left as they were
+    assert drop_tts_text(batch, 0.0) is batch
+    torch.manual_seed(3)
+    assert [i.get("text_dropped") for i in drop_tts_text(batch, 0.25)] == [i.get("text_dropped") for i in out]
+    with pytest.raises(ValueError, match="text_dropout"):
+        drop_tts_text(batch, 1.0)

@@ -55,8 +55,9 @@ class TTSOptions(GenerationDefaults):
 
 
 _WHOLE_OPTIONS = {"steps": 1, "max_length_margin_patches": 0, "min_patches": 0, "max_patches": 1, "patch_cap": 1}
-_REAL_OPTIONS = {"cfg_strength": None, "sway_coef": None, "temperature": 0.0, "eos_threshold": None,
-                 "prompt_trailing_silence_db": None, "min_length_ratio": 0.0, "max_length_ratio": 0.0,
+_REAL_OPTIONS = {"cfg_strength": None, "text_cfg_strength": 0.0, "sway_coef": None, "temperature": 0.0,
+                 "eos_threshold": None, "prompt_trailing_silence_db": None, "min_length_ratio": 0.0,
+                 "max_length_ratio": 0.0,
                  "asr_max_tokens_per_patch": 0.0}
 
 
@@ -100,6 +101,7 @@ class _Prepared:
     semantic_caches: list | None
     prompt_patches: torch.Tensor      # [B] audio positions before the first generated patch
     utterance_patches: torch.Tensor   # [B] expected audio positions of the whole utterance (audio_progress)
+    text_free_embeds: list[torch.Tensor] | None = None  # the same requests without their text (text_cfg_strength)
 
 
 def _target_patches(model: UnifiedModel, request: TTSRequest, prompt_patches: int) -> float:
@@ -153,11 +155,15 @@ def _prepare(model: UnifiedModel, requests: Sequence[TTSRequest], options: TTSOp
     totals = [_utterance_patches(model, request, item.num_patches) for request, item in zip(requests, layouts)]
     prefixes = [layout.tts_prefix(model, item, total) for item, total in zip(layouts, totals)]
     caches = [p.semantic_cache for p in prefixes] if model.semantic_input is not None else None
+    text_free = None
+    if options.text_cfg_strength:
+        free_layouts = [layout.text_free_request_layout(tok, cfg, r.prompt_latents, r.instruction) for r in requests]
+        text_free = [layout.tts_prefix(model, item, total).embeds for item, total in zip(free_layouts, totals)]
     return _Prepared([p.embeds for p in prefixes], torch.stack([p.history for p in prefixes]),
                      torch.tensor(lows, device=device), torch.tensor(highs, device=device),
                      [item.latents.to(device) for item in layouts], caches,
                      torch.tensor([item.num_patches for item in layouts], device=device),
-                     torch.tensor(totals, device=device))
+                     torch.tensor(totals, device=device), text_free)
 
 
 @torch.no_grad()
@@ -185,13 +191,17 @@ def _run(model, requests, options, generator):
     cfg = model.config
     if options.cuda_graph and next(model.parameters()).device.type != "cuda":
         raise InputError(f"cuda_graph needs the model on a CUDA device; it is on {next(model.parameters()).device}")
+    if options.text_cfg_strength and (model.semantic_input is not None or options.cuda_graph):
+        raise InputError("text_cfg_strength is implemented for the patch input path without cuda_graph")
     prep = _prepare(model, requests, options)
-    batch = LeftPaddedBatch.from_items(prep.item_embeds)
+    # With text guidance the batch holds each request twice: as given, then without its text (same audio).
+    batch = LeftPaddedBatch.from_items(prep.item_embeds + (prep.text_free_embeds or []))
     size = len(requests)
     device = batch.embeds.device
     static_length = batch.embeds.shape[1] + int(prep.max_patches.max()) + 1 if options.static_cache else None
     cache = model.backbone.new_cache(static_length) if options.use_cache else None
     hidden = model.backbone(batch.embeds, batch.attention_mask, batch.position_ids, cache)[:, -1]
+    hidden, text_free_hidden = hidden[:size], hidden[size:]
     history = prep.history
     generated_raw = [[] for _ in range(size)]
     finished = torch.zeros(size, dtype=torch.bool, device=device)
@@ -207,8 +217,10 @@ def _run(model, requests, options, generator):
         if options.cuda_graph:
             patch = graphed_sampler(model, condition, history, options)(condition, history, noise * options.temperature)
         else:
+            text_free = model.bridge(text_free_hidden) if options.text_cfg_strength else None
             patch = sample_patch(model.dit, condition, history, noise * options.temperature,
-                                 options.steps, options.cfg_strength, options.sway_coef)
+                                 options.steps, options.cfg_strength, options.sway_coef, text_free,
+                                 options.text_cfg_strength)
         raw = model.denormalize_latents(patch)
         yield raw, ~finished
         step += 1
@@ -223,11 +235,14 @@ def _run(model, requests, options, generator):
         if model.progress is not None:  # the patch just generated sits at audio position prompt + step - 1
             step_embeds = step_embeds + model.progress_embeds(prep.prompt_patches + step - 1,
                                                               prep.utterance_patches).to(step_embeds.dtype)
+        if options.text_cfg_strength:
+            step_embeds = torch.cat([step_embeds, step_embeds])
         batch = batch.append(step_embeds)
         if options.use_cache:
             hidden = model.backbone(step_embeds[:, None], batch.attention_mask, batch.position_ids[:, -1:], cache)[:, -1]
         else:
             hidden = model.backbone(batch.embeds, batch.attention_mask, batch.position_ids)[:, -1]
+        hidden, text_free_hidden = hidden[:size], hidden[size:]
 
 
 _GRAPHED: "weakref.WeakKeyDictionary[UnifiedModel, dict]" = weakref.WeakKeyDictionary()

@@ -103,17 +103,31 @@ class DiTHead(nn.Module):
         return (predicted.float() - (target - noise).float()).pow(2).mean(-1)
 
     def guided_velocity(self, noisy: torch.Tensor, t: torch.Tensor, condition: torch.Tensor, history: torch.Tensor,
-                        cfg_strength: float) -> torch.Tensor:
-        """Classifier-free guidance, both branches in one batched call: v_c + w (v_c - v_u).
+                        cfg_strength: float, text_free_condition: torch.Tensor | None = None,
+                        text_cfg_strength: float = 0.0) -> torch.Tensor:
+        """Classifier-free guidance, every branch in one batched call: v_c + w (v_c - v_u) + w_text (v_c - v_t).
 
-        The unconditional branch zeroes only the LLM condition and keeps the history patch, as in training.
+        The unconditional branch zeroes only the LLM condition and keeps the history patch, as in training; the
+        text-free one (v_t, only with `text_free_condition`) reads the condition of the same audio without its text.
         """
-        if cfg_strength == 0:
+        conditions = [condition]
+        if cfg_strength != 0:
+            conditions.append(torch.zeros_like(condition))
+        if text_cfg_strength != 0:
+            if text_free_condition is None:
+                raise ValueError("text_cfg_strength needs the text-free branch's condition")
+            conditions.append(text_free_condition)
+        if len(conditions) == 1:
             return self(noisy, t, condition, history)
-        both = self(torch.cat([noisy, noisy]), torch.cat([t, t]), torch.cat([condition, torch.zeros_like(condition)]),
-                    torch.cat([history, history]))
-        conditional, unconditional = both.chunk(2)
-        return conditional + cfg_strength * (conditional - unconditional)
+        k = len(conditions)
+        branches = self(torch.cat([noisy] * k), torch.cat([t] * k), torch.cat(conditions),
+                        torch.cat([history] * k)).chunk(k)
+        velocity = branches[0]
+        if cfg_strength != 0:
+            velocity = velocity + cfg_strength * (branches[0] - branches[1])
+        if text_cfg_strength != 0:
+            velocity = velocity + text_cfg_strength * (branches[0] - branches[-1])
+        return velocity
 
 
 def sway_timesteps(steps: int, sway_coef: float, device: torch.device | None = None) -> torch.Tensor:
@@ -128,15 +142,18 @@ def sway_timesteps(steps: int, sway_coef: float, device: torch.device | None = N
 
 @torch.no_grad()
 def sample_patch(dit: DiTHead, condition: torch.Tensor, history: torch.Tensor, noise: torch.Tensor, steps: int = 10,
-                 cfg_strength: float = 2.0, sway_coef: float = -1.0) -> torch.Tensor:
+                 cfg_strength: float = 2.0, sway_coef: float = -1.0, text_free_condition: torch.Tensor | None = None,
+                 text_cfg_strength: float = 0.0) -> torch.Tensor:
     """Integrates dx/dt = v(x, t) from `noise` (already scaled by the temperature) to a normalised latent patch.
 
-    condition [B, H_dit] (bridge output), history [B, P, D] (previous patch, normalised), noise [B, P, D].
+    condition [B, H_dit] (bridge output), history [B, P, D] (previous patch, normalised), noise [B, P, D];
+    text_free_condition [B, H_dit]: the bridge output without the text (guidance toward the text:
+    DiTHead.guided_velocity).
     """
     times = sway_timesteps(steps, sway_coef, noise.device)
     x = noise
     for i in range(steps):
         t = times[i].expand(x.shape[0])
-        velocity = dit.guided_velocity(x, t, condition, history, cfg_strength)
+        velocity = dit.guided_velocity(x, t, condition, history, cfg_strength, text_free_condition, text_cfg_strength)
         x = x + (times[i + 1] - times[i]) * velocity
     return x

@@ -75,6 +75,8 @@ class UnifiedModel(nn.Module):
             raise ValueError(f"flow.input_noise_std must be >= 0, got {cfg.flow.input_noise_std!r}")
         if not 0 <= cfg.flow.self_feed_share <= 1:
             raise ValueError(f"flow.self_feed_share must be in [0, 1], got {cfg.flow.self_feed_share!r}")
+        if not 0 <= cfg.flow.text_dropout < 1:
+            raise ValueError(f"flow.text_dropout must be in [0, 1), got {cfg.flow.text_dropout!r}")
         if not isinstance(cfg.flow.self_feed_steps, int) or cfg.flow.self_feed_steps < 1:
             raise ValueError(f"flow.self_feed_steps must be an integer >= 1, got {cfg.flow.self_feed_steps!r}")
         # Only built when used, so checkpoints without it load unchanged.
@@ -423,8 +425,9 @@ class UnifiedModel(nn.Module):
         return self._require_tokenizer().id(PAD)
 
     def _ctc_loss(self, hidden, ctc_labels, audio_offset, num_patches, selected):
-        """CTC of the selected items' spoken ids (ASR: the transcript, TTS: the text) over their audio positions."""
-        rows = selected.nonzero(as_tuple=True)[0]
+        """CTC of the selected items' spoken ids (ASR: the transcript, TTS: the text) over their audio positions;
+        items with none (TTS laid out without its text: flow.text_dropout) are left out."""
+        rows = (selected & (ctc_labels != -100).any(1)).nonzero(as_tuple=True)[0]
         if rows.numel() == 0:
             return self._unused_branch_term(self.backbone.lm.lm_head, *([self.ctc_expand] if self.ctc_expand else []))
         steps = int(num_patches[rows].max())

@@ -1,4 +1,4 @@
-"""Training-time augmentation of ASR items: spans of latent frames masked (SpecAugment's time masking, on latents).
+"""Training-time augmentation: ASR items' latent spans masked (SpecAugment's time masking); TTS items' text dropped.
 
 Why: a small model trained on a few thousand sentences learns to recite them (docs/learning.md section 5: training
 text loss 0.05, held-out WER 31 %); hiding spans of the audio forces it to read the rest and lean less on a memorised
@@ -35,3 +35,15 @@ def mask_asr_spans(items: list[dict], ratio: float, span: int) -> list[dict]:
             budget -= width
         out.append({**item, "latents": masked})
     return out
+
+
+def drop_tts_text(items: list[dict], share: float) -> list[dict]:
+    """Marks about ``share`` of the TTS items ``text_dropped`` (holitok_slm/layout.py lays them out with an empty
+    text): the text-free branch of generation.text_cfg_strength. ``share`` 0 returns ``items`` unchanged; the draws
+    come from torch's global generator, like the masking above."""
+    if share <= 0:
+        return items
+    if not share < 1:
+        raise ValueError(f"flow.text_dropout must be in [0, 1), got {share}")
+    return [{**item, "text_dropped": True} if item["task"] == "tts" and torch.rand(()).item() < share else item
+            for item in items]

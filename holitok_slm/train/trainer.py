@@ -24,7 +24,7 @@ from holitok.train.run_state import (EXIT_NONFINITE, NonFiniteGuard, checkpoint_
                                      publish_checkpoint, read_trainer_state, start_checkpoint)
 from holitok_slm.config import record_derived
 from holitok_slm.model.unified import UnifiedModel
-from holitok_slm.train.augment import mask_asr_spans
+from holitok_slm.train.augment import drop_tts_text, mask_asr_spans
 from holitok_slm.train.bad_items import BadItemLog
 from holitok_slm.train.checkpoint import load_optimizer_state, read_rank_state, set_rng_state, write_rank_state
 from holitok_slm.train.config import TrainingRun
@@ -177,6 +177,7 @@ class UnifiedTrainer:
             while batch is None:
                 items = mask_asr_spans(self.batcher.next_batch(), self.run_config.data.asr_time_mask_ratio,
                                        self.run_config.data.asr_time_mask_span)
+                items = drop_tts_text(items, self.run_config.model.flow.text_dropout)
                 batch = collate_or_drop(self.unwrapped, items, self.bad_items)
             items_seen += len(items)
             frames_seen += sum(int(item["latents"].shape[0]) for item in items)
