@@ -2,7 +2,7 @@
 
     python -m eval.tts_self_continuation --corpus outputs/demo/corpus --tokenizer outputs/demo/tokenizer \
         --model outputs/demo/unified/final [--split seen] [--limit 8] [--share 0.3] [--temperature T]
-        [--out outputs/tts_self_continuation.json]
+        [--cfg_strength W] [--text_cfg_strength W] [--out outputs/tts_self_continuation.json]
 
 For each held-out utterance the model gets the whole text and, as its audio so far, the true first `share` of the
 utterance (the same voice, the same sentence, in-distribution context: no prompt transcript, no second sentence), and
@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperature", type=float, default=None, help="noise scale (default: the checkpoint's)")
     parser.add_argument("--cfg_strength", type=float, default=None, help="CFG strength (default: the checkpoint's)")
+    parser.add_argument("--text_cfg_strength", type=float, default=None,
+                        help="guidance toward the text (default: the checkpoint's; needs flow.text_dropout training)")
     parser.add_argument("--out", default="outputs/tts_self_continuation.json", help="the results as JSON")
     args = parser.parse_args(argv)
     if not 0 < args.share < 1:
@@ -51,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"eval.tts_self_continuation: {err}\n")
     pipeline = SpeechPipeline.from_pretrained(args.model, args.tokenizer)
     model, codec = pipeline.model.eval(), pipeline.codec
-    overrides = {k: getattr(args, k) for k in ("temperature", "cfg_strength") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("temperature", "cfg_strength", "text_cfg_strength")
+                 if getattr(args, k) is not None}
     options = TTSOptions.from_model(model, **overrides)
     patch = model.config.patch_size
     chosen = spread_over_voices(read_manifest(Path(args.corpus) / SPLITS[args.split]), args.limit)
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"model": args.model, "split": args.split, "utterances": len(refs), "judge": judge.name,
               "share_given": args.share,
               "sampling": {"temperature": options.temperature, "cfg_strength": options.cfg_strength,
-                           "steps": options.steps},
+                           "text_cfg_strength": options.text_cfg_strength, "steps": options.steps},
               "wer": {"continued": score(refs, hyps).corpus_wer, "resynthesis": score(refs, truths).corpus_wer},
               "duration_ratio": generated / max(expected, 1),
               "eos_rate": sum(i["stopped_by_eos"] for i in items) / max(len(items), 1), "items": items}
