@@ -300,6 +300,23 @@ def add_corpus_arguments(parser: argparse.ArgumentParser, model_required: bool =
     parser.add_argument("--asr_judge", default="whisper-base", help="whisper-base | whisper:DIR (see eval/judges.py)")
 
 
+def open_judge_and_model(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """A probe command's ASR judge (or exit 2 saying what to install) and its SpeechPipeline (model + tokenizer),
+    the model in evaluation mode: the shared opening of eval.tts_teacher_forced and eval.tts_self_continuation."""
+    from holitok_slm.infer.pipeline import SpeechPipeline
+
+    from .audio_metrics import MissingJudgeError
+    from .judges import make_asr_judge
+
+    try:
+        judge = make_asr_judge(args.asr_judge)
+    except MissingJudgeError as err:
+        parser.exit(2, f"{parser.prog}: {err}\n")
+    pipeline = SpeechPipeline.from_pretrained(args.model, args.tokenizer)
+    pipeline.model.eval()
+    return judge, pipeline
+
+
 def build_report(corpus: str | Path, codec, pipeline, asr_judge, sim_judge, parts=PARTS, per_voice: int = 8,
                  seed: int = 0, progress: bool = True, per_unseen_voice: int | None = None,
                  splits: tuple[str, ...] = tuple(SPLITS), tts_options: dict | None = None) -> tuple[dict, list]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .asr_wer import score
-from .report import SPLITS, add_corpus_arguments, spread_over_voices, write_json
+from .report import SPLITS, add_corpus_arguments, open_judge_and_model, spread_over_voices, write_json
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,18 +41,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from data_prep.manifest import read_manifest
     from holitok.audio import load_audio
-    from holitok_slm.infer.pipeline import SpeechPipeline
     from holitok_slm.infer.tts import TTSOptions, TTSRequest, generate_latents
 
-    from .audio_metrics import MissingJudgeError
-    from .judges import make_asr_judge
-
-    try:
-        judge = make_asr_judge(args.asr_judge)
-    except MissingJudgeError as err:
-        parser.exit(2, f"eval.tts_self_continuation: {err}\n")
-    pipeline = SpeechPipeline.from_pretrained(args.model, args.tokenizer)
-    model, codec = pipeline.model.eval(), pipeline.codec
+    judge, pipeline = open_judge_and_model(parser, args)
+    model, codec = pipeline.model, pipeline.codec
     overrides = {k: getattr(args, k) for k in ("temperature", "cfg_strength", "text_cfg_strength")
                  if getattr(args, k) is not None}
     options = TTSOptions.from_model(model, **overrides)

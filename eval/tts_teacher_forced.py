@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .asr_wer import score
-from .report import SPLITS, add_corpus_arguments, spread_over_voices, write_json
+from .report import SPLITS, add_corpus_arguments, open_judge_and_model, spread_over_voices, write_json
 
 KINDS = ("flow head", "previous patch", "true latents")
 
@@ -74,17 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from data_prep.manifest import read_manifest
     from holitok.audio import load_audio
-    from holitok_slm.infer.pipeline import SpeechPipeline
-
-    from .audio_metrics import MissingJudgeError
-    from .judges import make_asr_judge
-
-    try:
-        judge = make_asr_judge(args.asr_judge)
-    except MissingJudgeError as err:
-        parser.exit(2, f"eval.tts_teacher_forced: {err}\n")
-    pipeline = SpeechPipeline.from_pretrained(args.model, args.tokenizer)
-    model, codec = pipeline.model.eval(), pipeline.codec
+    judge, pipeline = open_judge_and_model(parser, args)
+    model, codec = pipeline.model, pipeline.codec
     for option in ("temperature", "cfg_strength", "steps"):
         if getattr(args, option) is not None:
             setattr(model.config.generation, option, getattr(args, option))
