@@ -211,11 +211,8 @@ class UnifiedModel(nn.Module):
 
     def progress_embeds(self, positions: torch.Tensor, expected_patches: torch.Tensor) -> torch.Tensor:
         """`audio_progress` embeddings [..., H] of audio positions (0 = the first patch) in utterances of
-        `expected_patches` (broadcast with positions); zeros for a model without it."""
-        share = positions.float() / expected_patches.float().clamp(min=1)
-        if self.progress is None:
-            return torch.zeros(*share.shape, self.backbone.hidden_size, device=share.device)
-        return self.progress(share)
+        `expected_patches` (broadcast with positions); only for a model built with it."""
+        return self.progress(positions.float() / expected_patches.float().clamp(min=1))
 
     def embed_patch(self, patch_normalized: torch.Tensor, semantic_cache=None) -> torch.Tensor:
         """One generated patch (normalised) [B, P, D] -> next LLM input [B, H]; Unite uses the encoder's cache."""
@@ -252,6 +249,8 @@ class UnifiedModel(nn.Module):
             features = self.semantic_input.encoder.step(prompt[None], cache)
             mask = torch.ones(features.shape[:2], dtype=torch.bool, device=prompt.device)
             embeds = self.semantic_input.pool_project(features, mask)
+            if self.progress is None:
+                return embeds, cache
             positions = torch.arange(embeds.shape[1], device=prompt.device)[None]
             return embeds + self.progress_embeds(positions, total[:, None]).to(embeds.dtype), cache
         mask = torch.ones(1, prompt.shape[0], dtype=torch.bool, device=prompt.device)
