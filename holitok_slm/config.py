@@ -177,6 +177,12 @@ class UnifiedConfig:
     # holitok_slm/model/progress.py). Not in the paper (False there). A small model that speaks from its own frames
     # loses its place in the text once they drift (docs/learning.md section 18); this tells it roughly where it is.
     audio_progress: bool = False
+    # Add to every TTS audio position's input embedding the text tokens a uniform alignment says it speaks next
+    # (within text_pointer_radius; holitok_slm/model/text_pointer.py). Not in the paper (False there): a pointer
+    # that walks through the text at the speaker's pace, so a small model cannot lose its place (docs/learning.md
+    # section 20).
+    text_pointer: bool = False
+    text_pointer_radius: int = 2
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     patch_encoder: PatchEncoderConfig = field(default_factory=PatchEncoderConfig)
     semantic_input: SemanticInputConfig = field(default_factory=SemanticInputConfig)

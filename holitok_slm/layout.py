@@ -246,6 +246,32 @@ def collate(tok: TextTokenizer, cfg: UnifiedConfig, items: Sequence[dict[str, An
     return out
 
 
+def tts_text(tok: TextTokenizer, ids: Sequence[int], audio_offset: int) -> list[int]:
+    """The text one sequence speaks: after its task tag (or its instruction) up to <|audio_start|>; none for ASR."""
+    if not len(ids) or ids[0] != tok.id(TASK_TTS):
+        return []
+    start = list(ids).index(tok.id(INSTRUCT_END)) + 1 if len(ids) > 1 and ids[1] == tok.id(INSTRUCT_START) else 1
+    return list(ids[start:audio_offset - 1])
+
+
+def pad_texts(tok: TextTokenizer, texts: Sequence[Sequence[int]], device: torch.device | str = "cpu"
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Texts (from `tts_text`) -> PAD-padded ids [B, Lt] and lengths [B] (model.text_pointer's input). Lt >= 1
+    even for a batch without text, so the pointer's weights take part in every step (distributed training needs
+    every parameter in every backward)."""
+    ids = torch.full((len(texts), max(1, *(len(text) for text in texts))), tok.id(PAD), dtype=torch.long)
+    for i, text in enumerate(texts):
+        ids[i, :len(text)] = torch.tensor(list(text), dtype=torch.long)
+    return ids.to(device), torch.tensor([len(text) for text in texts], device=device)
+
+
+def tts_text_ids(tok: TextTokenizer, input_ids: torch.Tensor, audio_offset: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`tts_text` of every sequence of a padded batch, padded (`pad_texts`)."""
+    texts = [tts_text(tok, row, offset) for row, offset in zip(input_ids.tolist(), audio_offset.tolist())]
+    return pad_texts(tok, texts, input_ids.device)
+
+
 # ---- (b) TTS prefix --------------------------------------------------------------------------------------------------
 def tts_request_layout(tok: TextTokenizer, cfg: UnifiedConfig, text: str, prompt_latents: Any = None,
                        prompt_text: str | None = None, instruction: str | None = None) -> ItemLayout:
@@ -278,10 +304,17 @@ def text_free_request_layout(tok: TextTokenizer, cfg: UnifiedConfig, prompt_late
 
 def tts_prefix(model: UnifiedModel, layout: ItemLayout, utterance_patches: float | None = None) -> TTSPrefix:
     """Embeds a TTS layout (from `tts_request_layout`) on the model's device; `utterance_patches`: the expected
-    length of the whole utterance the prompt opens (for a model with `audio_progress`)."""
+    length of the whole utterance the prompt opens (for a model with `audio_progress` or `text_pointer`)."""
     cfg, device = model.config, model.latent_scale.device
     prompt = layout.latents.to(device)
     audio, cache = model.embed_prompt(prompt, utterance_patches)
+    if model.pointer is not None and layout.num_patches:
+        text_ids, text_lengths = pad_texts(model.text_tokenizer,
+                                           [tts_text(model.text_tokenizer, layout.ids, layout.audio_offset)], device)
+        expected = torch.tensor([[utterance_patches if utterance_patches is not None else layout.num_patches]],
+                                device=device)
+        positions = torch.arange(layout.num_patches, device=device)[None]
+        audio = audio + model.pointer_embeds(text_ids, text_lengths, positions, expected).to(audio.dtype)
     history = model.normalize_latents(prompt)[-cfg.patch_size:] if layout.num_patches else \
         torch.zeros(cfg.patch_size, cfg.latent_dim, device=device)
     embeds = model.merge_embeddings(torch.tensor([layout.ids], device=device), audio,

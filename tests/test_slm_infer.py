@@ -83,7 +83,7 @@ def test_graphed_sampler_buffers_equal_the_eager_loop_and_refuse_what_cannot_run
         generate_latents(model, _requests(), TTSOptions.from_model(model, max_patches=2, cuda_graph=True))
 
 
-@pytest.mark.parametrize("variant", ["patch", "semantic", "patch+progress", "semantic+progress"])
+@pytest.mark.parametrize("variant", ["patch", "semantic", "patch+progress", "semantic+progress", "patch+pointer"])
 def test_generation_with_kv_cache_equals_without(tmp_path, variant):
     model = model_for(variant, tmp_path)
     options = TTSOptions.from_model(model, max_patches=6, eos_threshold=2.0)
@@ -98,10 +98,68 @@ def test_generation_with_kv_cache_equals_without(tmp_path, variant):
 def model_for(variant, tmp_path):
     cfg = tiny_config("semantic" if variant.startswith("semantic") else "patch")
     cfg.audio_progress = variant.endswith("+progress")
+    cfg.text_pointer = variant.endswith("+pointer")
     model = randomize_heads(build_tiny_model(TEXTS, tmp_path, cfg))
     if model.progress is not None:  # it starts at zero (a no-op): give it something to carry
         torch.nn.init.normal_(model.progress.proj.weight, std=0.5)
+    if model.pointer is not None:
+        torch.nn.init.normal_(model.pointer.proj.weight, std=0.1)
     return model
+
+
+def _pointed(step: int, expected: float, length: int) -> int:
+    """The text token the pointer reads for audio position `step`: the centre of the next patch, uniformly aligned."""
+    return min(int((step + 1.5) / expected * length), length - 1)
+
+
+def test_text_pointer_reads_the_aligned_text_in_training_and_generation(tmp_path):
+    from holitok_slm.infer.tts import _utterance_patches
+
+    model = model_for("patch+pointer", tmp_path).eval()
+    tok, width, radius = model.text_tokenizer, model.backbone.hidden_size, model.pointer.radius
+    with torch.no_grad():  # make the pointer hand on exactly the embedding of the token it points at
+        model.pointer.proj.weight.zero_()
+        model.pointer.proj.weight[:, radius * width:(radius + 1) * width] = torch.eye(width)
+    table = lambda text: model.backbone.embed(torch.tensor(tok.encode(text)))  # noqa: E731
+    gen = torch.Generator().manual_seed(3)
+    items = [dict(id="a", task="tts", text="the cat sat", latents=torch.randn(28, 16, generator=gen)),
+             dict(id="b", task="asr", text="hello world", latents=torch.randn(12, 16, generator=gen)),
+             dict(id="c", task="tts", text="a dog ran", instruction="speak slowly",
+                  latents=torch.randn(20, 16, generator=gen))]
+    batch = model.collate(items)
+    args = [batch[key] for key in ("input_ids", "latents", "frame_mask", "audio_offset", "num_patches")]
+    with torch.no_grad():
+        with_pointer = model.embed_inputs(*args)
+        pointer, model.pointer = model.pointer, None
+        without = model.embed_inputs(*args)
+        model.pointer = pointer
+        for i, item in enumerate(items):  # training: uniform over the item's true length; the instruction is skipped
+            offset, n = int(batch["audio_offset"][i]), int(batch["num_patches"][i])
+            added = with_pointer[i] - without[i]
+            if item["task"] == "asr":
+                assert torch.equal(added, torch.zeros_like(added))
+                continue
+            text = table(item["text"])
+            assert torch.equal(added[:offset], torch.zeros_like(added[:offset]))  # text positions untouched
+            for k in range(n):
+                assert torch.allclose(added[offset + k], text[_pointed(k, n, len(text))], atol=1e-6)
+        # generation: the prompt's positions and each generated patch, uniform over the expected utterance
+        request = TTSRequest("hello world", prompt_latents=torch.randn(8, 16, generator=gen), prompt_text="a dog ran")
+        total = _utterance_patches(model, request, 2)
+        seen = []
+        handle = model.backbone.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].clone()))
+        try:
+            options = TTSOptions.from_model(model, max_patches=4, eos_threshold=2.0)
+            patches = [raw for raw, _ in stream_patches(model, [request], options, torch.Generator().manual_seed(0))]
+        finally:
+            handle.remove()
+        joined = table("a dog ran hello world")
+        prompt_added = seen[0][0, -2:] - model.embed_prompt(request.prompt_latents)[0][0]
+        for k in range(2):
+            assert torch.allclose(prompt_added[k], joined[_pointed(k, total, len(joined))], atol=1e-5)
+        for k, raw in enumerate(patches[:-1]):
+            expected = model.embed_patch(model.normalize_latents(raw))[0] + joined[_pointed(2 + k, total, len(joined))]
+            assert torch.allclose(seen[k + 1][0, 0], expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("variant", ["patch+progress", "semantic+progress"])
@@ -272,3 +330,13 @@ def test_text_guidance_combines_three_branches_and_runs_the_text_free_sequence_a
     with pytest.raises(InputError, match="patch input path"):
         generate_latents(model_for("semantic", tmp_path), _requests(),
                          TTSOptions.from_model(model, max_patches=2, text_cfg_strength=1.0))
+
+
+def test_text_pointer_takes_part_in_a_batch_without_tts_text(tmp_path):
+    """Distributed training reduces every parameter's gradient each step: an ASR-only batch must still use the
+    pointer (a zero contribution), or the ranks' collectives stop matching."""
+    model = model_for("patch+pointer", tmp_path).train()
+    gen = torch.Generator().manual_seed(4)
+    batch = model.collate([dict(id="b", task="asr", text="hello world", latents=torch.randn(12, 16, generator=gen))])
+    model(batch)["loss"].backward()
+    assert model.pointer.proj.weight.grad is not None

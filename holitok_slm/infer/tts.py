@@ -101,6 +101,8 @@ class _Prepared:
     semantic_caches: list | None
     prompt_patches: torch.Tensor      # [B] audio positions before the first generated patch
     utterance_patches: torch.Tensor   # [B] expected audio positions of the whole utterance (audio_progress)
+    text_ids: torch.Tensor            # [B, Lt] the text each request speaks, prompt transcript included (text_pointer)
+    text_lengths: torch.Tensor        # [B]
     text_free_embeds: list[torch.Tensor] | None = None  # the same requests without their text (text_cfg_strength)
 
 
@@ -159,11 +161,13 @@ def _prepare(model: UnifiedModel, requests: Sequence[TTSRequest], options: TTSOp
     if options.text_cfg_strength:
         free_layouts = [layout.text_free_request_layout(tok, cfg, r.prompt_latents, r.instruction) for r in requests]
         text_free = [layout.tts_prefix(model, item, total).embeds for item, total in zip(free_layouts, totals)]
+    text_ids, text_lengths = layout.pad_texts(tok, [layout.tts_text(tok, item.ids, item.audio_offset)
+                                                    for item in layouts], device)
     return _Prepared([p.embeds for p in prefixes], torch.stack([p.history for p in prefixes]),
                      torch.tensor(lows, device=device), torch.tensor(highs, device=device),
                      [item.latents.to(device) for item in layouts], caches,
                      torch.tensor([item.num_patches for item in layouts], device=device),
-                     torch.tensor(totals, device=device), text_free)
+                     torch.tensor(totals, device=device), text_ids, text_lengths, text_free)
 
 
 @torch.no_grad()
@@ -235,8 +239,13 @@ def _run(model, requests, options, generator):
         if model.progress is not None:  # the patch just generated sits at audio position prompt + step - 1
             step_embeds = step_embeds + model.progress_embeds(prep.prompt_patches + step - 1,
                                                               prep.utterance_patches).to(step_embeds.dtype)
+        text_free_embeds = step_embeds  # the text-free branch (text_cfg_strength) has no text to point at
+        if model.pointer is not None:
+            step_embeds = step_embeds + model.pointer_embeds(
+                prep.text_ids, prep.text_lengths, (prep.prompt_patches + step - 1)[:, None],
+                prep.utterance_patches[:, None])[:, 0].to(step_embeds.dtype)
         if options.text_cfg_strength:
-            step_embeds = torch.cat([step_embeds, step_embeds])
+            step_embeds = torch.cat([step_embeds, text_free_embeds])
         batch = batch.append(step_embeds)
         if options.use_cache:
             hidden = model.backbone(step_embeds[:, None], batch.attention_mask, batch.position_ids[:, -1:], cache)[:, -1]

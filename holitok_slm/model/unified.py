@@ -24,6 +24,7 @@ from .condition_bridge import ConditionBridge
 from .stop_head import StopHead
 from .patch_encoder import PatchEncoder
 from .progress import ProgressEmbedding
+from .text_pointer import TextPointer
 from .semantic_input import SemanticInput
 
 CONFIG_FILE = "config.json"
@@ -81,6 +82,7 @@ class UnifiedModel(nn.Module):
             raise ValueError(f"flow.self_feed_steps must be an integer >= 1, got {cfg.flow.self_feed_steps!r}")
         # Only built when used, so checkpoints without it load unchanged.
         self.progress = ProgressEmbedding(llm_width) if cfg.audio_progress else None
+        self.pointer = TextPointer(llm_width, cfg.text_pointer_radius) if cfg.text_pointer else None
         self.bridge = ConditionBridge(llm_width, cfg.dit.hidden_size)
         self.stop_head = StopHead(llm_width)
         self.dit = DiTHead(cfg.dit, cfg.latent_dim, cfg.patch_size)
@@ -214,6 +216,12 @@ class UnifiedModel(nn.Module):
         `expected_patches` (broadcast with positions); only for a model built with it."""
         return self.progress(positions.float() / expected_patches.float().clamp(min=1))
 
+    def pointer_embeds(self, text_ids: torch.Tensor, text_lengths: torch.Tensor, positions: torch.Tensor,
+                       expected_patches: torch.Tensor) -> torch.Tensor:
+        """`text_pointer` embeddings [B, N, H] of audio positions [B, N] in utterances of `expected_patches` [B, 1]
+        speaking text_ids [B, Lt] (lengths [B], from holitok_slm.layout.tts_text_ids); only for a model built with it."""
+        return self.pointer(self.backbone.embed(text_ids), text_lengths, positions, expected_patches)
+
     def embed_patch(self, patch_normalized: torch.Tensor, semantic_cache=None) -> torch.Tensor:
         """One generated patch (normalised) [B, P, D] -> next LLM input [B, H]; Unite uses the encoder's cache."""
         if self.patch_encoder is not None:
@@ -234,6 +242,12 @@ class UnifiedModel(nn.Module):
                      semantic: torch.Tensor | None = None) -> torch.Tensor:
         """The backbone's input embeddings [B, L, H] of a padded layout batch (holitok_slm.layout.pad_layouts)."""
         audio_embeds = self.embed_audio(latents, frame_mask, num_patches, semantic)
+        if self.pointer is not None:
+            text_ids, text_lengths = layout.tts_text_ids(self._require_tokenizer(), input_ids, audio_offset)
+            positions = torch.arange(audio_embeds.shape[1], device=input_ids.device)[None].expand(len(input_ids), -1)
+            valid = positions < num_patches[:, None]
+            audio_embeds = audio_embeds + (self.pointer_embeds(text_ids, text_lengths, positions, num_patches[:, None])
+                                           * valid[..., None]).to(audio_embeds.dtype)
         return self.merge_embeddings(input_ids, audio_embeds, audio_offset, num_patches)
 
     def embed_prompt(self, prompt: torch.Tensor, expected_patches: float | None = None) -> tuple[torch.Tensor, Any]:

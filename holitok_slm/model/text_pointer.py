@@ -1,0 +1,46 @@
+"""TextPointer: the text tokens an audio position should be speaking, read from a uniform alignment, as an input embedding."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TextPointer(nn.Module):
+    """Points each audio position of a TTS utterance at the text it is expected to speak next and adds those tokens'
+    embeddings to its input. The alignment is uniform: the patch a position predicts (its next one) has its centre at
+    share s of the utterance's expected length, so it points at text token floor(s * text length); the tokens within
+    `radius` of it (zeros past either end of the text) and the position's offset inside that token go through one
+    linear map. In training the expected length is the item's true length, in TTS the prompt plus the target text at
+    the prompt's speaking rate (holitok_slm/infer/tts.py), so the pointer walks through the text at the speaker's
+    pace whatever the model's own frames sound like. The map starts at zero, so a model that gains it (fine-tuned
+    from a checkpoint without it) computes what it did before."""
+
+    def __init__(self, width: int, radius: int = 2):
+        super().__init__()
+        if not isinstance(radius, int) or radius < 0:
+            raise ValueError(f"text_pointer_radius must be an integer >= 0, got {radius!r}")
+        self.radius = radius
+        self.proj = nn.Linear((2 * radius + 1) * width + 1, width)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, text_embeds: torch.Tensor, text_lengths: torch.Tensor, positions: torch.Tensor,
+                expected_patches: torch.Tensor) -> torch.Tensor:
+        """text_embeds [B, Lt, H] (the text's token embeddings, padded), text_lengths [B] (0: no text, e.g. ASR),
+        positions [B, N] (0 = the first audio patch), expected_patches [B, 1] -> [B, N, H]."""
+        batch, count = positions.shape
+        width = text_embeds.shape[-1]
+        if text_embeds.shape[1] == 0:
+            raise ValueError("text_embeds needs at least one position (holitok_slm.layout.pad_texts pads to one)")
+        lengths = text_lengths.to(positions.device)[:, None].float()
+        share = ((positions.float() + 1.5) / expected_patches.float().clamp(min=1)).clamp(0.0, 1.0)
+        point = share * lengths
+        index = torch.minimum(point.floor(), (lengths - 1).clamp(min=0))
+        offset = (point - index).clamp(0.0, 1.0)
+        window = index.long()[..., None] + torch.arange(-self.radius, self.radius + 1, device=positions.device)
+        inside = (window >= 0) & (window < lengths.long()[..., None])
+        gathered = torch.gather(text_embeds, 1, window.clamp(0, text_embeds.shape[1] - 1).reshape(batch, -1, 1)
+                                .expand(-1, -1, width)).view(batch, count, -1, width)
+        gathered = gathered * inside[..., None].to(gathered.dtype)
+        features = torch.cat([gathered.flatten(-2), offset[..., None].to(gathered.dtype)], dim=-1)
+        return self.proj(features) * (lengths > 0)[..., None].to(gathered.dtype)
