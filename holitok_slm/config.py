@@ -183,6 +183,9 @@ class UnifiedConfig:
     # section 20).
     text_pointer: bool = False
     text_pointer_radius: int = 2
+    # With text_pointer: the backbone reads every TTS text position as <|pad|>, so the words reach the audio only
+    # through the pointer's window, which walks on at the expected pace whatever the model's own frames sound like.
+    text_pointer_only: bool = False
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     patch_encoder: PatchEncoderConfig = field(default_factory=PatchEncoderConfig)
     semantic_input: SemanticInputConfig = field(default_factory=SemanticInputConfig)

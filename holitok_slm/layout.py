@@ -246,12 +246,19 @@ def collate(tok: TextTokenizer, cfg: UnifiedConfig, items: Sequence[dict[str, An
     return out
 
 
-def tts_text(tok: TextTokenizer, ids: Sequence[int], audio_offset: int) -> list[int]:
-    """The text one sequence speaks: after its task tag (or its instruction) up to <|audio_start|>; none for ASR."""
+def tts_text_span(tok: TextTokenizer, ids: Sequence[int], audio_offset: int) -> tuple[int, int]:
+    """Where the text one sequence speaks lies, [start, end): after its task tag (or its instruction) up to
+    <|audio_start|>; empty for ASR."""
     if not len(ids) or ids[0] != tok.id(TASK_TTS):
-        return []
+        return 0, 0
     start = list(ids).index(tok.id(INSTRUCT_END)) + 1 if len(ids) > 1 and ids[1] == tok.id(INSTRUCT_START) else 1
-    return list(ids[start:audio_offset - 1])
+    return start, audio_offset - 1
+
+
+def tts_text(tok: TextTokenizer, ids: Sequence[int], audio_offset: int) -> list[int]:
+    """The text one sequence speaks (`tts_text_span`)."""
+    start, end = tts_text_span(tok, ids, audio_offset)
+    return list(ids[start:end])
 
 
 def pad_texts(tok: TextTokenizer, texts: Sequence[Sequence[int]], device: torch.device | str = "cpu"
@@ -317,9 +324,9 @@ def tts_prefix(model: UnifiedModel, layout: ItemLayout, utterance_patches: float
         audio = audio + model.pointer_embeds(text_ids, text_lengths, positions, expected).to(audio.dtype)
     history = model.normalize_latents(prompt)[-cfg.patch_size:] if layout.num_patches else \
         torch.zeros(cfg.patch_size, cfg.latent_dim, device=device)
-    embeds = model.merge_embeddings(torch.tensor([layout.ids], device=device), audio,
-                                    torch.tensor([layout.audio_offset], device=device),
-                                    torch.tensor([layout.num_patches], device=device))[0]
+    ids, offset = torch.tensor([layout.ids], device=device), torch.tensor([layout.audio_offset], device=device)
+    embeds = model.merge_embeddings(ids, audio, offset, torch.tensor([layout.num_patches], device=device))
+    embeds = model.hide_tts_text(embeds, ids, offset)[0]
     return TTSPrefix(layout, embeds, history, cache)
 
 

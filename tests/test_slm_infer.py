@@ -7,6 +7,8 @@ import torch
 from holitok_slm.infer.euler_sampler import GraphedPatchSampler
 from holitok_slm.model.dit_head import sample_patch, sway_timesteps
 from holitok_slm.infer.tts import TTSOptions, TTSRequest, generate_latents, stream_patches
+from holitok_slm import layout
+from holitok_slm.text_tokenizer import PAD
 from holitok_slm.tiny import build_tiny_model, randomize_heads, tiny_config
 
 TEXTS = ["the cat sat on the mat", "a dog ran in the park", "hello world"]
@@ -83,7 +85,8 @@ def test_graphed_sampler_buffers_equal_the_eager_loop_and_refuse_what_cannot_run
         generate_latents(model, _requests(), TTSOptions.from_model(model, max_patches=2, cuda_graph=True))
 
 
-@pytest.mark.parametrize("variant", ["patch", "semantic", "patch+progress", "semantic+progress", "patch+pointer"])
+@pytest.mark.parametrize("variant", ["patch", "semantic", "patch+progress", "semantic+progress", "patch+pointer",
+                                     "patch+pointer_only"])
 def test_generation_with_kv_cache_equals_without(tmp_path, variant):
     model = model_for(variant, tmp_path)
     options = TTSOptions.from_model(model, max_patches=6, eos_threshold=2.0)
@@ -98,7 +101,8 @@ def test_generation_with_kv_cache_equals_without(tmp_path, variant):
 def model_for(variant, tmp_path):
     cfg = tiny_config("semantic" if variant.startswith("semantic") else "patch")
     cfg.audio_progress = variant.endswith("+progress")
-    cfg.text_pointer = variant.endswith("+pointer")
+    cfg.text_pointer = variant.endswith(("+pointer", "+pointer_only"))
+    cfg.text_pointer_only = variant.endswith("+pointer_only")
     model = randomize_heads(build_tiny_model(TEXTS, tmp_path, cfg))
     if model.progress is not None:  # it starts at zero (a no-op): give it something to carry
         torch.nn.init.normal_(model.progress.proj.weight, std=0.5)
@@ -340,3 +344,26 @@ def test_text_pointer_takes_part_in_a_batch_without_tts_text(tmp_path):
     batch = model.collate([dict(id="b", task="asr", text="hello world", latents=torch.randn(12, 16, generator=gen))])
     model(batch)["loss"].backward()
     assert model.pointer.proj.weight.grad is not None
+
+
+@pytest.mark.parametrize("pointer_only", [False, True])
+def test_text_pointer_only_hides_the_words_from_everything_but_the_pointer(tmp_path, pointer_only):
+    model = model_for("patch+pointer_only" if pointer_only else "patch+pointer", tmp_path).eval()
+    tok = model.text_tokenizer
+    texts = ("the cat sat", "a dog ran")
+    assert len(tok.encode(texts[0])) == len(tok.encode(texts[1]))  # same positions, different words
+    latents = torch.randn(20, 16, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        model.pointer.proj.weight.zero_()  # the pointer adds nothing: what is left of the words is the prefix's
+        states = []
+        for text in texts:
+            batch = model.collate([dict(id="a", task="tts", text=text, latents=latents)])
+            hidden = model.hidden_states(*[batch[key] for key in ("input_ids", "attention_mask", "latents",
+                                                                  "frame_mask", "audio_offset", "num_patches")])
+            states.append(hidden[0, int(batch["audio_offset"][0]):])
+        # generation's prefix hides them the same way
+        prefix = layout.tts_prefix(model, layout.tts_request_layout(tok, model.config, texts[0]))
+        pad = model.backbone.embed(torch.tensor([tok.id(PAD)]))[0]
+        text_rows = prefix.embeds[1:1 + len(tok.encode(texts[0]))]
+    assert torch.allclose(states[0], states[1], atol=1e-6) == pointer_only
+    assert torch.allclose(text_rows, pad.expand_as(text_rows)) == pointer_only

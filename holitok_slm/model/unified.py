@@ -83,6 +83,9 @@ class UnifiedModel(nn.Module):
         # Only built when used, so checkpoints without it load unchanged.
         self.progress = ProgressEmbedding(llm_width) if cfg.audio_progress else None
         self.pointer = TextPointer(llm_width, cfg.text_pointer_radius) if cfg.text_pointer else None
+        if cfg.text_pointer_only and not cfg.text_pointer:
+            raise ValueError("model.text_pointer_only hides the TTS text from everything but the pointer: it needs "
+                             "model.text_pointer")
         self.bridge = ConditionBridge(llm_width, cfg.dit.hidden_size)
         self.stop_head = StopHead(llm_width)
         self.dit = DiTHead(cfg.dit, cfg.latent_dim, cfg.patch_size)
@@ -248,7 +251,21 @@ class UnifiedModel(nn.Module):
             valid = positions < num_patches[:, None]
             audio_embeds = audio_embeds + (self.pointer_embeds(text_ids, text_lengths, positions, num_patches[:, None])
                                            * valid[..., None]).to(audio_embeds.dtype)
-        return self.merge_embeddings(input_ids, audio_embeds, audio_offset, num_patches)
+        embeds = self.merge_embeddings(input_ids, audio_embeds, audio_offset, num_patches)
+        return self.hide_tts_text(embeds, input_ids, audio_offset)
+
+    def hide_tts_text(self, embeds: torch.Tensor, input_ids: torch.Tensor, audio_offset: torch.Tensor) -> torch.Tensor:
+        """With `text_pointer_only`, the backbone reads each TTS text position as <|pad|>: the words reach the audio
+        through the pointer alone (the positions stay, so the layout is unchanged); otherwise `embeds` as given."""
+        if not self.config.text_pointer_only:
+            return embeds
+        tok = self._require_tokenizer()
+        hidden = torch.zeros(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
+        for i, (row, offset) in enumerate(zip(input_ids.tolist(), audio_offset.tolist())):
+            start, end = layout.tts_text_span(tok, row, offset)
+            hidden[i, start:end] = True
+        pad = self.backbone.embed(torch.tensor([tok.id(PAD)], device=embeds.device))[0].to(embeds.dtype)
+        return torch.where(hidden[..., None], pad, embeds)
 
     def embed_prompt(self, prompt: torch.Tensor, expected_patches: float | None = None) -> tuple[torch.Tensor, Any]:
         """A voice prompt's raw latents [T, D] (whole patches; T may be 0) -> its audio embeddings [1, T/P, H] and,
