@@ -108,6 +108,11 @@ class FlowConfig:
     # then guide away from (generation.text_cfg_strength): the small model's own audio history otherwise outweighs
     # the text once its frames drift (docs/learning.md section 19). Those items add nothing to the TTS CTC loss.
     text_dropout: float = 0.0
+    # Share of TTS training items whose audio, as the model reads it, has one stretch (10-30 % of the item) replaced
+    # by another stretch of the same utterance: other words in the same voice (not in the paper: 0 there). The
+    # targets stay true, so the model learns to follow the text when its audio so far says something else, which
+    # is what a small model's own drifted frames look like (docs/learning.md section 20).
+    history_splice_share: float = 0.0
     # Weight of an auxiliary regression of the next patch from the condition alone (not in the paper: 0 there; a
     # linear head on the bridge's output, mean squared error to the normalised patch). The flow loss alone barely
     # reaches the backbone: in the small demo model the condition linearly explained 9-17 % of the next patch's

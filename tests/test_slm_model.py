@@ -584,3 +584,53 @@ def test_ctc_with_one_step_per_latent_frame_aligns_text_longer_than_the_patches(
     cfg.flow.ctc_steps_per_patch = 3
     with pytest.raises(ValueError, match="ctc_steps_per_patch"):
         build_tiny_model(TEXTS, tmp_path / "bad", cfg)
+
+
+def test_history_splice_reads_another_stretch_of_the_same_utterance_never_as_targets(tmp_path):
+    cfg = tiny_config()
+    cfg.flow.history_splice_share = 1.0
+    model = build_tiny_model(TEXTS, tmp_path, cfg)
+    gen = torch.Generator().manual_seed(7)
+    items = [dict(id="a", task="tts", text=TEXTS[0], latents=torch.randn(40, 16, generator=gen)),
+             dict(id="b", task="asr", text=TEXTS[1], latents=torch.randn(24, 16, generator=gen)),
+             dict(id="c", task="tts", text=TEXTS[2], latents=torch.randn(24, 16, generator=gen))]
+    batch = model.collate(items)
+    latents, num_patches, is_tts = batch["latents"], batch["num_patches"], batch["is_tts"]
+    for seed in range(5):
+        spliced = model.spliced_tts_inputs(latents, num_patches, is_tts, torch.Generator().manual_seed(seed))
+        assert torch.equal(spliced[1], latents[1])  # ASR reads its audio as it is
+        for row in (0, 2):
+            frames = int(num_patches[row]) * cfg.patch_size
+            changed = (spliced[row] != latents[row]).any(-1).nonzero().flatten().tolist()
+            start, span = changed[0], len(changed)
+            assert changed == list(range(start, start + span)) and start >= 1  # one stretch, never the first frame
+            assert 0.1 * frames - 1 <= span <= 0.3 * frames and start + span <= frames
+            sources = [s for s in range(frames - span + 1) if abs(s - start) >= span
+                       and torch.equal(spliced[row, start:start + span], latents[row, s:s + span])]
+            assert sources  # another place of the same utterance
+    cfg.flow.history_splice_share = 0.0
+    assert torch.equal(model.spliced_tts_inputs(latents, num_patches, is_tts), latents)
+    # training reads the spliced audio, the targets stay true; evaluation reads the truth
+    cfg.flow.history_splice_share = 1.0
+    model.train()
+    torch.manual_seed(0)
+    assert torch.isfinite(model(batch)["loss"])
+    seen = []
+    handle = model.patch_encoder.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].clone()))
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(batch)
+        model.train()
+        with torch.no_grad():
+            model(batch)
+    finally:
+        handle.remove()
+    assert not torch.equal(seen[0], seen[1])  # the patch encoder reads the spliced audio in training only
+
+
+def test_history_splice_share_is_checked(tmp_path):
+    cfg = tiny_config()
+    cfg.flow.history_splice_share = 1.5
+    with pytest.raises(ValueError, match="history_splice_share"):
+        build_tiny_model(TEXTS, tmp_path, cfg)

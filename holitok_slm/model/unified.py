@@ -76,6 +76,8 @@ class UnifiedModel(nn.Module):
             raise ValueError(f"flow.input_noise_std must be >= 0, got {cfg.flow.input_noise_std!r}")
         if not 0 <= cfg.flow.self_feed_share <= 1:
             raise ValueError(f"flow.self_feed_share must be in [0, 1], got {cfg.flow.self_feed_share!r}")
+        if not 0 <= cfg.flow.history_splice_share <= 1:
+            raise ValueError(f"flow.history_splice_share must be in [0, 1], got {cfg.flow.history_splice_share!r}")
         if not 0 <= cfg.flow.text_dropout < 1:
             raise ValueError(f"flow.text_dropout must be in [0, 1), got {cfg.flow.text_dropout!r}")
         if not isinstance(cfg.flow.self_feed_steps, int) or cfg.flow.self_feed_steps < 1:
@@ -315,6 +317,8 @@ class UnifiedModel(nn.Module):
                                  "semantic features would keep the true audio")
             heard = self.self_fed_tts_inputs(input_ids, attention_mask, latents, frame_mask, audio_offset, num_patches,
                                              is_tts)
+        if self.training and cfg.history_splice_share > 0:
+            heard = self.spliced_tts_inputs(heard, num_patches, is_tts)
         if self.training and cfg.input_noise_std > 0:
             heard = self.noisy_tts_inputs(heard, is_tts)
         hidden = self.hidden_states(input_ids, attention_mask, heard, frame_mask, audio_offset, num_patches, semantic)
@@ -343,6 +347,27 @@ class UnifiedModel(nn.Module):
         what the model reads as its audio so far; the targets stay the clean latents."""
         noise = torch.randn_like(latents) * (self.config.flow.input_noise_std / self.latent_scale)
         return latents + noise * is_tts[:, None, None].to(latents.dtype)
+
+    def spliced_tts_inputs(self, latents: torch.Tensor, num_patches: torch.Tensor, is_tts: torch.Tensor,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+        """Raw latents [B, T, D] in which each TTS row, with probability `flow.history_splice_share`, has one stretch
+        of 10-30 % of its frames (never its first) replaced by another, non-overlapping stretch of the same row:
+        what the model reads; the targets stay the true latents."""
+        out = latents.clone()
+        share = self.config.flow.history_splice_share
+        for row in is_tts.nonzero(as_tuple=True)[0].tolist():
+            frames = int(num_patches[row]) * self.config.patch_size
+            if float(torch.rand((), generator=generator)) >= share:
+                continue
+            span = max(1, int(frames * (0.1 + 0.2 * float(torch.rand((), generator=generator)))))
+            # the places a stretch can come from: anywhere it does not overlap the one it replaces
+            target = 1 + int(torch.randint(max(1, frames - span), (), generator=generator))
+            sources = [start for start in range(0, frames - span + 1) if abs(start - target) >= span]
+            if target + span > frames or not sources:
+                continue
+            source = sources[int(torch.randint(len(sources), (), generator=generator))]
+            out[row, target:target + span] = latents[row, source:source + span]
+        return out
 
     @torch.no_grad()
     def self_fed_tts_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, latents: torch.Tensor,
