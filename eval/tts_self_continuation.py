@@ -2,7 +2,7 @@
 
     python -m eval.tts_self_continuation --corpus outputs/demo/corpus --tokenizer outputs/demo/tokenizer \
         --model outputs/demo/unified/final [--split seen] [--limit 8] [--share 0.3] [--temperature T]
-        [--cfg_strength W] [--text_cfg_strength W] [--out outputs/tts_self_continuation.json]
+        [--cfg_strength W] [--text_cfg_strength W] [--oracle_length] [--out outputs/tts_self_continuation.json] [--picture P.png]
 
 For each held-out utterance the model gets the whole text and, as its audio so far, the true first `share` of the
 utterance (the same voice, the same sentence, in-distribution context: no prompt transcript, no second sentence), and
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .asr_wer import score
-from .report import SPLITS, add_corpus_arguments, open_judge_and_model, spread_over_voices, write_json
+from .report import SPLITS, add_corpus_arguments, open_judge_and_model, spectrogram_picture, spread_over_voices, write_json
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cfg_strength", type=float, default=None, help="CFG strength (default: the checkpoint's)")
     parser.add_argument("--text_cfg_strength", type=float, default=None,
                         help="guidance toward the text (default: the checkpoint's; needs flow.text_dropout training)")
+    parser.add_argument("--oracle_length", action="store_true",
+                        help="tell the model each utterance's true length (its speaking rate for this text) instead "
+                             "of the training data's rate: separates the pace of audio_progress / text_pointer from "
+                             "the length estimate")
     parser.add_argument("--out", default="outputs/tts_self_continuation.json", help="the results as JSON")
+    parser.add_argument("--picture", default=None,
+                        help="also write log-mel spectrograms (PNG) per utterance: original | resynthesis | opening + "
+                             "continuation (in the TTS column)")
     args = parser.parse_args(argv)
     if not 0 < args.share < 1:
         parser.error(f"--share must be between 0 and 1, got {args.share}")
@@ -51,18 +58,27 @@ def main(argv: list[str] | None = None) -> int:
     patch = model.config.patch_size
     chosen = spread_over_voices(read_manifest(Path(args.corpus) / SPLITS[args.split]), args.limit)
     generator = torch.Generator().manual_seed(args.seed)
-    refs, hyps, truths, items = [], [], [], []
+    refs, hyps, truths, items, pictures = [], [], [], [], []
     for record in chosen:
         audio = load_audio(record.audio, target_sample_rate=codec.sample_rate)
         latents = codec.encode(audio[None, None])[0].transpose(0, 1)
         opening = max(1, int(args.share * latents.shape[0] / patch)) * patch
-        with torch.no_grad():
-            result = generate_latents(model, [TTSRequest(text=record.text, prompt_latents=latents[:opening])],
-                                      options, generator)[0]
+        rate = float(model.patches_per_token)
+        if args.oracle_length:  # the expected utterance (a prompt without transcript) is then the true one
+            model.patches_per_token.fill_(latents.shape[0] / patch / max(1, len(model.text_tokenizer.encode(record.text))))
+        try:
+            with torch.no_grad():
+                result = generate_latents(model, [TTSRequest(text=record.text, prompt_latents=latents[:opening])],
+                                          options, generator)[0]
+        finally:
+            model.patches_per_token.fill_(rate)
         spoken = torch.cat([latents[:opening], result.latents])
         refs.append(record.text)
-        hyps.append(judge.transcribe(codec.decode(spoken.transpose(0, 1)[None])[0, 0].numpy(), codec.sample_rate))
-        truths.append(judge.transcribe(codec.decode(latents.transpose(0, 1)[None])[0, 0].numpy(), codec.sample_rate))
+        continued = codec.decode(spoken.transpose(0, 1)[None])[0, 0].numpy()
+        resynthesis = codec.decode(latents.transpose(0, 1)[None])[0, 0].numpy()
+        hyps.append(judge.transcribe(continued, codec.sample_rate))
+        truths.append(judge.transcribe(resynthesis, codec.sample_rate))
+        pictures.append((record.speaker or record.id, audio.numpy(), resynthesis, continued))
         items.append({"id": record.id, "text": record.text, "continued": hyps[-1], "resynthesis": truths[-1],
                       "opening_frames": opening, "true_frames": int(latents.shape[0]),
                       "generated_frames": int(result.latents.shape[0]), "stopped_by_eos": bool(result.stopped_by_eos)})
@@ -71,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     generated = sum(i["generated_frames"] for i in items)
     expected = sum(i["true_frames"] - i["opening_frames"] for i in items)
     report = {"model": args.model, "split": args.split, "utterances": len(refs), "judge": judge.name,
-              "share_given": args.share,
+              "share_given": args.share, "oracle_length": args.oracle_length,
               "sampling": {"temperature": options.temperature, "cfg_strength": options.cfg_strength,
                            "text_cfg_strength": options.text_cfg_strength, "steps": options.steps},
               "wer": {"continued": score(refs, hyps).corpus_wer, "resynthesis": score(refs, truths).corpus_wer},
@@ -80,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"self-continuation WER {report['wer']['continued']:.1%} (resynthesis of the truth "
           f"{report['wer']['resynthesis']:.1%}); continuation length / the truth's {report['duration_ratio']:.2f}")
     write_json(args.out, report)
+    if args.picture:
+        spectrogram_picture(pictures, codec.sample_rate, Path(args.picture))
+        print(f"wrote {args.picture}")
     return 0
 
 

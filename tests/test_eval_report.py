@@ -200,9 +200,13 @@ def test_self_continuation_probe_on_the_smoke_model(tmp_path_factory, tmp_path):
     smoke = smoke_outputs(tmp_path_factory.getbasetemp())
     out = tmp_path / "sc.json"
     assert tts_self_continuation.main(["--corpus", str(smoke.corpus), "--tokenizer", str(smoke.tokenizer), "--model",
-                                       str(smoke.model), "--limit", "2", "--share", "0.5", "--out", str(out)]) == 0
+                                       str(smoke.model), "--limit", "2", "--share", "0.5", "--out", str(out),
+                                       "--oracle_length", "--picture", str(tmp_path / "sc.png")]) == 0
     data = json.loads(out.read_text())
-    assert data["utterances"] == 2 and data["share_given"] == 0.5
+    assert data["utterances"] == 2 and data["share_given"] == 0.5 and data["oracle_length"] is True
+    from PIL import Image
+
+    assert Image.open(tmp_path / "sc.png").size[1] == 14 + 2 * (96 + 4)  # one spectrogram row per utterance
     patch = json.loads((smoke.model / "config.json").read_text())["patch_size"]
     for item in data["items"]:  # the opening is whole patches, about half of the true utterance
         assert item["opening_frames"] % patch == 0
