@@ -2,7 +2,8 @@
 
     python -m eval.tts_self_continuation --corpus outputs/demo/corpus --tokenizer outputs/demo/tokenizer \
         --model outputs/demo/unified/final [--split seen] [--limit 8] [--share 0.3] [--temperature T]
-        [--cfg_strength W] [--text_cfg_strength W] [--oracle_length] [--out outputs/tts_self_continuation.json] [--picture P.png]
+        [--cfg_strength W] [--text_cfg_strength W] [--oracle_length] [--oracle_alignment]
+        [--out outputs/tts_self_continuation.json] [--picture P.png]
 
 For each held-out utterance the model gets the whole text and, as its audio so far, the true first `share` of the
 utterance (the same voice, the same sentence, in-distribution context: no prompt transcript, no second sentence), and
@@ -11,6 +12,9 @@ eval.tts_teacher_forced (every patch from the true context) and eval.report (a w
 utterance's prompt) it tells how far the model's own frames carry it: a model whose teacher-forced speech is
 understood and whose continuation is not loses its place on its own output (exposure bias, docs/learning.md section
 18). Reference on the same items: the tokenizer's resynthesis of the whole true utterance. Judge: Whisper-base.
+A model with a forced text pointer (model.text_pointer_alignment "forced") reads, for the opening, its own forced
+alignment of the true utterance, and its pace head from there on; `--oracle_alignment` gives it the true
+alignment for the continuation too (how well it speaks when it always knows where in the text it is).
 """
 from __future__ import annotations
 
@@ -38,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="tell the model each utterance's true length (its speaking rate for this text) instead "
                              "of the training data's rate: separates the pace of audio_progress / text_pointer from "
                              "the length estimate")
+    parser.add_argument("--oracle_alignment", action="store_true",
+                        help="a forced text pointer follows the true utterance's forced alignment all the way instead "
+                             "of its pace head (separates where it is in the text from what it says there)")
     parser.add_argument("--out", default="outputs/tts_self_continuation.json", help="the results as JSON")
     parser.add_argument("--picture", default=None,
                         help="also write log-mel spectrograms (PNG) per utterance: original | resynthesis | opening + "
@@ -52,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
     judge, pipeline = open_judge_and_model(parser, args)
     model, codec = pipeline.model, pipeline.codec
+    if args.oracle_alignment and not model.forced_pointer:
+        parser.error("--oracle_alignment needs a model with a forced text pointer (model.text_pointer_alignment)")
     overrides = {k: getattr(args, k) for k in ("temperature", "cfg_strength", "text_cfg_strength")
                  if getattr(args, k) is not None}
     options = TTSOptions.from_model(model, **overrides)
@@ -66,10 +75,17 @@ def main(argv: list[str] | None = None) -> int:
         rate = float(model.patches_per_token)
         if args.oracle_length:  # the expected utterance (a prompt without transcript) is then the true one
             model.patches_per_token.fill_(latents.shape[0] / patch / max(1, len(model.text_tokenizer.encode(record.text))))
+        points = None
+        if model.forced_pointer:  # its own forced alignment of the true utterance: the opening's, or all of it
+            from holitok_slm.layout import patch_points
+            from holitok_slm.infer.align import align_points
+            whole = latents.shape[0] // patch
+            points = patch_points(align_points(model, latents, record.text), whole, patch)
+            points = points if args.oracle_alignment else points[:opening // patch]
         try:
             with torch.no_grad():
-                result = generate_latents(model, [TTSRequest(text=record.text, prompt_latents=latents[:opening])],
-                                          options, generator)[0]
+                result = generate_latents(model, [TTSRequest(text=record.text, prompt_latents=latents[:opening],
+                                                             text_points=points)], options, generator)[0]
         finally:
             model.patches_per_token.fill_(rate)
         spoken = torch.cat([latents[:opening], result.latents])
@@ -88,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     expected = sum(i["true_frames"] - i["opening_frames"] for i in items)
     report = {"model": args.model, "split": args.split, "utterances": len(refs), "judge": judge.name,
               "share_given": args.share, "oracle_length": args.oracle_length,
+              "oracle_alignment": args.oracle_alignment,
               "sampling": {"temperature": options.temperature, "cfg_strength": options.cfg_strength,
                            "text_cfg_strength": options.text_cfg_strength, "steps": options.steps},
               "wer": {"continued": score(refs, hyps).corpus_wer, "resynthesis": score(refs, truths).corpus_wer},

@@ -38,10 +38,14 @@ def teacher_forced_latents(model, text: str, latents: torch.Tensor, generator: t
     count = latents.shape[0] // patch
     if count < 2:
         raise ValueError(f"teacher forcing needs at least two patches ({2 * patch} frames), got {latents.shape[0]}")
-    latents = latents[: count * patch]
-    batch = model.collate([{"id": "probe", "task": "tts", "text": text, "latents": latents}])
+    item = {"id": "probe", "task": "tts", "text": text, "latents": latents}
+    if model.forced_pointer:  # the pointer follows the model's own forced alignment of the true audio
+        from holitok_slm.infer.align import align_points
+        item["text_points"] = align_points(model, latents, text)
+    latents = item["latents"] = latents[: count * patch]
+    batch = model.collate([item])
     hidden = model.hidden_states(batch["input_ids"], batch["attention_mask"], batch["latents"], batch["frame_mask"],
-                                 batch["audio_offset"], batch["num_patches"])
+                                 batch["audio_offset"], batch["num_patches"], text_points=batch.get("text_points"))
     true, conditions, history, _ = model.flow_inputs(hidden, batch["latents"], batch["frame_mask"],
                                                      batch["audio_offset"], batch["num_patches"], batch["is_tts"])
     noise = torch.randn(true.shape, generator=generator, device=true.device) * options.temperature

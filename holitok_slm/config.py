@@ -127,6 +127,9 @@ class FlowConfig:
     # only whole-word vocabularies fit; a character vocabulary speaks ~13 labels per second against 6.25 patches, so
     # it needs 4 (one step per 40 ms latent frame: a linear map expands each patch's hidden state into 4).
     ctc_steps_per_patch: int = 1
+    # Weight of the pace head's loss (model.text_pointer_alignment "forced" only): the L1 distance, in text tokens,
+    # between the predicted and the aligned move of the pointer from one audio position to the next.
+    pace_weight: float = 1.0
 
 
 @dataclass
@@ -191,6 +194,13 @@ class UnifiedConfig:
     # With text_pointer: the backbone reads every TTS text position as <|pad|>, so the words reach the audio only
     # through the pointer's window, which walks on at the expected pace whatever the model's own frames sound like.
     text_pointer_only: bool = False
+    # Where the text pointer points: `uniform` (the expected pace, above) or `forced`: in training, each patch's
+    # place in the text from a CTC forced alignment of its item (the latent store's text points,
+    # data_prep/align_latents.py); in TTS, the prompt's own forced alignment, then a pace head that predicts from each
+    # hidden state how far the pointer moves on. Not in the paper ("uniform" leaves it unchanged). The uniform
+    # pointer was 1.7 tokens off its item's alignment and the small model learnt to follow its own frames instead
+    # (docs/learning.md section 20); an exact pointer makes the text, not the history, say what comes next.
+    text_pointer_alignment: str = "uniform"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     patch_encoder: PatchEncoderConfig = field(default_factory=PatchEncoderConfig)
     semantic_input: SemanticInputConfig = field(default_factory=SemanticInputConfig)

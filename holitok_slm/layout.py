@@ -136,7 +136,8 @@ class ItemLayout:
     it has, the raw latents [T, D] behind those positions, and, for ASR training, the text labels `target` (the
     transcript and <|text_end|>; the sequence holds all but the last, each label sits one position before its
     token). `spoken`: the ids of the words the audio says (the TTS text, the ASR transcript), which the auxiliary
-    CTC losses spell over the audio positions."""
+    CTC losses spell over the audio positions. `points`: the item's forced alignment [T] (per frame, the fractional
+    position in `spoken` it has reached; data_prep/align_latents.py), for a model whose text pointer reads it."""
 
     task: str
     ids: list[int]
@@ -145,6 +146,7 @@ class ItemLayout:
     latents: torch.Tensor
     target: list[int] = field(default_factory=list)
     spoken: list[int] = field(default_factory=list)
+    points: torch.Tensor | None = None
 
     @property
     def audio_positions(self) -> range:
@@ -188,14 +190,29 @@ def training_layout(tok: TextTokenizer, cfg: UnifiedConfig, item: dict[str, Any]
     if item["task"] == "asr":
         return asr_layout(tok, cfg, item.get("latents"), item["text"], what)
     latents = whole_patches(check_latents(item.get("latents"), cfg.latent_dim, what), cfg.patch_size)
-    return tts_layout(tok, cfg, "" if item.get("text_dropped") else item["text"], latents, item.get("instruction"))
+    out = tts_layout(tok, cfg, "" if item.get("text_dropped") else item["text"], latents, item.get("instruction"))
+    points = item.get("text_points")
+    if points is not None:
+        if points.dim() != 1 or points.shape[0] < out.latents.shape[0]:
+            raise ValueError(f"item {name}: text_points {tuple(points.shape)} do not cover its {out.latents.shape[0]} "
+                             "frames")
+        out.points = points
+    return out
+
+
+def patch_points(frame_points: torch.Tensor, count: int, patch_size: int) -> torch.Tensor:
+    """A forced alignment per frame [T] -> the point of each of `count` audio positions [count]: where the centre of
+    the patch it predicts (its next one) is, as model.text_pointer's uniform points are (the last frame past the end)."""
+    frames = (torch.arange(count) + 1) * patch_size + patch_size // 2
+    return frame_points.float()[frames.clamp(max=frame_points.shape[0] - 1)]
 
 
 # ---- (a) training batch ----------------------------------------------------------------------------------------------
 def pad_layouts(tok: TextTokenizer, cfg: UnifiedConfig, layouts: Sequence[ItemLayout]) -> dict[str, torch.Tensor]:
     """Right-padded tensors of layouts: input_ids, attention_mask, latents [B, N*P, D] with frame_mask, audio_offset,
     num_patches, is_tts, and the labels (stop: <|audio_start|> through the last patch of TTS, 1 at the last; text:
-    the ASR target; ctc: each item's spoken ids, left-aligned, -100 after them)."""
+    the ASR target; ctc: each item's spoken ids, left-aligned, -100 after them) and, when any layout has a forced
+    alignment, text_points [B, N] (`patch_points`; NaN elsewhere)."""
     patch = cfg.patch_size
     batch, length = len(layouts), max(len(item.ids) for item in layouts)
     max_patches = max(item.num_patches for item in layouts)
@@ -220,11 +237,18 @@ def pad_layouts(tok: TextTokenizer, cfg: UnifiedConfig, layouts: Sequence[ItemLa
         if item.target:
             start = len(item.ids) - len(item.target)  # <|audio_end|> predicts the first transcript token
             text_labels[i, start:start + len(item.target)] = torch.tensor(item.target)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "latents": latents, "frame_mask": frame_mask,
-            "audio_offset": torch.tensor([item.audio_offset for item in layouts]),
-            "num_patches": torch.tensor([item.num_patches for item in layouts]),
-            "is_tts": torch.tensor([item.task == "tts" for item in layouts]),
-            "stop_labels": stop_labels, "text_labels": text_labels, "ctc_labels": ctc_labels}
+    out = {"input_ids": input_ids, "attention_mask": attention_mask, "latents": latents, "frame_mask": frame_mask,
+           "audio_offset": torch.tensor([item.audio_offset for item in layouts]),
+           "num_patches": torch.tensor([item.num_patches for item in layouts]),
+           "is_tts": torch.tensor([item.task == "tts" for item in layouts]),
+           "stop_labels": stop_labels, "text_labels": text_labels, "ctc_labels": ctc_labels}
+    if any(item.points is not None for item in layouts):
+        points = torch.full((batch, max_patches), float("nan"))
+        for i, item in enumerate(layouts):
+            if item.points is not None:
+                points[i, :item.num_patches] = patch_points(item.points, item.num_patches, patch)
+        out["text_points"] = points
+    return out
 
 
 def collate(tok: TextTokenizer, cfg: UnifiedConfig, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -309,19 +333,27 @@ def text_free_request_layout(tok: TextTokenizer, cfg: UnifiedConfig, prompt_late
     return tts_request_layout(tok, cfg, "", prompt_latents, "", instruction)
 
 
-def tts_prefix(model: UnifiedModel, layout: ItemLayout, utterance_patches: float | None = None) -> TTSPrefix:
+def tts_prefix(model: UnifiedModel, layout: ItemLayout, utterance_patches: float | None = None,
+               points: torch.Tensor | None = None) -> TTSPrefix:
     """Embeds a TTS layout (from `tts_request_layout`) on the model's device; `utterance_patches`: the expected
-    length of the whole utterance the prompt opens (for a model with `audio_progress` or `text_pointer`)."""
+    length of the whole utterance the prompt opens (for a model with `audio_progress` or `text_pointer`); `points`:
+    the prompt positions' text pointer [N] (a model with a forced pointer; holitok_slm/infer/align.py)."""
     cfg, device = model.config, model.latent_scale.device
     prompt = layout.latents.to(device)
     audio, cache = model.embed_prompt(prompt, utterance_patches)
     if model.pointer is not None and layout.num_patches:
         text_ids, text_lengths = pad_texts(model.text_tokenizer,
                                            [tts_text(model.text_tokenizer, layout.ids, layout.audio_offset)], device)
-        expected = torch.tensor([[utterance_patches if utterance_patches is not None else layout.num_patches]],
-                                device=device)
-        positions = torch.arange(layout.num_patches, device=device)[None]
-        audio = audio + model.pointer_embeds(text_ids, text_lengths, positions, expected).to(audio.dtype)
+        if model.forced_pointer:
+            if points is None or points.shape[0] < layout.num_patches:
+                raise ValueError("a model with a forced text pointer needs the prompt's alignment (`points`) for each "
+                                 f"of its {layout.num_patches} patches")
+            pointed = points[None, :layout.num_patches].to(device)
+        else:
+            expected = torch.tensor([[utterance_patches if utterance_patches is not None else layout.num_patches]],
+                                    device=device)
+            pointed = model.uniform_points(text_lengths, torch.arange(layout.num_patches, device=device)[None], expected)
+        audio = audio + model.pointer_embeds(text_ids, text_lengths, pointed).to(audio.dtype)
     history = model.normalize_latents(prompt)[-cfg.patch_size:] if layout.num_patches else \
         torch.zeros(cfg.patch_size, cfg.latent_dim, device=device)
     ids, offset = torch.tensor([layout.ids], device=device), torch.tensor([layout.audio_offset], device=device)

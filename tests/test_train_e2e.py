@@ -221,3 +221,28 @@ def test_manifest_with_planted_bad_items_trains_to_the_end_and_reports_each(tmp_
     assert {k: v.split(":")[0] for k, v in reported.items()} == planted
     log = done.stdout + done.stderr
     assert f"{len(planted)} bad items skipped" in log and all(item_id in log for item_id in planted)
+
+
+@pytest.mark.slow
+def test_a_forced_text_pointer_trains_on_an_aligned_store_and_refuses_an_unaligned_one(tmp_path):
+    from data_prep.align_latents import align_store
+    from holitok_slm.model.unified import UnifiedModel
+
+    store = tmp_path / "store"
+    write_toy_store(store, num_items=12, frames=(40, 60), seed=1)
+    ctc = ["model.flow.asr_ctc_weight=1.0", "model.flow.ctc_steps_per_patch=4"]
+    aligner = tmp_path / "aligner"
+    done = train(overrides(store, aligner, steps=2, save_every=2, extra=ctc))
+    assert done.returncode == 0, done.stderr[-3000:]
+    forced = [*ctc, "model.text_pointer=true", "model.text_pointer_alignment=forced"]
+    refused = train(overrides(store, tmp_path / "early", steps=2, save_every=2, extra=forced))
+    assert refused.returncode != 0 and "align_latents" in refused.stderr  # no alignment yet: said, not guessed
+    align_store(store, UnifiedModel.from_pretrained(aligner / "final"), "aligner", progress=False)
+    out = tmp_path / "forced"
+    done = train(overrides(store, out, steps=3, save_every=3,
+                           extra=[*forced, f"train.init_dit_from='{aligner / 'final'}'",
+                                  "train.init_dit_prefixes=[backbone., dit.]"]))
+    assert done.returncode == 0, done.stderr[-3000:]
+    logged = [m for m in metrics(out) if "pace_loss" in m]
+    assert logged and all(np.isfinite(m["pace_loss"]) for m in logged)
+    assert "pace_head.weight" in load_file(str(out / "final" / "model.safetensors"))

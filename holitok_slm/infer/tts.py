@@ -11,6 +11,7 @@ import torch
 from .. import layout
 from ..config import GenerationDefaults
 from ..model.unified import UnifiedModel
+from .align import AlignmentError, align_points
 from .batching import LeftPaddedBatch
 from .inputs import InputError, check_number, check_positions, check_text, check_time, check_whole
 from ..model.dit_head import sample_patch
@@ -19,12 +20,16 @@ from .euler_sampler import GraphedPatchSampler
 
 @dataclass
 class TTSRequest:
-    """One utterance to synthesise. prompt_latents: raw HoliTok latents [T, D] of the voice prompt."""
+    """One utterance to synthesise. prompt_latents: raw HoliTok latents [T, D] of the voice prompt. text_points: for
+    a model with a forced text pointer, its points for the first audio positions of the utterance [N], at least
+    every prompt patch (e.g. the forced alignment of a true utterance, eval/tts_self_continuation.py); positions past
+    them follow the pace head. By default the prompt is aligned to its transcript (holitok_slm/infer/align.py)."""
 
     text: str
     prompt_latents: torch.Tensor | None = None
     prompt_text: str | None = None
     instruction: str | None = None
+    text_points: torch.Tensor | None = None
 
 
 @dataclass
@@ -104,6 +109,8 @@ class _Prepared:
     text_ids: torch.Tensor            # [B, Lt] the text each request speaks, prompt transcript included (text_pointer)
     text_lengths: torch.Tensor        # [B]
     text_free_embeds: list[torch.Tensor] | None = None  # the same requests without their text (text_cfg_strength)
+    start_points: torch.Tensor | None = None  # [B] forced pointer: the last prompt position's point (0 without one)
+    oracle_points: list[torch.Tensor | None] | None = None  # forced pointer: TTSRequest.text_points, where given
 
 
 def _target_patches(model: UnifiedModel, request: TTSRequest, prompt_patches: int) -> float:
@@ -124,6 +131,27 @@ def _utterance_patches(model: UnifiedModel, request: TTSRequest, prompt_patches:
     if request.prompt_text and request.prompt_text.strip():
         return prompt_patches + target
     return max(target, prompt_patches + 1.0)
+
+
+def _prompt_points(model: UnifiedModel, request: TTSRequest, item: layout.ItemLayout) -> torch.Tensor:
+    """A forced pointer's points of the prompt positions [N]: the request's oracle, else the prompt's own forced
+    alignment to its transcript (which comes first in the text the layout speaks)."""
+    if request.text_points is not None:
+        points = request.text_points
+        if points.dim() != 1 or points.shape[0] < item.num_patches or not bool(torch.isfinite(points).all()):
+            raise InputError(f"text_points must be finite, one per audio position ({item.num_patches} prompt "
+                             f"patches at least), got shape {tuple(points.shape)}")
+        return points.float()
+    if not item.num_patches:
+        return torch.zeros(0)
+    if not (request.prompt_text and request.prompt_text.strip()):
+        raise InputError("this model's text pointer follows a forced alignment: a voice prompt needs its transcript "
+                         "(prompt_text) to be aligned")
+    try:
+        frames = align_points(model, item.latents, request.prompt_text)
+    except AlignmentError as err:
+        raise InputError(f"the prompt's transcript cannot be aligned to its audio: {err}") from None
+    return layout.patch_points(frames, item.num_patches, model.config.patch_size)
 
 
 def _length_bounds(model: UnifiedModel, request: TTSRequest, prompt_patches: int, options: TTSOptions) -> tuple[int, int]:
@@ -155,7 +183,10 @@ def _prepare(model: UnifiedModel, requests: Sequence[TTSRequest], options: TTSOp
         lows.append(low)
         highs.append(high)
     totals = [_utterance_patches(model, request, item.num_patches) for request, item in zip(requests, layouts)]
-    prefixes = [layout.tts_prefix(model, item, total) for item, total in zip(layouts, totals)]
+    pointed = ([_prompt_points(model, request, item) for request, item in zip(requests, layouts)]
+               if model.forced_pointer else [None] * len(requests))
+    prefixes = [layout.tts_prefix(model, item, total, points)
+                for item, total, points in zip(layouts, totals, pointed)]
     caches = [p.semantic_cache for p in prefixes] if model.semantic_input is not None else None
     text_free = None
     if options.text_cfg_strength:
@@ -163,11 +194,29 @@ def _prepare(model: UnifiedModel, requests: Sequence[TTSRequest], options: TTSOp
         text_free = [layout.tts_prefix(model, item, total).embeds for item, total in zip(free_layouts, totals)]
     text_ids, text_lengths = layout.pad_texts(tok, [layout.tts_text(tok, item.ids, item.audio_offset)
                                                     for item in layouts], device)
+    start = oracle = None
+    if model.forced_pointer:
+        start = torch.tensor([float(points[item.num_patches - 1]) if item.num_patches else 0.0
+                              for points, item in zip(pointed, layouts)], device=device)
+        oracle = [r.text_points.float().to(device) if r.text_points is not None else None for r in requests]
     return _Prepared([p.embeds for p in prefixes], torch.stack([p.history for p in prefixes]),
                      torch.tensor(lows, device=device), torch.tensor(highs, device=device),
                      [item.latents.to(device) for item in layouts], caches,
                      torch.tensor([item.num_patches for item in layouts], device=device),
-                     torch.tensor(totals, device=device), text_ids, text_lengths, text_free)
+                     torch.tensor(totals, device=device), text_ids, text_lengths, text_free, start, oracle)
+
+
+def _next_points(model: UnifiedModel, prep: _Prepared, hidden: torch.Tensor, points: torch.Tensor,
+                 step: int) -> torch.Tensor:
+    """A forced pointer's points [B] of the patches about to be generated: the request's own (TTSRequest.text_points)
+    where it has one for that position, else the pace head's move on from `points` (the positions before them);
+    never past the end of the text."""
+    moved = torch.minimum(points + model.pace(hidden), prep.text_lengths.float())
+    for i, given in enumerate(prep.oracle_points):
+        position = int(prep.prompt_patches[i]) + step
+        if given is not None and position < given.shape[0]:
+            moved[i] = given[position]
+    return moved
 
 
 @torch.no_grad()
@@ -207,6 +256,7 @@ def _run(model, requests, options, generator):
     hidden = model.backbone(batch.embeds, batch.attention_mask, batch.position_ids, cache)[:, -1]
     hidden, text_free_hidden = hidden[:size], hidden[size:]
     history = prep.history
+    points = prep.start_points
     generated_raw = [[] for _ in range(size)]
     finished = torch.zeros(size, dtype=torch.bool, device=device)
     step = 0
@@ -216,6 +266,8 @@ def _run(model, requests, options, generator):
         finished |= ((step >= prep.min_patches) & (stop_prob > options.eos_threshold)) | (step >= prep.max_patches)
         if bool(finished.all()):
             return
+        if model.forced_pointer:
+            points = _next_points(model, prep, hidden, points, step)
         noise = torch.randn(size, cfg.patch_size, cfg.latent_dim, generator=generator, device=device)
         condition = model.bridge(hidden)
         if options.cuda_graph:
@@ -241,9 +293,10 @@ def _run(model, requests, options, generator):
                                                               prep.utterance_patches).to(step_embeds.dtype)
         text_free_embeds = step_embeds  # the text-free branch (text_cfg_strength) has no text to point at
         if model.pointer is not None:
-            step_embeds = step_embeds + model.pointer_embeds(
-                prep.text_ids, prep.text_lengths, (prep.prompt_patches + step - 1)[:, None],
-                prep.utterance_patches[:, None])[:, 0].to(step_embeds.dtype)
+            pointed = points[:, None] if model.forced_pointer else model.uniform_points(
+                prep.text_lengths, (prep.prompt_patches + step - 1)[:, None], prep.utterance_patches[:, None])
+            step_embeds = step_embeds + model.pointer_embeds(prep.text_ids, prep.text_lengths,
+                                                             pointed)[:, 0].to(step_embeds.dtype)
         if options.text_cfg_strength:
             step_embeds = torch.cat([step_embeds, text_free_embeds])
         batch = batch.append(step_embeds)

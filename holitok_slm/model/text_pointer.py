@@ -1,19 +1,29 @@
-"""TextPointer: the text tokens an audio position should be speaking, read from a uniform alignment, as an input embedding."""
+"""TextPointer: the text tokens an audio position should be speaking (a uniform or a forced alignment), as an input embedding."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+ALIGNMENTS = ("uniform", "forced")
+
+
+def uniform_points(text_lengths: torch.Tensor, positions: torch.Tensor, expected_patches: torch.Tensor) -> torch.Tensor:
+    """Where a uniform alignment puts the patch each audio position predicts (its next one), in text tokens: its
+    centre's share of the utterance's expected length times the text length. text_lengths [B], positions [B, N]
+    (0 = the first audio patch), expected_patches [B, 1] -> points [B, N] (fractional token positions)."""
+    lengths = text_lengths.to(positions.device)[:, None].float()
+    share = ((positions.float() + 1.5) / expected_patches.float().clamp(min=1)).clamp(0.0, 1.0)
+    return share * lengths
+
 
 class TextPointer(nn.Module):
     """Points each audio position of a TTS utterance at the text it is expected to speak next and adds those tokens'
-    embeddings to its input. The alignment is uniform: the patch a position predicts (its next one) has its centre at
-    share s of the utterance's expected length, so it points at text token floor(s * text length); the tokens within
-    `radius` of it (zeros past either end of the text) and the position's offset inside that token go through one
-    linear map. In training the expected length is the item's true length, in TTS the prompt plus the target text at
-    the prompt's speaking rate (holitok_slm/infer/tts.py), so the pointer walks through the text at the speaker's
-    pace whatever the model's own frames sound like. The map starts at zero, so a model that gains it (fine-tuned
-    from a checkpoint without it) computes what it did before."""
+    embeddings to its input. A point is a fractional token position: the tokens within `radius` of its token (zeros
+    past either end of the text) and its offset inside that token go through one linear map. The points come from
+    `uniform_points` (training: the item's true length; TTS: the prompt plus the target text at the prompt's speaking
+    rate, holitok_slm/infer/tts.py), so the pointer walks through the text at the speaker's pace whatever the model's
+    own frames sound like, or from a forced alignment (model.text_pointer_alignment "forced"). The map starts at
+    zero, so a model that gains it (fine-tuned from a checkpoint without it) computes what it did before."""
 
     def __init__(self, width: int, radius: int = 2):
         super().__init__()
@@ -24,20 +34,18 @@ class TextPointer(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(self, text_embeds: torch.Tensor, text_lengths: torch.Tensor, positions: torch.Tensor,
-                expected_patches: torch.Tensor) -> torch.Tensor:
+    def forward(self, text_embeds: torch.Tensor, text_lengths: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """text_embeds [B, Lt, H] (the text's token embeddings, padded), text_lengths [B] (0: no text, e.g. ASR),
-        positions [B, N] (0 = the first audio patch), expected_patches [B, 1] -> [B, N, H]."""
-        batch, count = positions.shape
+        points [B, N] (fractional token positions; NaN reads as 0) -> [B, N, H]."""
+        batch, count = points.shape
         width = text_embeds.shape[-1]
         if text_embeds.shape[1] == 0:
             raise ValueError("text_embeds needs at least one position (holitok_slm.layout.pad_texts pads to one)")
-        lengths = text_lengths.to(positions.device)[:, None].float()
-        share = ((positions.float() + 1.5) / expected_patches.float().clamp(min=1)).clamp(0.0, 1.0)
-        point = share * lengths
+        lengths = text_lengths.to(points.device)[:, None].float()
+        point = torch.nan_to_num(points.float(), nan=0.0).clamp(min=0.0)
         index = torch.minimum(point.floor(), (lengths - 1).clamp(min=0))
         offset = (point - index).clamp(0.0, 1.0)
-        window = index.long()[..., None] + torch.arange(-self.radius, self.radius + 1, device=positions.device)
+        window = index.long()[..., None] + torch.arange(-self.radius, self.radius + 1, device=points.device)
         inside = (window >= 0) & (window < lengths.long()[..., None])
         gathered = torch.gather(text_embeds, 1, window.clamp(0, text_embeds.shape[1] - 1).reshape(batch, -1, 1)
                                 .expand(-1, -1, width)).view(batch, count, -1, width)

@@ -24,7 +24,7 @@ from .condition_bridge import ConditionBridge
 from .stop_head import StopHead
 from .patch_encoder import PatchEncoder
 from .progress import ProgressEmbedding
-from .text_pointer import TextPointer
+from .text_pointer import ALIGNMENTS, TextPointer, uniform_points
 from .semantic_input import SemanticInput
 
 CONFIG_FILE = "config.json"
@@ -88,6 +88,15 @@ class UnifiedModel(nn.Module):
         if cfg.text_pointer_only and not cfg.text_pointer:
             raise ValueError("model.text_pointer_only hides the TTS text from everything but the pointer: it needs "
                              "model.text_pointer")
+        if cfg.text_pointer_alignment not in ALIGNMENTS:
+            raise ValueError(f"model.text_pointer_alignment must be one of {ALIGNMENTS}, got "
+                             f"{cfg.text_pointer_alignment!r}")
+        self.forced_pointer = cfg.text_pointer and cfg.text_pointer_alignment == "forced"
+        if cfg.text_pointer_alignment == "forced" and not cfg.text_pointer:
+            raise ValueError("model.text_pointer_alignment 'forced' aligns the text pointer: it needs model.text_pointer")
+        # How far the forced pointer moves on from one audio position to the next, in text tokens (TTS has no
+        # alignment of the speech it is about to make). Only built when used, so checkpoints without it load unchanged.
+        self.pace_head = nn.Linear(llm_width, 1) if self.forced_pointer else None
         self.bridge = ConditionBridge(llm_width, cfg.dit.hidden_size)
         self.stop_head = StopHead(llm_width)
         self.dit = DiTHead(cfg.dit, cfg.latent_dim, cfg.patch_size)
@@ -221,11 +230,22 @@ class UnifiedModel(nn.Module):
         `expected_patches` (broadcast with positions); only for a model built with it."""
         return self.progress(positions.float() / expected_patches.float().clamp(min=1))
 
-    def pointer_embeds(self, text_ids: torch.Tensor, text_lengths: torch.Tensor, positions: torch.Tensor,
-                       expected_patches: torch.Tensor) -> torch.Tensor:
-        """`text_pointer` embeddings [B, N, H] of audio positions [B, N] in utterances of `expected_patches` [B, 1]
-        speaking text_ids [B, Lt] (lengths [B], from holitok_slm.layout.tts_text_ids); only for a model built with it."""
-        return self.pointer(self.backbone.embed(text_ids), text_lengths, positions, expected_patches)
+    def pointer_embeds(self, text_ids: torch.Tensor, text_lengths: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """`text_pointer` embeddings [B, N, H] of audio positions whose points [B, N] (fractional token positions:
+        `uniform_points` or a forced alignment) are in text_ids [B, Lt] (lengths [B], from
+        holitok_slm.layout.tts_text_ids); only for a model built with it."""
+        return self.pointer(self.backbone.embed(text_ids), text_lengths, points)
+
+    @staticmethod
+    def uniform_points(text_lengths: torch.Tensor, positions: torch.Tensor, expected_patches: torch.Tensor
+                       ) -> torch.Tensor:
+        """The uniform text pointer's points [B, N] (holitok_slm/model/text_pointer.py `uniform_points`)."""
+        return uniform_points(text_lengths, positions, expected_patches)
+
+    def pace(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The forced pointer's move [...] (text tokens, >= 0) from the audio position after `hidden` [..., H] to the
+        next one; only for a model with model.text_pointer_alignment "forced"."""
+        return F.softplus(self.pace_head(hidden).squeeze(-1).float())
 
     def embed_patch(self, patch_normalized: torch.Tensor, semantic_cache=None) -> torch.Tensor:
         """One generated patch (normalised) [B, P, D] -> next LLM input [B, H]; Unite uses the encoder's cache."""
@@ -244,14 +264,26 @@ class UnifiedModel(nn.Module):
 
     def embed_inputs(self, input_ids: torch.Tensor, latents: torch.Tensor, frame_mask: torch.Tensor,
                      audio_offset: torch.Tensor, num_patches: torch.Tensor,
-                     semantic: torch.Tensor | None = None) -> torch.Tensor:
-        """The backbone's input embeddings [B, L, H] of a padded layout batch (holitok_slm.layout.pad_layouts)."""
+                     semantic: torch.Tensor | None = None, text_points: torch.Tensor | None = None) -> torch.Tensor:
+        """The backbone's input embeddings [B, L, H] of a padded layout batch (holitok_slm.layout.pad_layouts;
+        `text_points` [B, N]: its forced alignment, which a model with a forced text pointer needs)."""
         audio_embeds = self.embed_audio(latents, frame_mask, num_patches, semantic)
         if self.pointer is not None:
             text_ids, text_lengths = layout.tts_text_ids(self._require_tokenizer(), input_ids, audio_offset)
             positions = torch.arange(audio_embeds.shape[1], device=input_ids.device)[None].expand(len(input_ids), -1)
             valid = positions < num_patches[:, None]
-            audio_embeds = audio_embeds + (self.pointer_embeds(text_ids, text_lengths, positions, num_patches[:, None])
+            if self.forced_pointer:
+                if text_points is None and bool((text_lengths > 0).any()):
+                    raise ValueError("model.text_pointer_alignment is 'forced': a batch with TTS items needs "
+                                     "text_points, their forced alignment (data_prep/align_latents.py)")
+                points = (torch.zeros(positions.shape, device=input_ids.device) if text_points is None
+                          else text_points[:, :audio_embeds.shape[1]].to(input_ids.device))
+                if bool((~torch.isfinite(points) & valid & (text_lengths > 0)[:, None]).any()):
+                    raise ValueError("model.text_pointer_alignment is 'forced': every TTS item needs text_points, "
+                                     "its forced alignment (data_prep/align_latents.py); one has none")
+            else:
+                points = uniform_points(text_lengths, positions, num_patches[:, None])
+            audio_embeds = audio_embeds + (self.pointer_embeds(text_ids, text_lengths, points)
                                            * valid[..., None]).to(audio_embeds.dtype)
         embeds = self.merge_embeddings(input_ids, audio_embeds, audio_offset, num_patches)
         return self.hide_tts_text(embeds, input_ids, audio_offset)
@@ -298,17 +330,17 @@ class UnifiedModel(nn.Module):
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, latents: torch.Tensor,
                       frame_mask: torch.Tensor, audio_offset: torch.Tensor, num_patches: torch.Tensor,
-                      semantic: torch.Tensor | None = None) -> torch.Tensor:
+                      semantic: torch.Tensor | None = None, text_points: torch.Tensor | None = None) -> torch.Tensor:
         """The backbone's last hidden states [B, L, H] over a collated batch (teacher forcing)."""
-        embeds = self.embed_inputs(input_ids, latents, frame_mask, audio_offset, num_patches, semantic)
+        embeds = self.embed_inputs(input_ids, latents, frame_mask, audio_offset, num_patches, semantic, text_points)
         position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
         return self.backbone(embeds, attention_mask, position_ids)
 
     def compute_losses(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, latents: torch.Tensor,
                        frame_mask: torch.Tensor, audio_offset: torch.Tensor, num_patches: torch.Tensor,
                        is_tts: torch.Tensor, stop_labels: torch.Tensor, text_labels: torch.Tensor,
-                       ctc_labels: torch.Tensor | None = None,
-                       semantic: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                       ctc_labels: torch.Tensor | None = None, semantic: torch.Tensor | None = None,
+                       text_points: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         cfg = self.config.flow
         heard = latents
         if self.training and cfg.self_feed_share > 0:
@@ -316,12 +348,13 @@ class UnifiedModel(nn.Module):
                 raise ValueError("flow.self_feed_share needs audio features computed from the latents; precomputed "
                                  "semantic features would keep the true audio")
             heard = self.self_fed_tts_inputs(input_ids, attention_mask, latents, frame_mask, audio_offset, num_patches,
-                                             is_tts)
+                                             is_tts, text_points)
         if self.training and cfg.history_splice_share > 0:
             heard = self.spliced_tts_inputs(heard, num_patches, is_tts)
         if self.training and cfg.input_noise_std > 0:
             heard = self.noisy_tts_inputs(heard, is_tts)
-        hidden = self.hidden_states(input_ids, attention_mask, heard, frame_mask, audio_offset, num_patches, semantic)
+        hidden = self.hidden_states(input_ids, attention_mask, heard, frame_mask, audio_offset, num_patches, semantic,
+                                    text_points)
 
         flow_loss, flow_count, regression_loss = self._flow_loss(hidden, latents, frame_mask, audio_offset,
                                                                  num_patches, is_tts, heard)
@@ -333,6 +366,10 @@ class UnifiedModel(nn.Module):
         if regression_loss is not None:
             total = total + cfg.patch_regression_weight * regression_loss
             out["patch_regression_loss"] = regression_loss.detach()
+        if self.forced_pointer:
+            pace_loss = self._pace_loss(hidden, text_points, audio_offset, num_patches, is_tts)
+            total = total + cfg.pace_weight * pace_loss
+            out["pace_loss"] = pace_loss.detach()
         for task, weight, rows in (("asr", cfg.asr_ctc_weight, ~is_tts), ("tts", cfg.tts_ctc_weight, is_tts)):
             if weight > 0:
                 if ctc_labels is None:
@@ -372,13 +409,14 @@ class UnifiedModel(nn.Module):
     @torch.no_grad()
     def self_fed_tts_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, latents: torch.Tensor,
                             frame_mask: torch.Tensor, audio_offset: torch.Tensor, num_patches: torch.Tensor,
-                            is_tts: torch.Tensor) -> torch.Tensor:
+                            is_tts: torch.Tensor, text_points: torch.Tensor | None = None) -> torch.Tensor:
         """Raw latents [B, T, D] in which a `flow.self_feed_share` of the TTS rows' patches (a random draw) is the
         model's own sample of that patch from the true context before it: one teacher-forced pass without gradients
         samples them all at once (`flow.self_feed_steps` Euler steps, the checkpoint's CFG, sway and temperature).
         What the model then reads; the targets stay the true latents (parallel scheduled sampling)."""
         flow, options = self.config.flow, self.config.generation
-        hidden = self.hidden_states(input_ids, attention_mask, latents, frame_mask, audio_offset, num_patches)
+        hidden = self.hidden_states(input_ids, attention_mask, latents, frame_mask, audio_offset, num_patches,
+                                    text_points=text_points)
         _, condition, history, _ = self.flow_inputs(hidden, latents, frame_mask, audio_offset, num_patches, is_tts,
                                                     history_dropout=0.0)
         rows, cols = self.tts_patch_positions(latents.shape[1], num_patches, is_tts)
@@ -501,6 +539,24 @@ class UnifiedModel(nn.Module):
         return F.ctc_loss(log_probs.transpose(0, 1), torch.cat(targets), input_lengths=lengths,
                           target_lengths=torch.tensor([len(t) for t in targets]),
                           blank=self.ctc_blank_id(), zero_infinity=True)
+
+    def _pace_loss(self, hidden, text_points, audio_offset, num_patches, is_tts):
+        """L1 (text tokens) of the pace head's move against the forced alignment's, at every TTS audio position: the
+        hidden state one position before audio position n predicts points[n] - points[n-1] (points[-1] = 0, so
+        <|audio_start|> predicts where the first patch starts)."""
+        if text_points is None:  # a batch without TTS items (embed_inputs refuses TTS items without points)
+            return self._unused_branch_term(self.pace_head)
+        rows, cols = self.tts_patch_positions(text_points.shape[1] * self.config.patch_size, num_patches, is_tts)
+        if rows.numel() == 0:
+            return self._unused_branch_term(self.pace_head)
+        points = text_points.to(hidden.device).float()
+        before = torch.where(cols > 0, points[rows, (cols - 1).clamp(min=0)], torch.zeros_like(points[rows, cols]))
+        target = points[rows, cols] - before
+        known = torch.isfinite(target)
+        if not bool(known.all()):
+            raise ValueError("text_points is NaN at a TTS audio position: an item without a forced alignment")
+        predicted = self.pace(hidden[rows, audio_offset[rows] + cols - 1])
+        return F.l1_loss(predicted, target)
 
     def _text_loss(self, hidden, text_labels):
         valid = text_labels != -100

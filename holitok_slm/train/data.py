@@ -56,9 +56,11 @@ def build_batcher(data: LatentDataConfig, seed: int, rank: int, world_size: int,
 
 
 def make_batcher(data: LatentDataConfig, stores: list[LatentStore], streams: list[Stream], seed: int, rank: int,
-                 world_size: int, bad_items: BadItemLog) -> FrameBudgetBatcher:
-    """This rank's batches over streams already opened (the trainer opens them once for other uses too)."""
+                 world_size: int, bad_items: BadItemLog, with_points: bool = False) -> FrameBudgetBatcher:
+    """This rank's batches over streams already opened (the trainer opens them once for other uses too);
+    `with_points`: TTS items carry their forced alignment (a model with a forced text pointer)."""
     sampler = TaskSampler(streams, data.task_ratio, seed=seed, rank=rank, world_size=world_size,
                           split_items=not data.shard_per_rank)
     return FrameBudgetBatcher(sampler, stores, data.max_frames_per_batch, data.max_items_per_batch, bad_items,
-                              with_semantic=data.use_semantic_features, sort_pool_batches=data.sort_pool_batches)
+                              with_semantic=data.use_semantic_features, sort_pool_batches=data.sort_pool_batches,
+                              with_points=with_points)

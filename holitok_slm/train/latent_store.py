@@ -8,6 +8,10 @@ Layout of a store folder:
   index.json                written last by the extractor: format, dims, frame rate, shard count, items per shard,
                             tokenizer info
 A shard's JSON is written after its tensors, each through a rename, so a killed extraction never leaves a half shard.
+  points/                   optional, written by data_prep/align_latents.py: a forced alignment of each item's text,
+                            shard-00000.safetensors "points" [sum T] float32 (per frame, the fractional position in
+                            the text's tokens; NaN for an item it could not align) and index.json (the aligning model
+                            and its text tokenizer's ids of a probe text): what a forced text pointer reads
 
 At 100K hours a store has ~70M items in ~140K shards. Nothing reads the whole store at start-up: a LatentStore opened
 with `shards=` (each training rank its own, `data.shard_per_rank`) reads only those shards, and only their numeric
@@ -33,6 +37,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 FORMAT = "holitok-latents-v1"
+POINTS_DIR = "points"
+POINTS_FORMAT = "holitok-text-points-v1"
 STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 TASK_BITS = {"tts": 1, "asr": 2, "both": 3}
 
@@ -173,8 +179,35 @@ class LatentStore:
             (self.path / f"{shard_name(shard)}.json").read_text())["items"])
         return items[int(self.position[i])]
 
-    def load(self, i: int, with_semantic: bool = False) -> dict:
-        """The training item dict of the model contract; raises BadItem for unusable data."""
+    def points_index(self) -> dict:
+        """The forced alignment's index.json (`points/`); FileNotFoundError naming the command when there is none."""
+        path = self.path / POINTS_DIR / "index.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: {self.path} has no forced alignment of its texts; run "
+                                    f"`python -m data_prep.align_latents --latents {self.path} --model MODEL_DIR`")
+        index = json.loads(path.read_text())
+        if index.get("format") != POINTS_FORMAT:
+            raise ValueError(f"{path}: format {index.get('format')!r}, expected {POINTS_FORMAT!r}")
+        return index
+
+    def _points(self, shard: int, start: int, end: int) -> torch.Tensor:
+        path = self.path / POINTS_DIR / f"{shard_name(shard)}.safetensors"
+        if not path.exists():
+            raise BadItem(f"unaligned: {path} is missing (data_prep/align_latents.py has not reached this shard)")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                points = handle.get_slice("points")[start:end].float()
+        except (SafetensorError, OSError, ValueError, KeyError) as err:
+            raise BadItem(f"corrupt: {path.name}: {err}") from None
+        if points.shape[0] != end - start:
+            raise BadItem(f"corrupt: {path.name} has no points for frames {start}..{end}")
+        if not torch.isfinite(points).all():
+            raise BadItem("unaligned: the forced alignment could not align this item's text")
+        return points
+
+    def load(self, i: int, with_semantic: bool = False, with_points: bool = False) -> dict:
+        """The training item dict of the model contract (with `with_points`, its forced alignment "text_points"
+        [T]); raises BadItem for unusable data."""
         meta = self.meta(i)
         shard = int(self.shard_of[i])
         tensor_path = self.path / f"{shard_name(shard)}.safetensors"
@@ -191,6 +224,8 @@ class LatentStore:
         if not torch.isfinite(latents).all():
             raise BadItem("non-finite: latents contain NaN or inf")
         item = {"id": meta["id"], "text": meta["text"], "latents": latents}
+        if with_points:
+            item["text_points"] = self._points(shard, start, end)
         if meta.get("speaker"):
             item["speaker"] = meta["speaker"]
         if semantic is not None:

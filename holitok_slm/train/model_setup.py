@@ -113,3 +113,18 @@ def check_semantic_source(cfg: UnifiedConfig, use_semantic_features: bool) -> No
         raise ValueError("data.use_semantic_features reads features precomputed by a frozen encoder, but this run "
                          "trains the semantic encoder (its features are computed on the fly from the latents): set "
                          "train.freeze_semantic_encoder=true or data.use_semantic_features=false")
+
+
+def check_text_points(cfg: UnifiedConfig, stores: list[LatentStore], tokenizer) -> None:
+    """A forced text pointer (model.text_pointer_alignment "forced") reads each store's forced alignment: every
+    store must have one (`points/`), and its positions must count this model's text tokens (the aligning model's
+    tokenizer split the index's probe text the same way)."""
+    if not (cfg.text_pointer and cfg.text_pointer_alignment == "forced"):
+        return
+    for store in stores:
+        probe = store.points_index()["probe"]
+        ids = tokenizer.encode(probe["text"].strip())
+        if ids != probe["ids"]:
+            raise ValueError(f"{store.path}/points was aligned with another text tokenizer: it split {probe['text']!r} "
+                             f"into {probe['ids'][:12]}..., this model's into {ids[:12]}...; realign with "
+                             "data_prep/align_latents.py and a model of this tokenizer")

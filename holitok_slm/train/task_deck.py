@@ -131,10 +131,10 @@ class FrameBudgetBatcher:
 
     def __init__(self, sampler: TaskSampler, stores: list[LatentStore], max_frames_per_batch: int,
                  max_items_per_batch: int, bad_items: BadItemLog, with_semantic: bool = False,
-                 max_consecutive_bad: int = 10000, sort_pool_batches: int = 0):
+                 max_consecutive_bad: int = 10000, sort_pool_batches: int = 0, with_points: bool = False):
         self.sampler, self.stores = sampler, stores
         self.max_frames, self.max_items = max_frames_per_batch, max_items_per_batch
-        self.bad_items, self.with_semantic = bad_items, with_semantic
+        self.bad_items, self.with_semantic, self.with_points = bad_items, with_semantic, with_points
         self.max_consecutive_bad = max_consecutive_bad
         self.sort_pool_batches = sort_pool_batches
         self.pending: tuple[int, int] | None = None
@@ -164,7 +164,8 @@ class FrameBudgetBatcher:
         stream = self.sampler.streams[ref[0]]
         store = self.stores[stream.dataset]
         try:
-            item = store.load(ref[1], with_semantic=self.with_semantic)
+            item = store.load(ref[1], with_semantic=self.with_semantic,
+                              with_points=self.with_points and stream.task == "tts")
             if not item["text"].strip():
                 raise BadItem("empty-text: transcript is empty")
         except BadItem as err:

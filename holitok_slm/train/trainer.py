@@ -30,8 +30,8 @@ from holitok_slm.train.checkpoint import load_optimizer_state, read_rank_state, 
 from holitok_slm.train.config import TrainingRun
 from holitok_slm.train.data import make_batcher, open_streams
 from holitok_slm.train.distributed import accelerator_kwargs_handlers
-from holitok_slm.train.model_setup import (apply_semantic_freeze, check_semantic_source, ensure_sentencepiece,
-                                           init_submodules_from, statistics_items)
+from holitok_slm.train.model_setup import (apply_semantic_freeze, check_semantic_source, check_text_points,
+                                           ensure_sentencepiece, init_submodules_from, statistics_items)
 from holitok_slm.train.optim import build_optimizer, build_scheduler
 
 STATISTICS_ITEMS_PER_STREAM = 64
@@ -127,9 +127,12 @@ class UnifiedTrainer:
         ensure_sentencepiece(run.model, stores, self.output_dir, accelerator.is_main_process,
                              accelerator.wait_for_everyone)
         record_derived(run.model, written, "holitok_slm/train/model_setup.py")
-        self.batcher = make_batcher(run.data, stores, streams, cfg.seed, rank, world, self.bad_items)
+        forced_pointer = run.model.text_pointer and run.model.text_pointer_alignment == "forced"
+        self.batcher = make_batcher(run.data, stores, streams, cfg.seed, rank, world, self.bad_items,
+                                    with_points=forced_pointer)
 
         model = UnifiedModel.from_config(run.model)
+        check_text_points(run.model, stores, model.text_tokenizer)
         self.resume_from = None
         if resume:
             self.resume_from = latest_checkpoint(self.output_dir) if resume == "latest" else Path(resume)
@@ -169,6 +172,8 @@ class UnifiedTrainer:
             sums["tts_ctc_loss"] = 0.0
         if self.run_config.model.flow.patch_regression_weight > 0:
             sums["patch_regression_loss"] = 0.0
+        if self.unwrapped.forced_pointer:
+            sums["pace_loss"] = 0.0
         finite_micro, items_seen, frames_seen, tts_items = 0, 0, 0, 0
         step_poisoned = False
         grad_norm = None

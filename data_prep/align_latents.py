@@ -1,0 +1,79 @@
+"""Forced alignment of a latent store's texts with a trained model's ASR CTC: the points a forced text pointer reads.
+
+  python -m data_prep.align_latents --latents outputs/demo/latents/train --model outputs/demo/unified/final
+
+Writes LATENTS/points/ (holitok_slm/train/latent_store.py): per shard, "points" [sum T] float32, each frame's
+fractional position in its item's text tokens (holitok_slm/infer/align.py; NaN for an item that cannot be aligned:
+more tokens than CTC steps), then index.json with the aligning model and a probe of its text tokenizer (training
+checks that its own tokenizer splits the probe the same way). Resumable: shards are written atomically and a rerun
+skips the ones already there (`--overwrite` redoes them all, e.g. with a better model).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from holitok_slm.infer.align import AlignmentError, align_points
+from holitok_slm.model.unified import UnifiedModel
+from holitok_slm.train.latent_store import POINTS_DIR, POINTS_FORMAT, BadItem, LatentStore, shard_name
+
+
+def align_store(latents: str | Path, model: UnifiedModel, model_name: str, overwrite: bool = False,
+                progress: bool = True) -> dict:
+    """Aligns every shard of the store at `latents` (skipping those done unless `overwrite`); returns the index."""
+    store = LatentStore(latents)
+    out = store.path / POINTS_DIR
+    out.mkdir(exist_ok=True)
+    unaligned: list[dict] = []
+    items_by_shard: dict[int, list[int]] = {}
+    for i, shard in enumerate(store.shard_of.tolist()):
+        items_by_shard.setdefault(shard, []).append(i)
+    bar = tqdm(sorted(items_by_shard), desc="aligning", unit="shard", disable=not progress)
+    for shard in bar:
+        target = out / f"{shard_name(shard)}.safetensors"
+        if target.exists() and not overwrite:
+            continue
+        pieces = []
+        for i in items_by_shard[shard]:
+            try:
+                item = store.load(i)
+                pieces.append(align_points(model, item["latents"], item["text"]))
+            except (AlignmentError, BadItem) as err:  # its frames stay NaN: training skips it and says why
+                unaligned.append({"id": store.ids[i], "reason": str(err)})
+                pieces.append(torch.full((int(store.num_frames[i]),), float("nan")))
+        tmp = out / f"{shard_name(shard)}.safetensors.partial"
+        save_file({"points": torch.cat(pieces).contiguous()}, str(tmp))
+        os.replace(tmp, target)
+    first = store.meta(0)["text"] if len(store) else ""
+    index = {"format": POINTS_FORMAT, "model": model_name, "num_shards": int(store.index["num_shards"]),
+             "probe": {"text": first, "ids": model.text_tokenizer.encode(first.strip())},
+             "unaligned_this_run": unaligned, "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (out / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False))
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--latents", required=True, help="a latent store (data_prep/extract_latents.py)")
+    parser.add_argument("--model", required=True, help="a UnifiedModel folder trained with flow.asr_ctc_weight > 0")
+    parser.add_argument("--overwrite", action="store_true", help="realign shards already aligned")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = UnifiedModel.from_pretrained(args.model)
+    index = align_store(args.latents, model, str(Path(args.model).resolve()), args.overwrite)
+    print(f"aligned {args.latents} ({index['num_shards']} shards); {len(index['unaligned_this_run'])} items could not "
+          f"be aligned -> {Path(args.latents) / POINTS_DIR}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

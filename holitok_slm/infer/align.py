@@ -1,0 +1,91 @@
+"""Forced alignment with the model's own ASR CTC: how far into its transcript each latent frame is (text pointer points)."""
+from __future__ import annotations
+
+import torch
+
+from .. import layout
+from ..model.unified import UnifiedModel
+
+
+class AlignmentError(ValueError):
+    """A transcript that cannot be aligned to its audio (more tokens than CTC steps, or no trained CTC)."""
+
+
+def ctc_viterbi(log_probs: torch.Tensor, labels: list[int], blank: int) -> torch.Tensor:
+    """The most likely CTC path of `labels` through log_probs [S, V]: for each step, the index of the label it emits
+    or, on a blank, of the last label emitted before it (-1 before the first). Raises AlignmentError when the labels
+    need more steps than there are (a label repeated back to back needs a blank between)."""
+    steps = log_probs.shape[0]
+    needed = len(labels) + sum(a == b for a, b in zip(labels, labels[1:]))
+    if needed > steps:
+        raise AlignmentError(f"{len(labels)} tokens need {needed} CTC steps; the audio has {steps}")
+    if not labels:
+        return torch.full((steps,), -1, dtype=torch.long)
+    extended = torch.full((2 * len(labels) + 1,), blank, dtype=torch.long)
+    extended[1::2] = torch.tensor(labels, dtype=torch.long)
+    states = extended.shape[0]
+    emit = log_probs.float()[:, extended]                        # [S, states]
+    # a label state may skip the blank before it unless it repeats the label two states back
+    skip = torch.zeros(states, dtype=torch.bool)
+    skip[3::2] = extended[3::2] != extended[1:-2:2]
+    score = torch.full((states,), float("-inf"))
+    score[:2] = emit[0, :2]
+    back = torch.zeros(steps, states, dtype=torch.long)
+    index = torch.arange(states)
+    for t in range(1, steps):
+        stay = score
+        step = torch.cat([score.new_full((1,), float("-inf")), score[:-1]])
+        jump = torch.where(skip, torch.cat([score.new_full((2,), float("-inf")), score[:-2]]), float("-inf"))
+        best = torch.stack([stay, step, jump])                   # [3, states]
+        choice = best.argmax(0)
+        score = best.gather(0, choice[None])[0] + emit[t]
+        back[t] = index - choice
+    end = states - 1 if score[-1] >= score[-2] else states - 2
+    path = torch.empty(steps, dtype=torch.long)
+    path[-1] = end
+    for t in range(steps - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    return (path - 1).div(2, rounding_mode="floor")              # state 2k+1 -> k, blank 2k -> k - 1
+
+
+def points_from_path(path: torch.Tensor, count: int) -> torch.Tensor:
+    """A CTC path (`ctc_viterbi`) of `count` labels -> the fractional label position of every step [S]: label k
+    starts where the path first emits it and runs to the next one's start (the last to the end); 0 before the first."""
+    steps = path.shape[0]
+    points = torch.zeros(steps)
+    if count == 0:
+        return points
+    starts = [int(torch.nonzero(path == k)[0]) for k in range(count)] + [steps]
+    for k in range(count):
+        span = max(1, starts[k + 1] - starts[k])
+        points[starts[k]:starts[k + 1]] = k + torch.arange(starts[k + 1] - starts[k]).float() / span
+    return points
+
+
+@torch.no_grad()
+def align_points(model: UnifiedModel, latents: torch.Tensor, text: str) -> torch.Tensor:
+    """The forced alignment of `text` to raw latents [T, D]: the fractional position in the text's tokens
+    (tokenizer.encode(text.strip()), the tokens a TTS layout speaks) of every frame [T], from the model's ASR CTC
+    (flow.asr_ctc_weight > 0) over the ASR layout of the audio."""
+    cfg = model.config
+    if cfg.flow.asr_ctc_weight <= 0:
+        raise AlignmentError("aligning needs a model trained with the ASR CTC (flow.asr_ctc_weight > 0); this one's "
+                             "LM head never learnt to spell over the audio")
+    tok = model.text_tokenizer
+    item = layout.asr_layout(tok, cfg, latents)
+    device = model.latent_scale.device
+    batch = {k: v.to(device) for k, v in layout.pad_layouts(tok, cfg, [item]).items()}
+    was_training = model.training
+    model.eval()
+    try:
+        hidden = model.hidden_states(batch["input_ids"], batch["attention_mask"], batch["latents"],
+                                     batch["frame_mask"], batch["audio_offset"], batch["num_patches"])
+    finally:
+        model.train(was_training)
+    audio = hidden[:, item.audio_offset:item.audio_offset + item.num_patches]
+    log_probs = model.ctc_log_probs(audio)[0].cpu()
+    labels = tok.encode(text.strip())
+    path = ctc_viterbi(log_probs, labels, model.ctc_blank_id())
+    # each CTC step covers patch_size / ctc_steps_per_patch frames
+    frames = path.repeat_interleave(cfg.patch_size // cfg.flow.ctc_steps_per_patch)
+    return points_from_path(frames, len(labels))[:latents.shape[0]]
