@@ -258,3 +258,12 @@ def test_align_store_writes_points_that_training_reads_and_checks_the_tokenizer(
     save_file(tensors, str(shard))
     with pytest.raises(BadItem, match="unaligned"):
         LatentStore(store_dir).load(0, with_points=True)
+
+
+def test_text_points_for_a_model_without_a_forced_pointer_are_refused(tmp_path):
+    cfg = tiny_config("patch")
+    cfg.text_pointer = True  # uniform: it never reads given points, so they must not be silently dropped
+    model = randomize_heads(build_tiny_model(TEXTS, tmp_path, cfg))
+    request = TTSRequest("the cat sat", text_points=torch.zeros(3))
+    with pytest.raises(ValueError, match="forced text pointer"):
+        generate_latents(model, [request], TTSOptions.from_model(model, max_patches=2))

@@ -110,7 +110,7 @@ class _Prepared:
     text_lengths: torch.Tensor        # [B]
     text_free_embeds: list[torch.Tensor] | None = None  # the same requests without their text (text_cfg_strength)
     start_points: torch.Tensor | None = None  # [B] forced pointer: the last prompt position's point (0 without one)
-    oracle_points: list[torch.Tensor | None] | None = None  # forced pointer: TTSRequest.text_points, where given
+    given_points: list[torch.Tensor | None] | None = None  # forced pointer: TTSRequest.text_points, where given
 
 
 def _target_patches(model: UnifiedModel, request: TTSRequest, prompt_patches: int) -> float:
@@ -134,7 +134,7 @@ def _utterance_patches(model: UnifiedModel, request: TTSRequest, prompt_patches:
 
 
 def _prompt_points(model: UnifiedModel, request: TTSRequest, item: layout.ItemLayout) -> torch.Tensor:
-    """A forced pointer's points of the prompt positions [N]: the request's oracle, else the prompt's own forced
+    """A forced pointer's points of the prompt positions [N]: the request's own, else the prompt's own forced
     alignment to its transcript (which comes first in the text the layout speaks)."""
     if request.text_points is not None:
         points = request.text_points
@@ -174,6 +174,9 @@ def _prepare(model: UnifiedModel, requests: Sequence[TTSRequest], options: TTSOp
     layouts, lows, highs = [], [], []
     for request in requests:
         check_request_texts(request.text, request.prompt_text, request.instruction)
+        if request.text_points is not None and not model.forced_pointer:
+            raise InputError("text_points are read by a forced text pointer (model.text_pointer_alignment "
+                             "'forced'); this model has none")
         item = layout.tts_request_layout(tok, cfg, request.text, request.prompt_latents, request.prompt_text,
                                          request.instruction)
         low, high = _length_bounds(model, request, item.num_patches, options)
@@ -194,16 +197,16 @@ def _prepare(model: UnifiedModel, requests: Sequence[TTSRequest], options: TTSOp
         text_free = [layout.tts_prefix(model, item, total).embeds for item, total in zip(free_layouts, totals)]
     text_ids, text_lengths = layout.pad_texts(tok, [layout.tts_text(tok, item.ids, item.audio_offset)
                                                     for item in layouts], device)
-    start = oracle = None
+    start = given = None
     if model.forced_pointer:
         start = torch.tensor([float(points[item.num_patches - 1]) if item.num_patches else 0.0
                               for points, item in zip(pointed, layouts)], device=device)
-        oracle = [r.text_points.float().to(device) if r.text_points is not None else None for r in requests]
+        given = [r.text_points.float().to(device) if r.text_points is not None else None for r in requests]
     return _Prepared([p.embeds for p in prefixes], torch.stack([p.history for p in prefixes]),
                      torch.tensor(lows, device=device), torch.tensor(highs, device=device),
                      [item.latents.to(device) for item in layouts], caches,
                      torch.tensor([item.num_patches for item in layouts], device=device),
-                     torch.tensor(totals, device=device), text_ids, text_lengths, text_free, start, oracle)
+                     torch.tensor(totals, device=device), text_ids, text_lengths, text_free, start, given)
 
 
 def _next_points(model: UnifiedModel, prep: _Prepared, hidden: torch.Tensor, points: torch.Tensor,
@@ -212,7 +215,7 @@ def _next_points(model: UnifiedModel, prep: _Prepared, hidden: torch.Tensor, poi
     where it has one for that position, else the pace head's move on from `points` (the positions before them);
     never past the end of the text."""
     moved = torch.minimum(points + model.pace(hidden), prep.text_lengths.float())
-    for i, given in enumerate(prep.oracle_points):
+    for i, given in enumerate(prep.given_points):
         position = int(prep.prompt_patches[i]) + step
         if given is not None and position < given.shape[0]:
             moved[i] = given[position]

@@ -7,11 +7,11 @@ Layout of a store folder:
   shard-00000.json          {"items": [{id, text, language, speaker, task, num_frames}], "skipped": [{id, reason}]}
   index.json                written last by the extractor: format, dims, frame rate, shard count, items per shard,
                             tokenizer info
-A shard's JSON is written after its tensors, each through a rename, so a killed extraction never leaves a half shard.
   points/                   optional, written by data_prep/align_latents.py: a forced alignment of each item's text,
                             shard-00000.safetensors "points" [sum T] float32 (per frame, the fractional position in
                             the text's tokens; NaN for an item it could not align) and index.json (the aligning model
                             and its text tokenizer's ids of a probe text): what a forced text pointer reads
+A shard's JSON is written after its tensors, each through a rename, so a killed extraction never leaves a half shard.
 
 At 100K hours a store has ~70M items in ~140K shards. Nothing reads the whole store at start-up: a LatentStore opened
 with `shards=` (each training rank its own, `data.shard_per_rank`) reads only those shards, and only their numeric
@@ -125,6 +125,7 @@ class LatentStore:
             raise ValueError(f"{self.path} has shards 0..{num_shards - 1}; asked for {outside}")
         self._meta: OrderedDict[int, list[dict]] = OrderedDict()
         self._handles: OrderedDict[int, object] = OrderedDict()
+        self._point_handles: OrderedDict[int, object] = OrderedDict()
         self.max_open = max_shards_open
         shard_ids, positions, frames, tasks = [], [], [], []
         self.missing_shards: list[int] = []
@@ -195,8 +196,8 @@ class LatentStore:
         if not path.exists():
             raise BadItem(f"unaligned: {path} is missing (data_prep/align_latents.py has not reached this shard)")
         try:
-            with safe_open(str(path), framework="pt") as handle:
-                points = handle.get_slice("points")[start:end].float()
+            handle = self._cached(self._point_handles, shard, lambda: safe_open(str(path), framework="pt"))
+            points = handle.get_slice("points")[start:end].float()
         except (SafetensorError, OSError, ValueError, KeyError) as err:
             raise BadItem(f"corrupt: {path.name}: {err}") from None
         if points.shape[0] != end - start:
