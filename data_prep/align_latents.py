@@ -1,7 +1,10 @@
 """Forced alignment of a latent store's texts with a trained model's ASR CTC: the points a forced text pointer reads.
 
+  python -m data_prep.align_latents --latents outputs/demo/latents/train --aligner outputs/demo/aligner
   python -m data_prep.align_latents --latents outputs/demo/latents/train --model outputs/demo/unified/final
 
+The aligner is a CTCAligner (data_prep/train_aligner.py: non-causal, trained only for this) or a unified model's own
+ASR CTC (causal, so it runs ahead of the sound on predictable words: docs/learning.md section 22).
 Writes LATENTS/points/ (holitok_slm/train/latent_store.py): per shard, "points" [sum T] float32, each frame's
 fractional position in its item's text tokens (holitok_slm/infer/align.py; NaN for an item that cannot be aligned:
 more tokens than CTC steps), then index.json with the aligning model and a probe of its text tokenizer (training
@@ -20,14 +23,18 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from holitok_slm.infer.align import AlignmentError, align_points
+from holitok_slm.infer.align import AlignmentError, align_points, align_points_with
+from holitok_slm.model.ctc_aligner import CTCAligner
 from holitok_slm.model.unified import UnifiedModel
 from holitok_slm.train.latent_store import POINTS_DIR, POINTS_FORMAT, BadItem, LatentStore, shard_name
 
 
-def align_store(latents: str | Path, model: UnifiedModel, model_name: str, overwrite: bool = False,
+def align_store(latents: str | Path, model: UnifiedModel | CTCAligner, model_name: str, overwrite: bool = False,
                 progress: bool = True) -> dict:
-    """Aligns every shard of the store at `latents` (skipping those done unless `overwrite`); returns the index."""
+    """Aligns every shard of the store at `latents` with a unified model's CTC or a CTCAligner (skipping shards done
+    unless `overwrite`); returns the index."""
+    align = (lambda x, text: align_points_with(model, x, text)) if isinstance(model, CTCAligner) else (
+        lambda x, text: align_points(model, x, text))
     store = LatentStore(latents)
     out = store.path / POINTS_DIR
     out.mkdir(exist_ok=True)
@@ -44,7 +51,7 @@ def align_store(latents: str | Path, model: UnifiedModel, model_name: str, overw
         for i in items_by_shard[shard]:
             try:
                 item = store.load(i)
-                pieces.append(align_points(model, item["latents"], item["text"]))
+                pieces.append(align(item["latents"], item["text"]))
             except (AlignmentError, BadItem) as err:  # its frames stay NaN: training skips it and says why
                 unaligned.append({"id": store.ids[i], "reason": str(err)})
                 pieces.append(torch.full((int(store.num_frames[i]),), float("nan")))
@@ -62,14 +69,16 @@ def align_store(latents: str | Path, model: UnifiedModel, model_name: str, overw
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latents", required=True, help="a latent store (data_prep/extract_latents.py)")
-    parser.add_argument("--model", required=True, help="a UnifiedModel folder trained with flow.asr_ctc_weight > 0")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--aligner", help="a CTCAligner folder (data_prep/train_aligner.py)")
+    source.add_argument("--model", help="a UnifiedModel folder trained with flow.asr_ctc_weight > 0")
     parser.add_argument("--overwrite", action="store_true", help="realign shards already aligned")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = UnifiedModel.from_pretrained(args.model)
-    index = align_store(args.latents, model, str(Path(args.model).resolve()), args.overwrite)
+    model = CTCAligner.from_pretrained(args.aligner) if args.aligner else UnifiedModel.from_pretrained(args.model)
+    index = align_store(args.latents, model, str(Path(args.aligner or args.model).resolve()), args.overwrite)
     print(f"aligned {args.latents} ({index['num_shards']} shards); {len(index['unaligned_this_run'])} items could not "
           f"be aligned -> {Path(args.latents) / POINTS_DIR}")
     return 0

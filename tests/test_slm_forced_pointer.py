@@ -267,3 +267,65 @@ def test_text_points_for_a_model_without_a_forced_pointer_are_refused(tmp_path):
     request = TTSRequest("the cat sat", text_points=torch.zeros(3))
     with pytest.raises(ValueError, match="forced text pointer"):
         generate_latents(model, [request], TTSOptions.from_model(model, max_patches=2))
+
+
+def test_frame_points_map_several_ctc_steps_per_frame_to_the_frame_s_first_step():
+    from holitok_slm.infer.align import frame_points
+
+    # 6 steps for 3 frames; labels [1, 2]: the best path puts label 1 at step 2 and label 2 at step 4; with 3
+    # steps for 6 frames each step covers two frames and a label runs to the next one's start
+    log_probs = torch.full((6, 3), -10.0)
+    for step, symbol in enumerate([0, 0, 1, 0, 2, 2]):
+        log_probs[step, symbol] = 0.0
+    assert frame_points(log_probs, [1, 2], 0, 3).tolist() == [0.0, 0.0, 1.0]
+    assert frame_points(log_probs[::2], [1, 2], 0, 6).tolist() == [0.0, 0.0, 0.0, 0.5, 1.0, 1.5]
+
+
+def test_ctc_aligner_hears_both_sides_ignores_padding_and_round_trips(tmp_path):
+    from holitok_slm.model.ctc_aligner import CTCAligner, CTCAlignerConfig
+
+    tok = build_tiny_model(TEXTS, tmp_path / "tok").text_tokenizer
+    torch.manual_seed(0)
+    aligner = CTCAligner(CTCAlignerConfig(latent_dim=16, width=32), tok).eval()
+    x = torch.randn(1, 20, 16)
+    later = x.clone()
+    later[0, 15:] += 1.0
+    with torch.no_grad():
+        out, changed = aligner(x), aligner(later)
+        assert out.shape == (1, 40, len(tok))
+        assert not torch.allclose(out[0, :10], changed[0, :10])  # frame 15 reaches step 0: not causal
+        padded = torch.cat([x, torch.randn(1, 20, 16) * 5], dim=1).expand(2, -1, -1).clone()
+        assert torch.allclose(aligner(padded, torch.tensor([20, 40]))[0, :40], out[0], atol=1e-5)
+    aligner.save_pretrained(tmp_path / "aligner")
+    loaded = CTCAligner.from_pretrained(tmp_path / "aligner")
+    with torch.no_grad():
+        assert torch.equal(loaded(x), out)
+    from safetensors.torch import load_file, save_file
+    weights = load_file(str(tmp_path / "aligner" / "model.safetensors"))
+    weights["out.weight"] = weights["out.weight"][:-1]
+    save_file(weights, str(tmp_path / "aligner" / "model.safetensors"))
+    with pytest.raises(ValueError, match="out.weight"):
+        CTCAligner.from_pretrained(tmp_path / "aligner")
+
+
+def test_train_aligner_then_align_a_store_with_it(tmp_path):
+    from data_prep.align_latents import align_store
+    from data_prep.toy_store import write_toy_store
+    from data_prep.train_aligner import train_aligner
+    from holitok_slm.infer.align import align_points_with
+    from holitok_slm.model.ctc_aligner import CTCAlignerConfig
+    from holitok_slm.train.latent_store import LatentStore
+
+    tok = build_tiny_model(TEXTS, tmp_path / "tok").text_tokenizer
+    store_dir = tmp_path / "store"
+    write_toy_store(store_dir, num_items=12, latent_dim=16, shard_size=5, frames=(40, 60), seed=2)
+    aligner, summary = train_aligner(store_dir, tok, steps=30, batch_size=4, held_out=3,
+                                     config=CTCAlignerConfig(width=32), progress=False)
+    assert summary["loss_last"] < summary["loss_first"]  # it learns (random latents: it memorises)
+    assert summary["held_out_token_error_rate"] >= 0
+    index = align_store(store_dir, aligner, "aligner", progress=False)
+    assert index["probe"]["ids"] == tok.encode(index["probe"]["text"].strip())
+    store = LatentStore(store_dir)
+    item = store.load(0, with_points=True)
+    assert torch.allclose(item["text_points"], align_points_with(aligner, item["latents"], item["text"]))
+    assert bool((item["text_points"].diff() >= 0).all())

@@ -62,11 +62,23 @@ def points_from_path(path: torch.Tensor, count: int) -> torch.Tensor:
     return points
 
 
+def frame_points(log_probs: torch.Tensor, labels: list[int], blank: int, frames: int) -> torch.Tensor:
+    """The forced alignment of `labels` through CTC log_probs [S, V] as points per latent frame [frames]: S may be a
+    whole multiple of the frames (several CTC steps per frame: a frame takes its first step's point) or the frames a
+    whole multiple of S (a step per patch part: each frame takes its step's path)."""
+    steps = log_probs.shape[0]
+    path = ctc_viterbi(log_probs, labels, blank)
+    if steps >= frames:
+        return points_from_path(path, len(labels))[::steps // frames][:frames]
+    return points_from_path(path.repeat_interleave(-(-frames // steps)), len(labels))[:frames]
+
+
 @torch.no_grad()
 def align_points(model: UnifiedModel, latents: torch.Tensor, text: str) -> torch.Tensor:
     """The forced alignment of `text` to raw latents [T, D]: the fractional position in the text's tokens
     (tokenizer.encode(text.strip()), the tokens a TTS layout speaks) of every frame [T], from the model's ASR CTC
-    (flow.asr_ctc_weight > 0) over the ASR layout of the audio."""
+    (flow.asr_ctc_weight > 0) over the ASR layout of the audio. The model is causal: its CTC can write a predictable
+    word before it is heard (docs/learning.md section 22); `align_points_with` a CTCAligner cannot."""
     cfg = model.config
     if cfg.flow.asr_ctc_weight <= 0:
         raise AlignmentError("aligning needs a model trained with the ASR CTC (flow.asr_ctc_weight > 0); this one's "
@@ -84,8 +96,13 @@ def align_points(model: UnifiedModel, latents: torch.Tensor, text: str) -> torch
         model.train(was_training)
     audio = hidden[:, item.audio_offset:item.audio_offset + item.num_patches]
     log_probs = model.ctc_log_probs(audio)[0].cpu()
-    labels = tok.encode(text.strip())
-    path = ctc_viterbi(log_probs, labels, model.ctc_blank_id())
     # each CTC step covers patch_size / ctc_steps_per_patch frames
-    frames = path.repeat_interleave(cfg.patch_size // cfg.flow.ctc_steps_per_patch)
-    return points_from_path(frames, len(labels))[:latents.shape[0]]
+    frames = log_probs.shape[0] * (cfg.patch_size // cfg.flow.ctc_steps_per_patch)
+    return frame_points(log_probs, tok.encode(text.strip()), model.ctc_blank_id(), frames)[:latents.shape[0]]
+
+
+@torch.no_grad()
+def align_points_with(aligner, latents: torch.Tensor, text: str) -> torch.Tensor:
+    """The same alignment [T] from a CTCAligner (holitok_slm/model/ctc_aligner.py), which reads the whole utterance."""
+    log_probs = aligner(latents[None].to(aligner.latent_mean.device))[0].cpu()
+    return frame_points(log_probs, aligner.text_tokenizer.encode(text.strip()), aligner.blank, latents.shape[0])
