@@ -15,6 +15,7 @@ import random
 import time
 from pathlib import Path
 
+import jiwer
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -24,25 +25,16 @@ from holitok_slm.text_tokenizer import TextTokenizer
 from holitok_slm.train.latent_store import BadItem, LatentStore
 
 
-def _edit_distance(a: list[int], b: list[int]) -> int:
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        previous, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
-    return row[-1]
-
-
 def greedy_error_rate(aligner: CTCAligner, items: list[dict]) -> float:
-    """Token error rate of the aligner's greedy CTC reading of `items` against their texts."""
-    errors = total = 0
+    """Token error rate of the aligner's greedy CTC reading of `items` against their texts (jiwer over token ids)."""
+    reads, truths = [], []
     with torch.no_grad():
         for item in items:
             best = aligner(item["latents"][None])[0].argmax(-1).tolist()
-            read = [k for i, k in enumerate(best) if k != aligner.blank and (i == 0 or k != best[i - 1])]
-            truth = aligner.text_tokenizer.encode(item["text"].strip())
-            errors, total = errors + _edit_distance(read, truth), total + len(truth)
-    return errors / max(total, 1)
+            reads.append(" ".join(str(k) for i, k in enumerate(best)
+                                  if k != aligner.blank and (i == 0 or k != best[i - 1])))
+            truths.append(" ".join(map(str, aligner.text_tokenizer.encode(item["text"].strip()))))
+    return float(jiwer.wer(truths, reads))
 
 
 def train_aligner(latents: str | Path, tokenizer: TextTokenizer, steps: int = 1500, batch_size: int = 16,

@@ -1,4 +1,4 @@
-"""Forced alignment with the model's own ASR CTC: how far into its transcript each latent frame is (text pointer points)."""
+"""Forced alignment by CTC (the unified model's own or a CTCAligner's): how far into its transcript each latent frame is."""
 from __future__ import annotations
 
 import torch
