@@ -314,6 +314,7 @@ def test_train_aligner_then_align_a_store_with_it(tmp_path):
     from data_prep.train_aligner import train_aligner
     from holitok_slm.infer.align import align_points_with
     from holitok_slm.model.ctc_aligner import CTCAlignerConfig
+    from holitok_slm.text_tokenizer import train_sentencepiece
     from holitok_slm.train.latent_store import LatentStore
 
     tok = build_tiny_model(TEXTS, tmp_path / "tok").text_tokenizer
@@ -329,3 +330,40 @@ def test_train_aligner_then_align_a_store_with_it(tmp_path):
     item = store.load(0, with_points=True)
     assert torch.allclose(item["text_points"], align_points_with(aligner, item["latents"], item["text"]))
     assert bool((item["text_points"].diff() >= 0).all())
+    # the same aligner timing another tokenizer's tokens: the points count those, and training's probe check sees it
+    texts = [store.meta(i)["text"] for i in range(len(store))]
+    other = train_sentencepiece(texts * 5, tmp_path / "other.model", vocab_size=400)
+    index = align_store(store_dir, aligner, "aligner", overwrite=True, progress=False, tokenizer=other)
+    assert index["probe"]["ids"] == other.encode(index["probe"]["text"].strip()) != tok.encode(index["probe"]["text"].strip())
+    item = LatentStore(store_dir).load(0, with_points=True)
+    words = len(other.encode(item["text"].strip()))
+    assert 0 <= float(item["text_points"].min()) and float(item["text_points"].max()) < words
+    assert bool((item["text_points"].diff() >= 0).all())
+
+
+def test_points_of_a_character_aligner_move_to_a_word_piece_tokenizer(tmp_path):
+    from holitok_slm.infer.align import character_starts, retokenize_points
+    from holitok_slm.text_tokenizer import train_sentencepiece
+
+    texts = TEXTS * 20
+    chars = train_sentencepiece(texts, tmp_path / "chars.model", vocab_size=0)     # no room for merges
+    pieces = train_sentencepiece(texts, tmp_path / "pieces.model", vocab_size=290)
+    text = "the cat sat on the park"
+    char_ids, piece_ids = chars.encode(text), pieces.encode(text)
+    assert len(piece_ids) < len(char_ids)
+    src, dst = character_starts(chars, text), character_starts(pieces, text)
+    assert src[-1] == dst[-1] == len(text.replace(" ", ""))
+    # a point where a source token starts lands where the target token holding that character does, and a point
+    # half-way through a word piece's characters lands half-way through that piece
+    starts = [float(torch.nonzero(src == c)[-1]) for c in dst[:-1].tolist()]
+    got = retokenize_points(torch.tensor(starts), text, chars, pieces)
+    expected = torch.tensor([float(torch.nonzero(dst == c)[-1]) for c in dst[:-1].tolist()])
+    assert torch.allclose(got, expected)
+    # monotone, inside [0, pieces), and the identity for the same tokenizer
+    sweep = torch.linspace(0, len(char_ids) - 0.01, 300)
+    moved = retokenize_points(sweep, text, chars, pieces)
+    assert bool((moved.diff() >= 0).all()) and moved.min() >= 0 and moved.max() < len(piece_ids)
+    # to the same tokenizer every point inside a token that writes characters stays put (a space piece is skipped)
+    written = (src.diff() > 0)[sweep.floor().long()]
+    same = retokenize_points(sweep, text, chars, chars)
+    assert torch.allclose(same[written], sweep[written], atol=1e-4) and not torch.allclose(same, sweep, atol=1e-4)

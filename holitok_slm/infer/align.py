@@ -101,8 +101,41 @@ def align_points(model: UnifiedModel, latents: torch.Tensor, text: str) -> torch
     return frame_points(log_probs, tok.encode(text.strip()), model.ctc_blank_id(), frames)[:latents.shape[0]]
 
 
+def character_starts(tokenizer, text: str) -> torch.Tensor:
+    """Where each of `text`'s tokens starts [n + 1], counted in the non-space characters of the text (the last entry:
+    their total). Spaces are left out because tokenizers place them differently (a piece of their own, or the start
+    of the next word), while the characters that are written are the same in every tokenization."""
+    lengths = [sum(not ch.isspace() for ch in tokenizer.decode([i])) for i in tokenizer.encode(text.strip())]
+    return torch.tensor([0] + lengths, dtype=torch.float64).cumsum(0)
+
+
+def retokenize_points(points: torch.Tensor, text: str, source, target) -> torch.Tensor:
+    """Points [T] counting `source` tokenizer's tokens of `text` -> the same instants counting `target`'s: each point
+    goes to a character position (linear inside its token) and back into the target token holding that character.
+    A target token without written characters (a lone space piece) is passed over at once. Raises AlignmentError
+    when the two tokenizers do not write the same characters (different normalisation, unknown characters)."""
+    src, dst = character_starts(source, text), character_starts(target, text)
+    if src[-1] != dst[-1]:
+        raise AlignmentError(f"the aligner's tokenizer writes {int(src[-1])} characters of {text!r}, the model's "
+                             f"{int(dst[-1])}: their points cannot be matched")
+    p = points.double().clamp(0, len(src) - 1)
+    k = p.floor().long().clamp(max=len(src) - 2) if len(src) > 1 else p.long()
+    chars = src[k] + (p - k) * (src[(k + 1).clamp(max=len(src) - 1)] - src[k])
+    j = (torch.searchsorted(dst, chars, right=True) - 1).clamp(0, len(dst) - 1)
+    inside = j < len(dst) - 1
+    span = torch.where(inside, dst[(j + 1).clamp(max=len(dst) - 1)] - dst[j], torch.ones_like(chars))
+    out = torch.where(inside, j + (chars - dst[j]) / span, (len(dst) - 1) * torch.ones_like(chars))
+    # the aligned text ends with the audio: nothing is past the target's last token
+    return out.clamp(max=max(len(dst) - 1 - 1e-6, 0)).float()
+
+
 @torch.no_grad()
-def align_points_with(aligner, latents: torch.Tensor, text: str) -> torch.Tensor:
-    """The same alignment [T] from a CTCAligner (holitok_slm/model/ctc_aligner.py), which reads the whole utterance."""
+def align_points_with(aligner, latents: torch.Tensor, text: str, tokenizer=None) -> torch.Tensor:
+    """The same alignment [T] from a CTCAligner (holitok_slm/model/ctc_aligner.py), which reads the whole utterance.
+    Its points count `tokenizer`'s tokens (default: the aligner's own): an aligner that spells characters, which
+    learns to read much sooner than one over word pieces (docs/learning.md section 23), can time a word-piece model."""
     log_probs = aligner(latents[None].to(aligner.latent_mean.device))[0].cpu()
-    return frame_points(log_probs, aligner.text_tokenizer.encode(text.strip()), aligner.blank, latents.shape[0])
+    points = frame_points(log_probs, aligner.text_tokenizer.encode(text.strip()), aligner.blank, latents.shape[0])
+    if tokenizer is None or tokenizer is aligner.text_tokenizer:
+        return points
+    return retokenize_points(points, text, aligner.text_tokenizer, tokenizer)
