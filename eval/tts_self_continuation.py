@@ -2,7 +2,7 @@
 
     python -m eval.tts_self_continuation --corpus outputs/demo/corpus --tokenizer outputs/demo/tokenizer \
         --model outputs/demo/unified/final [--split seen] [--limit 8] [--share 0.3] [--temperature T]
-        [--cfg_strength W] [--text_cfg_strength W] [--oracle_length] [--oracle_alignment]
+        [--cfg_strength W] [--text_cfg_strength W] [--oracle_length] [--oracle_alignment] [--aligner DIR]
         [--out outputs/tts_self_continuation.json] [--picture P.png]
 
 For each held-out utterance the model gets the whole text and, as its audio so far, the true first `share` of the
@@ -14,7 +14,8 @@ understood and whose continuation is not loses its place on its own output (expo
 18). Reference on the same items: the tokenizer's resynthesis of the whole true utterance. Judge: Whisper-base.
 A model with a forced text pointer (model.text_pointer_alignment "forced") reads, for the opening, its own forced
 alignment of the true utterance, and its pace head from there on; `--oracle_alignment` gives it the true
-alignment for the continuation too (how well it speaks when it always knows where in the text it is).
+alignment for the continuation too (how well it speaks when it always knows where in the text it is). `--aligner`
+aligns with a CTCAligner (data_prep/train_aligner.py) instead of the model's own CTC: the one its store was aligned with.
 """
 from __future__ import annotations
 
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--oracle_alignment", action="store_true",
                         help="a forced text pointer follows the true utterance's forced alignment all the way instead "
                              "of its pace head (separates where it is in the text from what it says there)")
+    parser.add_argument("--aligner", default=None,
+                        help="a forced text pointer's alignments from this CTCAligner folder (the one that aligned its "
+                             "training store) instead of the model's own causal CTC")
     parser.add_argument("--out", default="outputs/tts_self_continuation.json", help="the results as JSON")
     parser.add_argument("--picture", default=None,
                         help="also write log-mel spectrograms (PNG) per utterance: original | resynthesis | opening + "
@@ -61,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     model, codec = pipeline.model, pipeline.codec
     if args.oracle_alignment and not model.forced_pointer:
         parser.error("--oracle_alignment needs a model with a forced text pointer (model.text_pointer_alignment)")
+    if args.aligner and not model.forced_pointer:
+        parser.error("--aligner needs a model with a forced text pointer (model.text_pointer_alignment)")
+    aligner = None
+    if args.aligner:
+        from holitok_slm.model.ctc_aligner import CTCAligner
+        aligner = CTCAligner.from_pretrained(args.aligner)
     overrides = {k: getattr(args, k) for k in ("temperature", "cfg_strength", "text_cfg_strength")
                  if getattr(args, k) is not None}
     options = TTSOptions.from_model(model, **overrides)
@@ -78,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         points = None
         if model.forced_pointer:  # its own forced alignment of the true utterance: the opening's, or all of it
             from holitok_slm.layout import patch_points
-            from holitok_slm.infer.align import align_points
+            from holitok_slm.infer.align import align_points, align_points_with
             whole = latents.shape[0] // patch
-            points = patch_points(align_points(model, latents, record.text), whole, patch)
+            frames = (align_points_with(aligner, latents, record.text, model.text_tokenizer) if aligner is not None
+                      else align_points(model, latents, record.text))
+            points = patch_points(frames, whole, patch)
             points = points if args.oracle_alignment else points[:opening // patch]
         try:
             with torch.no_grad():
@@ -104,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     expected = sum(i["true_frames"] - i["opening_frames"] for i in items)
     report = {"model": args.model, "split": args.split, "utterances": len(refs), "judge": judge.name,
               "share_given": args.share, "oracle_length": args.oracle_length,
-              "oracle_alignment": args.oracle_alignment,
+              "oracle_alignment": args.oracle_alignment, "aligner": args.aligner,
               "sampling": {"temperature": options.temperature, "cfg_strength": options.cfg_strength,
                            "text_cfg_strength": options.text_cfg_strength, "steps": options.steps},
               "wer": {"continued": score(refs, hyps).corpus_wer, "resynthesis": score(refs, truths).corpus_wer},

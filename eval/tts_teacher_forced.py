@@ -2,7 +2,7 @@
 
     python -m eval.tts_teacher_forced --corpus outputs/demo/corpus --tokenizer outputs/demo/tokenizer \
         --model outputs/demo/unified/final [--split seen] [--limit 12] [--out outputs/tts_teacher_forced.json]
-        [--temperature T] [--cfg_strength W] [--steps N]
+        [--temperature T] [--cfg_strength W] [--steps N] [--aligner DIR]
 
 For each held-out utterance the model sees its true text and true audio; every patch is then sampled by the flow
 head from the hidden state before it and the true previous patch (the model's own steps, CFG and temperature), and
@@ -28,9 +28,10 @@ KINDS = ("flow head", "previous patch", "true latents")
 
 
 @torch.no_grad()
-def teacher_forced_latents(model, text: str, latents: torch.Tensor, generator: torch.Generator | None = None
-                           ) -> dict[str, torch.Tensor]:
-    """Raw latents [T', D] (T' = whole patches of `latents`) for each of KINDS, plus "distances" (MSE per kind)."""
+def teacher_forced_latents(model, text: str, latents: torch.Tensor, generator: torch.Generator | None = None,
+                           aligner=None) -> dict[str, torch.Tensor]:
+    """Raw latents [T', D] (T' = whole patches of `latents`) for each of KINDS, plus "distances" (MSE per kind). A
+    forced text pointer follows the alignment of `aligner` (a CTCAligner) when given, else of the model's own CTC."""
     from holitok_slm.model.dit_head import sample_patch
 
     options = model.config.generation
@@ -39,9 +40,10 @@ def teacher_forced_latents(model, text: str, latents: torch.Tensor, generator: t
     if count < 2:
         raise ValueError(f"teacher forcing needs at least two patches ({2 * patch} frames), got {latents.shape[0]}")
     item = {"id": "probe", "task": "tts", "text": text, "latents": latents}
-    if model.forced_pointer:  # the pointer follows the model's own forced alignment of the true audio
-        from holitok_slm.infer.align import align_points
-        item["text_points"] = align_points(model, latents, text)
+    if model.forced_pointer:  # the pointer follows a forced alignment of the true audio
+        from holitok_slm.infer.align import align_points, align_points_with
+        item["text_points"] = (align_points_with(aligner, latents, text, model.text_tokenizer) if aligner is not None
+                               else align_points(model, latents, text))
     latents = item["latents"] = latents[: count * patch]
     batch = model.collate([item])
     hidden = model.hidden_states(batch["input_ids"], batch["attention_mask"], batch["latents"], batch["frame_mask"],
@@ -73,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=None, help="noise scale (default: the checkpoint's)")
     parser.add_argument("--cfg_strength", type=float, default=None, help="CFG strength (default: the checkpoint's)")
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the checkpoint's)")
+    parser.add_argument("--aligner", default=None,
+                        help="a forced text pointer's alignments from this CTCAligner folder (the one that aligned its "
+                             "training store) instead of the model's own causal CTC")
     parser.add_argument("--out", default="outputs/tts_teacher_forced.json", help="the results as JSON")
     args = parser.parse_args(argv)
 
@@ -80,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     from holitok.audio import load_audio
     judge, pipeline = open_judge_and_model(parser, args)
     model, codec = pipeline.model, pipeline.codec
+    if args.aligner and not model.forced_pointer:
+        parser.error("--aligner needs a model with a forced text pointer (model.text_pointer_alignment)")
+    aligner = None
+    if args.aligner:
+        from holitok_slm.model.ctc_aligner import CTCAligner
+        aligner = CTCAligner.from_pretrained(args.aligner)
     for option in ("temperature", "cfg_strength", "steps"):
         if getattr(args, option) is not None:
             setattr(model.config.generation, option, getattr(args, option))
@@ -93,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     for record in chosen:
         audio = load_audio(record.audio, target_sample_rate=codec.sample_rate)
         latents = codec.encode(audio[None, None])[0].transpose(0, 1)
-        result = teacher_forced_latents(model, record.text, latents, generator)
+        result = teacher_forced_latents(model, record.text, latents, generator, aligner)
         refs.append(record.text)
         for name in kinds:
             wav = codec.decode(result[name].transpose(0, 1)[None])[0, 0]
@@ -105,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{record.id}: {record.text!r} -> flow head {hyps['flow head'][-1]!r}", flush=True)
     options = model.config.generation
     report = {"model": args.model, "split": args.split, "utterances": len(refs), "judge": judge.name,
+              "aligner": args.aligner,
               "sampling": {"temperature": options.temperature, "cfg_strength": options.cfg_strength,
                            "steps": options.steps, "sway_coef": options.sway_coef},
               "wer": {name: score(refs, hyps[name]).corpus_wer for name in kinds},
