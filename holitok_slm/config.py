@@ -113,6 +113,13 @@ class FlowConfig:
     # targets stay true, so the model learns to follow the text when its audio so far says something else, which
     # is what a small model's own drifted frames look like (docs/learning.md section 20).
     history_splice_share: float = 0.0
+    # Share of TTS training items whose audio the backbone reads only up to a random point (15-60 % of the item: the
+    # "prompt"); after it, every patch reads as the zero patch, while the flow head still sees the true previous
+    # patch and the targets stay true (not in the paper: 0 there). With generation.blind_history the backbone then
+    # never reads its own frames, so what it says next comes from the text (a forced pointer says where), the voice
+    # from the prompt, and only the flow head's one-patch history carries the sound on: a small model that follows
+    # its own drifting frames away from the text (docs/learning.md sections 18-22) has none to follow.
+    blind_history_share: float = 0.0
     # Weight of an auxiliary regression of the next patch from the condition alone (not in the paper: 0 there; a
     # linear head on the bridge's output, mean squared error to the normalised patch). The flow loss alone barely
     # reaches the backbone: in the small demo model the condition linearly explained 9-17 % of the next patch's
@@ -172,6 +179,9 @@ class GenerationDefaults:
     # under the backbone's state for the same audio with the text left out (a second sequence in the batch). Needs a
     # model trained with flow.text_dropout; 0 (off) for others. Patch input path, no CUDA graph.
     text_cfg_strength: float = 0.0
+    # The backbone reads every generated patch as the zero patch (its prompt as given): for a model trained with
+    # flow.blind_history_share > 0 (patch input path only).
+    blind_history: bool = False
 
 
 @dataclass

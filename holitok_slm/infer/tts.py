@@ -249,6 +249,8 @@ def _run(model, requests, options, generator):
         raise InputError(f"cuda_graph needs the model on a CUDA device; it is on {next(model.parameters()).device}")
     if options.text_cfg_strength and (model.semantic_input is not None or options.cuda_graph):
         raise InputError("text_cfg_strength is implemented for the patch input path without cuda_graph")
+    if options.blind_history and model.semantic_input is not None:
+        raise InputError("blind_history is implemented for the patch input path")
     prep = _prepare(model, requests, options)
     # With text guidance the batch holds each request twice: as given, then without its text (same audio).
     batch = LeftPaddedBatch.from_items(prep.item_embeds + (prep.text_free_embeds or []))
@@ -284,8 +286,8 @@ def _run(model, requests, options, generator):
         yield raw, ~finished
         step += 1
         history = patch
-        if model.semantic_input is None:
-            step_embeds = model.embed_patch(patch)
+        if model.semantic_input is None:  # blind_history: the backbone never reads its own frames
+            step_embeds = model.embed_patch(torch.zeros_like(patch) if options.blind_history else patch)
         elif options.use_cache:
             step_embeds = torch.cat([model.semantic_input.step(raw[i:i + 1], prep.semantic_caches[i])
                                      for i in range(size)])

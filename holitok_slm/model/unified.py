@@ -78,6 +78,10 @@ class UnifiedModel(nn.Module):
             raise ValueError(f"flow.self_feed_share must be in [0, 1], got {cfg.flow.self_feed_share!r}")
         if not 0 <= cfg.flow.history_splice_share <= 1:
             raise ValueError(f"flow.history_splice_share must be in [0, 1], got {cfg.flow.history_splice_share!r}")
+        if not 0 <= cfg.flow.blind_history_share <= 1:
+            raise ValueError(f"flow.blind_history_share must be in [0, 1], got {cfg.flow.blind_history_share!r}")
+        if (cfg.flow.blind_history_share > 0 or cfg.generation.blind_history) and cfg.audio_input != "patch":
+            raise ValueError("flow.blind_history_share / generation.blind_history need the patch input path")
         if not 0 <= cfg.flow.text_dropout < 1:
             raise ValueError(f"flow.text_dropout must be in [0, 1), got {cfg.flow.text_dropout!r}")
         if not isinstance(cfg.flow.self_feed_steps, int) or cfg.flow.self_feed_steps < 1:
@@ -353,7 +357,9 @@ class UnifiedModel(nn.Module):
             heard = self.spliced_tts_inputs(heard, num_patches, is_tts)
         if self.training and cfg.input_noise_std > 0:
             heard = self.noisy_tts_inputs(heard, is_tts)
-        hidden = self.hidden_states(input_ids, attention_mask, heard, frame_mask, audio_offset, num_patches, semantic,
+        read = self.blinded_tts_inputs(heard, num_patches, is_tts) if (
+            self.training and cfg.blind_history_share > 0) else heard
+        hidden = self.hidden_states(input_ids, attention_mask, read, frame_mask, audio_offset, num_patches, semantic,
                                     text_points)
 
         flow_loss, flow_count, regression_loss = self._flow_loss(hidden, latents, frame_mask, audio_offset,
@@ -384,6 +390,21 @@ class UnifiedModel(nn.Module):
         what the model reads as its audio so far; the targets stay the clean latents."""
         noise = torch.randn_like(latents) * (self.config.flow.input_noise_std / self.latent_scale)
         return latents + noise * is_tts[:, None, None].to(latents.dtype)
+
+    def blinded_tts_inputs(self, latents: torch.Tensor, num_patches: torch.Tensor, is_tts: torch.Tensor,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+        """Raw latents [B, T, D] in which each TTS row, with probability `flow.blind_history_share`, reads as the zero
+        patch (normalised) from a random patch at 15-60 % of its length on: what the backbone reads; the flow head's
+        history and the targets stay `latents`."""
+        out = latents.clone()
+        patch = self.config.patch_size
+        for row in is_tts.nonzero(as_tuple=True)[0].tolist():
+            if float(torch.rand((), generator=generator)) >= self.config.flow.blind_history_share:
+                continue
+            count = int(num_patches[row])
+            start = max(1, int(count * (0.15 + 0.45 * float(torch.rand((), generator=generator)))))
+            out[row, start * patch:count * patch] = self.latent_bias.to(out.dtype)
+        return out
 
     def spliced_tts_inputs(self, latents: torch.Tensor, num_patches: torch.Tensor, is_tts: torch.Tensor,
                            generator: torch.Generator | None = None) -> torch.Tensor:
