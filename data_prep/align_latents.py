@@ -66,7 +66,9 @@ def align_store(latents: str | Path, model: UnifiedModel | CTCAligner, model_nam
         save_file({"points": torch.cat(pieces).contiguous()}, str(tmp))
         os.replace(tmp, target)
     first = store.meta(0)["text"] if len(store) else ""
-    index = {"format": POINTS_FORMAT, "model": model_name, "num_shards": int(store.index["num_shards"]),
+    index = {"format": POINTS_FORMAT, "model": model_name,
+             "aligner_kind": "ctc_aligner" if isinstance(model, CTCAligner) else "unified",
+             "num_shards": int(store.index["num_shards"]),
              "probe": {"text": first, "ids": tokenizer.encode(first.strip())},
              "unaligned_this_run": unaligned, "written": time.strftime("%Y-%m-%d %H:%M:%S")}
     (out / "index.json").write_text(json.dumps(index, indent=1, ensure_ascii=False))

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                              "of its pace head (separates where it is in the text from what it says there)")
     parser.add_argument("--aligner", default=None,
                         help="a forced text pointer's alignments from this CTCAligner folder (the one that aligned its "
-                             "training store) instead of the model's own causal CTC")
+                             "training store) instead of the one saved with the model (without one: the model's own "
+                             "causal CTC)")
     parser.add_argument("--out", default="outputs/tts_self_continuation.json", help="the results as JSON")
     parser.add_argument("--picture", default=None,
                         help="also write log-mel spectrograms (PNG) per utterance: original | resynthesis | opening + "
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--oracle_alignment needs a model with a forced text pointer (model.text_pointer_alignment)")
     if args.aligner and not model.forced_pointer:
         parser.error("--aligner needs a model with a forced text pointer (model.text_pointer_alignment)")
-    aligner = None
+    aligner = model.aligner  # the one saved with the model, if its store was aligned by a CTCAligner
     if args.aligner:
         from holitok_slm.model.ctc_aligner import CTCAligner
         aligner = CTCAligner.from_pretrained(args.aligner)

@@ -31,7 +31,8 @@ KINDS = ("flow head", "previous patch", "true latents")
 def teacher_forced_latents(model, text: str, latents: torch.Tensor, generator: torch.Generator | None = None,
                            aligner=None) -> dict[str, torch.Tensor]:
     """Raw latents [T', D] (T' = whole patches of `latents`) for each of KINDS, plus "distances" (MSE per kind). A
-    forced text pointer follows the alignment of `aligner` (a CTCAligner) when given, else of the model's own CTC."""
+    forced text pointer follows the alignment of `aligner` (a CTCAligner) when given, else of the one saved with the
+    model, else of the model's own CTC."""
     from holitok_slm.model.dit_head import sample_patch
 
     options = model.config.generation
@@ -42,6 +43,7 @@ def teacher_forced_latents(model, text: str, latents: torch.Tensor, generator: t
     item = {"id": "probe", "task": "tts", "text": text, "latents": latents}
     if model.forced_pointer:  # the pointer follows a forced alignment of the true audio
         from holitok_slm.infer.align import align_points, align_points_with
+        aligner = aligner if aligner is not None else model.aligner
         item["text_points"] = (align_points_with(aligner, latents, text, model.text_tokenizer) if aligner is not None
                                else align_points(model, latents, text))
     latents = item["latents"] = latents[: count * patch]
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the checkpoint's)")
     parser.add_argument("--aligner", default=None,
                         help="a forced text pointer's alignments from this CTCAligner folder (the one that aligned its "
-                             "training store) instead of the model's own causal CTC")
+                             "training store) instead of the one saved with the model (without one: the model's own "
+                             "causal CTC)")
     parser.add_argument("--out", default="outputs/tts_teacher_forced.json", help="the results as JSON")
     args = parser.parse_args(argv)
 
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     model, codec = pipeline.model, pipeline.codec
     if args.aligner and not model.forced_pointer:
         parser.error("--aligner needs a model with a forced text pointer (model.text_pointer_alignment)")
-    aligner = None
+    aligner = model.aligner  # the one saved with the model, if its store was aligned by a CTCAligner
     if args.aligner:
         from holitok_slm.model.ctc_aligner import CTCAligner
         aligner = CTCAligner.from_pretrained(args.aligner)

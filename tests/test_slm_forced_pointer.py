@@ -367,3 +367,28 @@ def test_points_of_a_character_aligner_move_to_a_word_piece_tokenizer(tmp_path):
     written = (src.diff() > 0)[sweep.floor().long()]
     same = retokenize_points(sweep, text, chars, chars)
     assert torch.allclose(same[written], sweep[written], atol=1e-4) and not torch.allclose(same, sweep, atol=1e-4)
+
+
+def test_a_model_keeps_the_aligner_of_its_store_and_aligns_prompts_with_it(tmp_path):
+    from holitok_slm.infer.align import align_points_with
+    from holitok_slm.infer.tts import _prompt_points
+    from holitok_slm.model.ctc_aligner import CTCAligner, CTCAlignerConfig
+    from holitok_slm.model.unified import UnifiedModel
+
+    model = forced_model(tmp_path / "m")
+    torch.manual_seed(3)
+    reader = CTCAligner(CTCAlignerConfig(latent_dim=16, width=32), model.text_tokenizer).eval()
+    prompt = torch.randn(24, 16)
+    request = TTSRequest("hello world", prompt_latents=prompt, prompt_text="the cat sat")
+    item = layout.tts_request_layout(model.text_tokenizer, model.config, request.text, prompt, request.prompt_text)
+    own = align_points(model, prompt, "the cat sat")
+    model.attach_aligner(reader)
+    model.save_pretrained(tmp_path / "saved")
+    loaded = UnifiedModel.from_pretrained(tmp_path / "saved")
+    assert loaded.aligner is not None and torch.equal(loaded.aligner.out.weight, reader.out.weight)
+    expected = align_points_with(reader, prompt, "the cat sat", model.text_tokenizer)
+    assert not torch.allclose(expected, own)
+    got = _prompt_points(loaded, request, item)
+    assert torch.allclose(got, layout.patch_points(expected, item.num_patches, model.config.patch_size))
+    with pytest.raises(ValueError, match="forced text pointer"):
+        build_tiny_model(TEXTS, tmp_path / "plain").attach_aligner(reader)

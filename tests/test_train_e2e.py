@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -246,3 +247,23 @@ def test_a_forced_text_pointer_trains_on_an_aligned_store_and_refuses_an_unalign
     logged = [m for m in metrics(out) if "pace_loss" in m]
     assert logged and all(np.isfinite(m["pace_loss"]) for m in logged)
     assert "pace_head.weight" in load_file(str(out / "final" / "model.safetensors"))
+    assert UnifiedModel.from_pretrained(out / "final").aligner is None  # a unified model's CTC aligned it
+    # aligned by a CTCAligner: the model keeps it, so its TTS aligns prompts the way its data was aligned
+    from data_prep.train_aligner import train_aligner
+    from holitok_slm.model.ctc_aligner import CTCAlignerConfig
+    from holitok_slm.train.latent_store import LatentStore
+    from holitok_slm.train.model_setup import store_aligner
+
+    tok = UnifiedModel.from_pretrained(aligner / "final").text_tokenizer
+    reader, _ = train_aligner(store, tok, steps=2, batch_size=2, held_out=2, config=CTCAlignerConfig(width=16),
+                              progress=False)
+    reader.save_pretrained(tmp_path / "reader")
+    align_store(store, reader, str(tmp_path / "reader"), overwrite=True, progress=False)
+    out = tmp_path / "forced_by_reader"
+    done = train(overrides(store, out, steps=2, save_every=2, extra=forced))
+    assert done.returncode == 0, done.stderr[-3000:]
+    kept = UnifiedModel.from_pretrained(out / "final").aligner
+    assert kept is not None and torch.equal(kept.out.weight, reader.out.weight)
+    shutil.rmtree(tmp_path / "reader")
+    with pytest.raises(ValueError, match="not there any more"):
+        store_aligner(UnifiedModel.from_pretrained(out / "final").config, [LatentStore(store)])

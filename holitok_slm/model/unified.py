@@ -26,10 +26,12 @@ from .patch_encoder import PatchEncoder
 from .progress import ProgressEmbedding
 from .text_pointer import ALIGNMENTS, TextPointer, uniform_points
 from .semantic_input import SemanticInput
+from .ctc_aligner import CTCAligner
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TEXT_TOKENIZER_DIR = "text_tokenizer"
+ALIGNER_DIR = "aligner"  # a forced text pointer's CTCAligner, when its training store was aligned by one
 LEGACY_TEXT_TOKENIZER_DIR = "tokenizer"  # the folder's name in model folders written before
 # Speaking rate prior (patches per text token) used until fit_data_statistics measures it: ~0.27 s per
 # Qwen2.5 token in read English/Chinese speech at 6.25 patches per second.
@@ -131,6 +133,8 @@ class UnifiedModel(nn.Module):
         save_model(self, str(directory / WEIGHTS_FILE))  # handles the tied embedding / LM head
         if self.text_tokenizer is not None:
             self.text_tokenizer.save(directory / TEXT_TOKENIZER_DIR)
+        if self.aligner is not None:
+            self.aligner.save_pretrained(directory / ALIGNER_DIR)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "UnifiedModel":
@@ -150,7 +154,21 @@ class UnifiedModel(nn.Module):
             model.load_checked_state_dict(state)
         except ValueError as err:
             raise CheckpointError(f"{weights_path} does not fit {config_path}: {err}") from None
+        if (directory / ALIGNER_DIR).is_dir():
+            model.attach_aligner(CTCAligner.from_pretrained(directory / ALIGNER_DIR))
         return model.to(map_location)
+
+    @property
+    def aligner(self) -> CTCAligner | None:
+        """The CTCAligner that aligned this forced-pointer model's training store (saved beside its weights in
+        `aligner/`): its prompts must be aligned the same way. None: the model's own ASR CTC aligns them."""
+        return self.__dict__.get("_aligner")
+
+    def attach_aligner(self, aligner: CTCAligner | None) -> None:
+        if aligner is not None and not self.forced_pointer:
+            raise ValueError("an aligner is for a model with a forced text pointer (model.text_pointer_alignment)")
+        # kept out of the module tree: not this model's weights, and never trained with it
+        self.__dict__["_aligner"] = aligner.eval() if aligner is not None else None
 
     def load_checked_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Strict load that names every missing/unexpected key and every shape mismatch."""

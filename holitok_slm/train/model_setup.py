@@ -115,6 +115,29 @@ def check_semantic_source(cfg: UnifiedConfig, use_semantic_features: bool) -> No
                          "train.freeze_semantic_encoder=true or data.use_semantic_features=false")
 
 
+def store_aligner(cfg: UnifiedConfig, stores: list[LatentStore]):
+    """The CTCAligner that aligned the stores of a forced-pointer run (the model saves it, so that its TTS aligns a
+    prompt the way its training data was aligned), or None when a unified model's CTC aligned them. Refuses stores
+    aligned by different aligners, or by an aligner folder that is no longer there."""
+    from ..model.ctc_aligner import CTCAligner
+
+    if not (cfg.text_pointer and cfg.text_pointer_alignment == "forced"):
+        return None
+    indexes = [store.points_index() for store in stores]
+    used = {index["model"] for index in indexes if index.get("aligner_kind") == "ctc_aligner"}
+    if not used:
+        return None
+    if len(used) > 1 or len(used) < len(indexes):
+        raise ValueError(f"the stores were aligned by different aligners ({sorted(str(i.get('model')) for i in indexes)}):"
+                         " realign them with one (data_prep/align_latents.py --overwrite)")
+    path = Path(used.pop())
+    if not path.is_dir():
+        raise ValueError(f"the stores' points were aligned by the CTCAligner {path}, which is not there any more: a "
+                         "model trained on them could not align its prompts the same way; realign with "
+                         "data_prep/align_latents.py --overwrite")
+    return CTCAligner.from_pretrained(path)
+
+
 def check_text_points(cfg: UnifiedConfig, stores: list[LatentStore], tokenizer) -> None:
     """A forced text pointer (model.text_pointer_alignment "forced") reads each store's forced alignment: every
     store must have one (`points/`), and its positions must count this model's text tokens (the aligning model's

@@ -31,7 +31,8 @@ from holitok_slm.train.config import TrainingRun
 from holitok_slm.train.data import make_batcher, open_streams
 from holitok_slm.train.distributed import accelerator_kwargs_handlers
 from holitok_slm.train.model_setup import (apply_semantic_freeze, check_semantic_source, check_text_points,
-                                           ensure_sentencepiece, init_submodules_from, statistics_items)
+                                           ensure_sentencepiece, init_submodules_from, statistics_items,
+                                           store_aligner)
 from holitok_slm.train.optim import build_optimizer, build_scheduler
 
 STATISTICS_ITEMS_PER_STREAM = 64
@@ -133,6 +134,8 @@ class UnifiedTrainer:
 
         model = UnifiedModel.from_config(run.model)
         check_text_points(run.model, stores, model.text_tokenizer)
+        self.aligner = store_aligner(run.model, stores)
+        model.attach_aligner(self.aligner)
         self.resume_from = None
         if resume:
             self.resume_from = latest_checkpoint(self.output_dir) if resume == "latest" else Path(resume)
@@ -244,6 +247,7 @@ class UnifiedTrainer:
             if accelerator.is_main_process:
                 full = UnifiedModel.from_config(self.run_config.model)
                 full.load_checked_state_dict({k: v.detach().cpu().clone() for k, v in state.items()})
+                full.attach_aligner(self.aligner)
                 full.save_pretrained(directory)
         elif accelerator.is_main_process:
             self.unwrapped.save_pretrained(directory)
