@@ -7,7 +7,8 @@ Layout of the release (safetensors + JSON only; the prompt wavs are 16 kHz, the 
   unified/            UnifiedModel.save_pretrained folder (with its text tokenizer)
   examples/*.wav      voice prompts of held-out voices, examples.json lists them with their transcripts
   report.md           the listener report (python -m eval.report, the pipeline's last step) of exactly these weights,
-  spectrograms.png    and its picture (original | resynthesis | TTS per voice)
+  spectrograms.png    and its picture (original | resynthesis | TTS per voice; 256 colours, scaled down to at most
+                      PICTURE_BYTES so that the weights keep the room)
   manifest.json       command, preset, commit, steps, seeds, the report's numbers and the sha256 of every file
 `verify_release(dir)` recomputes every sha256 and refuses a folder whose files differ from its manifest.
 """
@@ -29,6 +30,8 @@ from .config import REPO_ROOT
 MANIFEST = "manifest.json"
 DEFAULT_RELEASE = REPO_ROOT / "weights" / "demo"
 EXAMPLE_RATE = 16000
+MAX_RELEASE_BYTES = 50_000_000  # the repository ships at most 50 MB of weights (tests/test_shipped_weights.py)
+PICTURE_BYTES = 600_000
 
 
 class ReleaseError(RuntimeError):
@@ -82,7 +85,7 @@ def build_release(run: str | Path, report_dir: str | Path, out: str | Path, exam
         examples.append({**item, "prompt_wav": name})
     (staging / "examples.json").write_text(json.dumps(examples, indent=1))
     shutil.copy(report_dir / "report.md", staging / "report.md")
-    shutil.copy(report_dir / "spectrograms.png", staging / "spectrograms.png")
+    _light_picture(report_dir / "spectrograms.png", staging / "spectrograms.png")
     corpus = json.loads((run / "corpus" / "corpus.json").read_text())
     shown = run.resolve().relative_to(REPO_ROOT) if run.resolve().is_relative_to(REPO_ROOT) else run
     info = _steps(run)
@@ -102,9 +105,29 @@ def build_release(run: str | Path, report_dir: str | Path, out: str | Path, exam
         # across sessions) records each command it really ran; `command` above is its from-scratch reproduction.
         manifest["lineage"] = lineage
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    total = sum(p.stat().st_size for p in _files(staging))
+    if total > MAX_RELEASE_BYTES:
+        raise ReleaseError(f"the release would take {total / 1e6:.1f} MB, more than the {MAX_RELEASE_BYTES / 1e6:.0f} MB "
+                           f"the repository ships (left in {staging}, {out} unchanged)")
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return out
+
+
+def _light_picture(source: Path, target: Path) -> None:
+    """The report's picture as a 256-colour PNG, scaled down until it takes at most PICTURE_BYTES."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(source).convert("RGB")
+    for scale in (1.0, 0.8, 0.6, 0.5, 0.4, 0.3):
+        size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+        buffer = io.BytesIO()
+        image.resize(size, Image.Resampling.LANCZOS).quantize(colors=256).save(buffer, "PNG", optimize=True)
+        if buffer.tell() <= PICTURE_BYTES:
+            break
+    target.write_bytes(buffer.getvalue())
 
 
 def verify_release(directory: str | Path = DEFAULT_RELEASE) -> dict:

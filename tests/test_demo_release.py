@@ -37,3 +37,16 @@ def test_a_changed_release_is_refused_with_the_file_named(tmp_path, tamper, mess
 def test_a_folder_without_manifest_says_how_to_build_one(tmp_path):
     with pytest.raises(release.ReleaseError, match="python -m demo.release"):
         release.verify_release(tmp_path)
+
+
+def test_the_report_picture_is_made_light_enough_to_ship(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    noisy = np.random.default_rng(0).integers(0, 256, size=(1200, 1000, 3), dtype=np.uint8)
+    Image.fromarray(noisy).save(tmp_path / "big.png")
+    assert (tmp_path / "big.png").stat().st_size > 2 * release.PICTURE_BYTES
+    release._light_picture(tmp_path / "big.png", tmp_path / "light.png")
+    assert (tmp_path / "light.png").stat().st_size <= release.PICTURE_BYTES
+    with Image.open(tmp_path / "light.png") as light:
+        assert light.format == "PNG" and light.width / light.height == pytest.approx(1000 / 1200, rel=0.01)
