@@ -12,7 +12,9 @@ Two references on the same items: the true latents (the tokenizer's resynthesis)
 previous true one (the true audio delayed by one patch: what a head that only copied its history would make). Also
 the mean squared distance of each kind of patch to the true one, in normalised latent units, overall and by frame
 within the patch (how far ahead of its history the model still predicts well). A model trained with
-`flow.patch_regression_weight` adds a fourth kind: the condition's own guess of each patch. Judge: Whisper-base.
+`flow.patch_regression_weight` adds a fourth kind: the condition's own guess of each patch. A model that generates
+with `generation.blind_history` reads, as in its TTS, only the first 30 % of the audio and then zero patches (its
+flow head still gets every true previous patch). Judge: Whisper-base.
 """
 from __future__ import annotations
 
@@ -48,7 +50,11 @@ def teacher_forced_latents(model, text: str, latents: torch.Tensor, generator: t
                                else align_points(model, latents, text))
     latents = item["latents"] = latents[: count * patch]
     batch = model.collate([item])
-    hidden = model.hidden_states(batch["input_ids"], batch["attention_mask"], batch["latents"], batch["frame_mask"],
+    read = batch["latents"]
+    if options.blind_history:  # as in its TTS: the backbone reads an opening (30 %) and then only zero patches
+        read = read.clone()
+        read[:, max(1, int(0.3 * count)) * patch:] = model.latent_bias.to(read.dtype)
+    hidden = model.hidden_states(batch["input_ids"], batch["attention_mask"], read, batch["frame_mask"],
                                  batch["audio_offset"], batch["num_patches"], text_points=batch.get("text_points"))
     true, conditions, history, _ = model.flow_inputs(hidden, batch["latents"], batch["frame_mask"],
                                                      batch["audio_offset"], batch["num_patches"], batch["is_tts"])
