@@ -392,3 +392,27 @@ def test_a_model_keeps_the_aligner_of_its_store_and_aligns_prompts_with_it(tmp_p
     assert torch.allclose(got, layout.patch_points(expected, item.num_patches, model.config.patch_size))
     with pytest.raises(ValueError, match="forced text pointer"):
         build_tiny_model(TEXTS, tmp_path / "plain").attach_aligner(reader)
+
+
+def test_the_run_keeps_one_aligner_shared_by_all_its_stores_and_refuses_a_mix(tmp_path):
+    from data_prep.align_latents import align_store
+    from data_prep.toy_store import write_toy_store
+    from holitok_slm.model.ctc_aligner import CTCAligner, CTCAlignerConfig
+    from holitok_slm.train.latent_store import LatentStore
+    from holitok_slm.train.model_setup import store_aligner
+
+    model = forced_model(tmp_path / "m")
+    reader = CTCAligner(CTCAlignerConfig(latent_dim=16, width=16), model.text_tokenizer).eval()
+    reader.save_pretrained(tmp_path / "reader")
+    stores = []
+    for name, seed in (("a", 1), ("b", 2), ("c", 3)):
+        write_toy_store(tmp_path / name, num_items=4, latent_dim=16, frames=(40, 50), seed=seed)
+        stores.append(LatentStore(tmp_path / name))
+    for store in stores[:2]:
+        align_store(store.path, reader, str(tmp_path / "reader"), progress=False)
+    kept = store_aligner(model.config, stores[:2])
+    assert kept is not None and torch.equal(kept.out.weight, reader.out.weight)
+    align_store(stores[2].path, model, "the unified model", progress=False)
+    assert store_aligner(model.config, stores[2:]) is None   # its own CTC aligned it: nothing to keep
+    with pytest.raises(ValueError, match="different aligners"):
+        store_aligner(model.config, stores)

@@ -124,10 +124,11 @@ def store_aligner(cfg: UnifiedConfig, stores: list[LatentStore]):
     if not (cfg.text_pointer and cfg.text_pointer_alignment == "forced"):
         return None
     indexes = [store.points_index() for store in stores]
-    used = {index["model"] for index in indexes if index.get("aligner_kind") == "ctc_aligner"}
-    if not used:
+    by_aligner = [index.get("aligner_kind") == "ctc_aligner" for index in indexes]
+    if not any(by_aligner):
         return None
-    if len(used) > 1 or len(used) < len(indexes):
+    used = {index["model"] for index in indexes}
+    if len(used) > 1 or not all(by_aligner):
         raise ValueError(f"the stores were aligned by different aligners ({sorted(str(i.get('model')) for i in indexes)}):"
                          " realign them with one (data_prep/align_latents.py --overwrite)")
     path = Path(used.pop())
