@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--oracle_alignment needs a model with a forced text pointer (model.text_pointer_alignment)")
     if args.aligner and not model.forced_pointer:
         parser.error("--aligner needs a model with a forced text pointer (model.text_pointer_alignment)")
-    aligner = model.aligner  # the one saved with the model, if its store was aligned by a CTCAligner
+    aligner = None  # align_for_model then takes the one saved with the model, else the model's own CTC
     if args.aligner:
         from holitok_slm.model.ctc_aligner import CTCAligner
         aligner = CTCAligner.from_pretrained(args.aligner)
@@ -89,11 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         points = None
         if model.forced_pointer:  # its own forced alignment of the true utterance: the opening's, or all of it
             from holitok_slm.layout import patch_points
-            from holitok_slm.infer.align import align_points, align_points_with
+            from holitok_slm.infer.align import align_for_model
             whole = latents.shape[0] // patch
-            frames = (align_points_with(aligner, latents, record.text, model.text_tokenizer) if aligner is not None
-                      else align_points(model, latents, record.text))
-            points = patch_points(frames, whole, patch)
+            points = patch_points(align_for_model(model, latents, record.text, aligner), whole, patch)
             points = points if args.oracle_alignment else points[:opening // patch]
         try:
             with torch.no_grad():

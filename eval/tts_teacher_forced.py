@@ -44,10 +44,8 @@ def teacher_forced_latents(model, text: str, latents: torch.Tensor, generator: t
         raise ValueError(f"teacher forcing needs at least two patches ({2 * patch} frames), got {latents.shape[0]}")
     item = {"id": "probe", "task": "tts", "text": text, "latents": latents}
     if model.forced_pointer:  # the pointer follows a forced alignment of the true audio
-        from holitok_slm.infer.align import align_points, align_points_with
-        aligner = aligner if aligner is not None else model.aligner
-        item["text_points"] = (align_points_with(aligner, latents, text, model.text_tokenizer) if aligner is not None
-                               else align_points(model, latents, text))
+        from holitok_slm.infer.align import align_for_model
+        item["text_points"] = align_for_model(model, latents, text, aligner)
     latents = item["latents"] = latents[: count * patch]
     batch = model.collate([item])
     read = batch["latents"]
@@ -96,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     model, codec = pipeline.model, pipeline.codec
     if args.aligner and not model.forced_pointer:
         parser.error("--aligner needs a model with a forced text pointer (model.text_pointer_alignment)")
-    aligner = model.aligner  # the one saved with the model, if its store was aligned by a CTCAligner
+    aligner = None  # align_for_model then takes the one saved with the model, else the model's own CTC
     if args.aligner:
         from holitok_slm.model.ctc_aligner import CTCAligner
         aligner = CTCAligner.from_pretrained(args.aligner)

@@ -139,3 +139,13 @@ def align_points_with(aligner, latents: torch.Tensor, text: str, tokenizer=None)
     if tokenizer is None or tokenizer is aligner.text_tokenizer:
         return points
     return retokenize_points(points, text, aligner.text_tokenizer, tokenizer)
+
+
+def align_for_model(model: UnifiedModel, latents: torch.Tensor, text: str, aligner=None) -> torch.Tensor:
+    """A forced-pointer model's alignment [T] of `text` to raw latents, in its own text tokens, by the one rule every
+    caller follows: `aligner` when given, else the CTCAligner the model keeps (`model.aligner`: the one that aligned
+    its training store), else the model's own ASR CTC."""
+    aligner = aligner if aligner is not None else model.aligner
+    if aligner is None:
+        return align_points(model, latents, text)
+    return align_points_with(aligner, latents, text, model.text_tokenizer)

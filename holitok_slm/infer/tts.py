@@ -11,7 +11,7 @@ import torch
 from .. import layout
 from ..config import GenerationDefaults
 from ..model.unified import UnifiedModel
-from .align import AlignmentError, align_points, align_points_with
+from .align import AlignmentError, align_for_model
 from .batching import LeftPaddedBatch
 from .inputs import InputError, check_number, check_positions, check_text, check_time, check_whole
 from ..model.dit_head import sample_patch
@@ -148,8 +148,7 @@ def _prompt_points(model: UnifiedModel, request: TTSRequest, item: layout.ItemLa
         raise InputError("this model's text pointer follows a forced alignment: a voice prompt needs its transcript "
                          "(prompt_text) to be aligned")
     try:
-        frames = (align_points_with(model.aligner, item.latents, request.prompt_text, model.text_tokenizer)
-                  if model.aligner is not None else align_points(model, item.latents, request.prompt_text))
+        frames = align_for_model(model, item.latents, request.prompt_text)
     except AlignmentError as err:
         raise InputError(f"the prompt's transcript cannot be aligned to its audio: {err}") from None
     return layout.patch_points(frames, item.num_patches, model.config.patch_size)
