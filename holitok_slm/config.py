@@ -86,7 +86,8 @@ class FlowConfig:
     tts_ctc_weight: float = 0.0
     # Share of training patches whose history (previous patch) the flow head does not see (not in the paper: 0
     # there). A small flow head learns to extend the previous patch and ignore the backbone's condition, which
-    # carries the words (docs/learning.md section 9); without the history it has to read the condition.
+    # carries the words (docs/learning.md section 9); without the history it has to read the condition. At 1 the head
+    # never reads a history, in generation either: nothing it draws then depends on what the model drew before.
     history_dropout: float = 0.0
     # Gaussian noise (std in normalised latent units) added in training to the TTS audio the model reads: the
     # backbone's input patches and the flow head's history, never the targets (not in the paper: 0 there). Trained

@@ -73,3 +73,40 @@ def test_blind_generation_does_not_read_its_own_patches_and_caches_exactly(tmp_p
     sighted = generate_latents(model, requests, TTSOptions.from_model(model, max_patches=6, eos_threshold=2.0),
                                torch.Generator().manual_seed(1))[0]
     assert not torch.allclose(one.latents[model.config.patch_size:], sighted.latents[model.config.patch_size:])
+
+
+def test_a_flow_head_without_history_draws_each_patch_from_the_text_and_prompt_alone(tmp_path):
+    # flow.history_dropout 1 + blind generation: nothing drawn depends on an earlier draw, so changing the first
+    # patch's noise changes the first patch only (no exposure to the model's own samples at all).
+    model = blind_model(tmp_path)
+    model.config.flow.history_dropout = 1.0
+    model.eval()
+    assert not model.flow_reads_history
+    histories = []
+    hook = model.dit.register_forward_pre_hook(lambda m, args: histories.append(args[3].detach().clone()))
+    g = torch.Generator().manual_seed(5)
+    requests = [TTSRequest("the cat sat", prompt_latents=torch.randn(16, 16, generator=g))]
+    options = TTSOptions.from_model(model, max_patches=6, eos_threshold=2.0, blind_history=True)
+    try:
+        one = generate_latents(model, requests, options, torch.Generator().manual_seed(1))[0].latents
+    finally:
+        hook.remove()
+    assert histories and all(float(h.abs().max()) == 0 for h in histories)
+    patch, first_noise = model.config.patch_size, []
+    original = torch.randn
+
+    def shifted_first_draw(*args, **kwargs):  # the sampler's first noise draw, and only it, is changed
+        out = original(*args, **kwargs)
+        if not first_noise:
+            first_noise.append(True)
+            out = out + 1.0
+        return out
+    torch.randn = shifted_first_draw
+    try:
+        two = generate_latents(model, requests, options, torch.Generator().manual_seed(1))[0].latents
+    finally:
+        torch.randn = original
+    assert not torch.allclose(one[:patch], two[:patch])
+    assert torch.allclose(one[patch:], two[patch:], atol=1e-6)
+    model.config.flow.history_dropout = 0.0
+    assert model.flow_reads_history

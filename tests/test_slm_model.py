@@ -360,7 +360,7 @@ def test_model_folders_written_before_the_text_tokenizer_rename_still_load(tmp_p
         UnifiedModel.from_pretrained(old)
 
 
-def test_history_dropout_hides_the_previous_patch_from_the_flow_head_in_training_only(model):
+def test_history_dropout_hides_the_previous_patch_from_the_flow_head_in_training_only_unless_always(model):
     seen = []
     handle = model.dit.register_forward_pre_hook(lambda module, args: seen.append(args[3].detach().clone()))
     items = [dict(id=f"t{i}", task="tts", text="the cat sat on the mat",
@@ -376,7 +376,10 @@ def test_history_dropout_hides_the_previous_patch_from_the_flow_head_in_training
         assert seen[-1].abs().sum() == 0  # every history hidden
         model.eval()
         model(**batch)
-        assert seen[-1].abs().sum() > 0  # never at evaluation
+        assert seen[-1].abs().sum() == 0  # a head trained on none never reads one
+        model.config.flow.history_dropout = 0.9
+        model(**batch)
+        assert seen[-1].abs().sum() > 0  # below 1, never hidden at evaluation
     finally:
         model.config.flow.history_dropout = 0.0
         model.train(was_training)

@@ -260,7 +260,7 @@ def _run(model, requests, options, generator):
     cache = model.backbone.new_cache(static_length) if options.use_cache else None
     hidden = model.backbone(batch.embeds, batch.attention_mask, batch.position_ids, cache)[:, -1]
     hidden, text_free_hidden = hidden[:size], hidden[size:]
-    history = prep.history
+    history = prep.history if model.flow_reads_history else torch.zeros_like(prep.history)
     points = prep.start_points
     generated_raw = [[] for _ in range(size)]
     finished = torch.zeros(size, dtype=torch.bool, device=device)
@@ -285,7 +285,8 @@ def _run(model, requests, options, generator):
         raw = model.denormalize_latents(patch)
         yield raw, ~finished
         step += 1
-        history = patch
+        if model.flow_reads_history:
+            history = patch
         if model.semantic_input is None:  # blind_history: the backbone never reads its own frames
             step_embeds = model.embed_patch(torch.zeros_like(patch) if options.blind_history else patch)
         elif options.use_cache:

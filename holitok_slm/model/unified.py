@@ -76,6 +76,8 @@ class UnifiedModel(nn.Module):
             raise ValueError(f"flow.noise_samples must be an integer >= 1, got {cfg.flow.noise_samples!r}")
         if not cfg.flow.input_noise_std >= 0:
             raise ValueError(f"flow.input_noise_std must be >= 0, got {cfg.flow.input_noise_std!r}")
+        if not 0 <= cfg.flow.history_dropout <= 1:
+            raise ValueError(f"flow.history_dropout must be in [0, 1], got {cfg.flow.history_dropout!r}")
         if not 0 <= cfg.flow.self_feed_share <= 1:
             raise ValueError(f"flow.self_feed_share must be in [0, 1], got {cfg.flow.self_feed_share!r}")
         if not 0 <= cfg.flow.history_splice_share <= 1:
@@ -263,6 +265,12 @@ class UnifiedModel(nn.Module):
                        ) -> torch.Tensor:
         """The uniform text pointer's points [B, N] (holitok_slm/model/text_pointer.py `uniform_points`)."""
         return uniform_points(text_lengths, positions, expected_patches)
+
+    @property
+    def flow_reads_history(self) -> bool:
+        """False for `flow.history_dropout` 1: the flow head never reads a previous patch, in training, evaluation or
+        generation, so what it draws depends on nothing the model generated before (holitok_slm/infer/tts.py)."""
+        return self.config.flow.history_dropout < 1.0
 
     def pace(self, hidden: torch.Tensor) -> torch.Tensor:
         """The forced pointer's move [...] (text tokens, >= 0) from the audio position after `hidden` [..., H] to the
@@ -491,8 +499,8 @@ class UnifiedModel(nn.Module):
         """What the flow head is trained on, for every whole patch of the TTS items: target [N, P, D] (normalised),
         condition [N, H_dit] (the bridge on the hidden state before the patch), history [N, P, D] (the previous
         patch of `heard`, the latents the model read (default: `latents`); zeros for an utterance's first, and for
-        the share `history_dropout` (default: `flow.history_dropout` in training, 0 otherwise)) and frame weights
-        [N, P]. N may be 0."""
+        the share `history_dropout` (default: `flow.history_dropout` in training, 0 otherwise; always all of them for
+        a head that never reads one, `flow_reads_history`)) and frame weights [N, P]. N may be 0."""
         batch, frames, dim = latents.shape
         patch = self.config.patch_size
         n_max = frames // patch
@@ -502,7 +510,9 @@ class UnifiedModel(nn.Module):
         if heard is not None and heard is not latents:
             normalized = (self.normalize_latents(heard) * frame_mask[..., None]).view(batch, n_max, patch, dim)
         has_history = cols > 0
-        if history_dropout is None:
+        if not self.flow_reads_history:
+            history_dropout = 1.0
+        elif history_dropout is None:
             history_dropout = self.config.flow.history_dropout if self.training else 0.0
         if history_dropout > 0:
             has_history = has_history & (torch.rand(cols.shape, device=cols.device) >= history_dropout)
