@@ -7,7 +7,7 @@ import torch
 
 from holitok_slm import layout
 from holitok_slm.infer.align import AlignmentError, align_points, ctc_viterbi, points_from_path
-from holitok_slm.infer.tts import TTSOptions, TTSRequest, generate_latents, stream_patches
+from holitok_slm.infer.tts import POINTER_END_MARGIN, TTSOptions, TTSRequest, generate_latents, stream_patches
 from holitok_slm.tiny import build_tiny_model, randomize_heads, tiny_config
 
 TEXTS = ["the cat sat on the mat", "a dog ran in the park", "hello world"]
@@ -170,7 +170,7 @@ def test_generation_moves_the_pointer_by_the_pace_head_or_follows_an_oracle(tmp_
     # backbone calls: the prompt's alignment (an ASR pass), the prefix, then one per generated patch
     assert len(seen) == 2 + len(patches)
     for k, raw in enumerate(patches):  # each generated patch: the point before it + the pace head's move
-        point = torch.clamp(point + model.pace(states[k + 1][0]), max=float(lengths[0]))
+        point = torch.clamp(point + model.pace(states[k + 1][0]), max=float(lengths[0]) - 1 - POINTER_END_MARGIN)
         expected = model.embed_patch(model.normalize_latents(raw))[0] + model.pointer_embeds(
             text_ids, lengths, point.reshape(1, 1))[0, 0]
         assert torch.allclose(seen[k + 2][0, 0], expected, atol=1e-5)
@@ -200,7 +200,7 @@ def test_generation_moves_the_pointer_by_the_pace_head_or_follows_an_oracle(tmp_
         post.remove()
     point = oracle[3]
     for k, raw in enumerate(patches):
-        point = torch.clamp(point + model.pace(states[k][0]), max=float(lengths[0]))
+        point = torch.clamp(point + model.pace(states[k][0]), max=float(lengths[0]) - 1 - POINTER_END_MARGIN)
         expected = model.embed_patch(model.normalize_latents(raw))[0] + model.pointer_embeds(
             text_ids, lengths, point.reshape(1, 1))[0, 0]
         assert torch.allclose(seen[k + 1][0, 0], expected, atol=1e-5)
@@ -416,3 +416,29 @@ def test_the_run_keeps_one_aligner_shared_by_all_its_stores_and_refuses_a_mix(tm
     assert store_aligner(model.config, stores[2:]) is None   # its own CTC aligned it: nothing to keep
     with pytest.raises(ValueError, match="different aligners"):
         store_aligner(model.config, stores)
+
+
+def test_the_pace_head_never_moves_the_pointer_past_where_a_forced_alignment_ends(tmp_path):
+    # Training points end inside the second-to-last token (holitok_slm/infer/align.py frame_points); a pointer run
+    # on to the end of the text was never seen and its stop head never fired (docs/learning.md section 24).
+    model = forced_model(tmp_path)
+    with torch.no_grad():
+        model.pace_head.bias.fill_(30.0)  # a move of ~30 tokens per patch: past the end at the first step
+    prompt = torch.randn(16, 16, generator=torch.Generator().manual_seed(5))
+    request = TTSRequest("hello world", prompt_latents=prompt, prompt_text="a dog ran")
+    seen = []
+    pre = model.backbone.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach().clone()))
+    try:
+        patches = [raw for raw, _ in stream_patches(model, [request], TTSOptions.from_model(
+            model, max_patches=3, eos_threshold=2.0), torch.Generator().manual_seed(0))]
+    finally:
+        pre.remove()
+    tok = model.text_tokenizer
+    text_ids, lengths = layout.pad_texts(tok, [tok.encode("a dog ran hello world")])
+    end = torch.tensor([[float(lengths[0]) - 1 - POINTER_END_MARGIN]])
+    for k, raw in enumerate(patches):
+        expected = model.embed_patch(model.normalize_latents(raw))[0] + model.pointer_embeds(text_ids, lengths, end)[0, 0]
+        assert torch.allclose(seen[k + 2][0, 0], expected, atol=1e-5)
+        beyond = model.embed_patch(model.normalize_latents(raw))[0] + model.pointer_embeds(
+            text_ids, lengths, lengths[None].float())[0, 0]
+        assert not torch.allclose(seen[k + 2][0, 0], beyond, atol=1e-5)

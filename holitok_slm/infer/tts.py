@@ -209,12 +209,20 @@ def _prepare(model: UnifiedModel, requests: Sequence[TTSRequest], options: TTSOp
                      torch.tensor(totals, device=device), text_ids, text_lengths, text_free, start, given)
 
 
+# How far before the last token's start a forced alignment's last frame sits (measured on the demo store: 0.05-1.0
+# tokens; 0.06 at the median).
+POINTER_END_MARGIN = 0.06
+
+
 def _next_points(model: UnifiedModel, prep: _Prepared, hidden: torch.Tensor, points: torch.Tensor,
                  step: int) -> torch.Tensor:
     """A forced pointer's points [B] of the patches about to be generated: the request's own (TTSRequest.text_points)
     where it has one for that position, else the pace head's move on from `points` (the positions before them);
-    never past the end of the text."""
-    moved = torch.minimum(points + model.pace(hidden), prep.text_lengths.float())
+    never past where a forced alignment ends: inside the second-to-last token, just before the last one (its last
+    token, the sentence's final punctuation, is emitted in the utterance's last CTC step, which the per-frame points
+    leave out: holitok_slm/infer/align.py frame_points). Training never showed the model, or its stop head, a pointer
+    past that (measured: a pointer left to run to the end of the text never stopped)."""
+    moved = torch.minimum(points + model.pace(hidden), (prep.text_lengths.float() - 1 - POINTER_END_MARGIN).clamp(min=0))
     for i, given in enumerate(prep.given_points):
         position = int(prep.prompt_patches[i]) + step
         if given is not None and position < given.shape[0]:
