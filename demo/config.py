@@ -45,6 +45,21 @@ class UnifiedSettings:
 
 
 @dataclass
+class RefineSettings:
+    """An optional second unified stage (docs/learning.md section 24): a CTCAligner trained on the latents
+    (data_prep/train_aligner.py), the store force-aligned with it (data_prep/align_latents.py), then the unified
+    model continued from step 4's weights with `set` on top of step 4's config. No `set`: no such stage."""
+    set: dict[str, Any] = field(default_factory=dict)  # --set overrides for the continued run, e.g. a forced pointer
+    aligner_steps: int = 3000
+    aligner_lr: float = 2e-3
+    aligner_held_out: int = 32  # last items of the store kept out of the aligner's training, to report its reading
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.set)
+
+
+@dataclass
 class ReportSettings:
     per_voice: int = 8      # eval.report utterances per training voice; 0 skips the listener report
     per_unseen_voice: int | None = None  # per held-out voice (null: per_voice)
@@ -57,6 +72,7 @@ class PipelineConfig:
     tokenizer: TokenizerSettings = field(default_factory=TokenizerSettings)
     latents: LatentSettings = field(default_factory=LatentSettings)
     unified: UnifiedSettings = field(default_factory=UnifiedSettings)
+    refine: RefineSettings = field(default_factory=RefineSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
 
     def section(self, name: str) -> dict:
@@ -93,5 +109,6 @@ def load_pipeline_config(preset_or_path: str) -> PipelineConfig:
         tokenizer=TokenizerSettings(stages=stages, processes=int(tokenizer.get("processes", 1))),
         latents=LatentSettings(**_build(LatentSettings, doc.get("latents") or {}, f"{path}: latents")),
         unified=UnifiedSettings(**_build(UnifiedSettings, doc.get("unified") or {}, f"{path}: unified")),
+        refine=RefineSettings(**_build(RefineSettings, doc.get("refine") or {}, f"{path}: refine")),
         report=ReportSettings(**_build(ReportSettings, doc.get("report") or {}, f"{path}: report")),
     )

@@ -11,8 +11,10 @@ Steps (each runs the project's own command, printed before it starts, so every s
                 (save_pretrained; `python -m holitok.quickstart` picks up outputs/demo/tokenizer by itself)
   3. latents    python -m data_prep.extract_latents                -> OUT/latents/train/
   4. unified    python train_unified.py --config ... --resume       -> OUT/unified/final/
-  5. report     python -m eval.report (Whisper-base + resemblyzer)  -> OUT/report/ (report.md, .json, spectrograms)
-  6. demo       python -m demo.app --model OUT/unified/final --tokenizer OUT/tokenizer
+  5. refine     only in presets with a `refine:` section: python -m data_prep.train_aligner, python -m
+                data_prep.align_latents, then train_unified.py continued from step 4 -> OUT/refine/final/
+  6. report     python -m eval.report (Whisper-base + resemblyzer)  -> OUT/report/ (report.md, .json, spectrograms)
+  7. demo       python -m demo.app --model OUT/unified/final (OUT/refine/final) --tokenizer OUT/tokenizer
 A finished step is skipped; an interrupted one resumes (every underlying command resumes by itself). The settings
 of each finished step are recorded in OUT/pipeline_state.json, and rerunning into the same OUT with other settings
 is refused (so a `--preset tiny` run never silently reuses a `default` model). Preset files: configs/demo/*.yaml.
@@ -36,7 +38,7 @@ from holitok.dataclass_config import read_config
 
 from .config import REPO_ROOT, PipelineConfig, load_pipeline_config
 
-STEPS = ("corpus", "tokenizer", "latents", "unified", "report")
+STEPS = ("corpus", "tokenizer", "latents", "unified", "refine", "report")
 STATE_FILE = "pipeline_state.json"
 
 
@@ -107,8 +109,17 @@ class DemoPipeline:
         return self.out / "unified"
 
     @property
+    def refine_dir(self) -> Path:
+        return self.out / "refine"
+
+    @property
+    def aligner_dir(self) -> Path:
+        return self.out / "aligner"
+
+    @property
     def model_dir(self) -> Path:
-        return self.unified_dir / "final"
+        """The model the pipeline ends with: step 5's when the preset has one, else step 4's."""
+        return (self.refine_dir if self.config.refine.enabled else self.unified_dir) / "final"
 
     @property
     def examples_path(self) -> Path:
@@ -121,6 +132,9 @@ class DemoPipeline:
         way, `inherit:` and `model: file.yaml` resolved), so editing a stage YAML reruns its step."""
         prints, previous = {}, ""
         for step in STEPS:
+            if step == "refine" and not self.config.refine.enabled:
+                prints[step] = previous  # no such stage: the report's print stays what it was before refine existed
+                continue
             section = self.config.section(step)
             previous = prints[step] = _fingerprint(previous, section, _named_configs(section))
         return prints
@@ -277,6 +291,43 @@ class DemoPipeline:
                   + [REPO_ROOT / "train_unified.py", "--config", self.unified_config(), "--resume"],
                   "unified model training")
 
+    def refine_config(self) -> Path:
+        """Step 4's training YAML with the preset's `refine.set` on top, warm-started from step 4's model (every tensor
+        it has; what the refinement adds, e.g. a pace head, starts fresh) and reading its text tokenizer."""
+        from safetensors import safe_open
+
+        doc = yaml.safe_load(self.unified_config().read_text())
+        first = self.unified_dir / "final"
+        with safe_open(str(first / "model.safetensors"), framework="pt") as weights:
+            prefixes = sorted({key.split(".")[0] + ("." if "." in key else "") for key in weights.keys()})
+        doc["model"].setdefault("text_tokenizer", {})["path"] = str(first / "text_tokenizer" / "spm.model")
+        doc["train"].update(output_dir=str(self.refine_dir), init_dit_from=str(first), init_dit_prefixes=prefixes)
+        for key, value in self.config.refine.set.items():
+            set_dotted(doc, key, value)
+        path = self.out / "configs" / "train_refine.yaml"
+        path.write_text(f"# written by demo.pipeline from {self.out / 'configs' / 'train_unified.yaml'} + refine.set "
+                        f"(preset {self.preset})\n" + yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    def step_refine(self) -> None:
+        refine = self.config.refine
+        if not refine.enabled:
+            self.log("    no refine stage in this preset (its model is step 4's)")
+            return
+        text_tokenizer = self.unified_dir / "final" / "text_tokenizer"
+        threads = str(max(1, self.config.unified.processes))  # the cores the trainers use, for one process
+        if not (self.aligner_dir / "model.safetensors").is_file():
+            self._run([sys.executable, "-m", "data_prep.train_aligner", "--latents", self.latents_dir,
+                       "--text_tokenizer", text_tokenizer, "--out", self.aligner_dir,
+                       "--steps", str(refine.aligner_steps), "--lr", str(refine.aligner_lr),
+                       "--held_out", str(refine.aligner_held_out), "--threads", threads],
+                      "aligner training")
+        self._run([sys.executable, "-m", "data_prep.align_latents", "--latents", self.latents_dir,
+                   "--aligner", self.aligner_dir, "--threads", threads], "forced alignment of the latents")
+        self._run(self.launcher(self.config.unified.processes)
+                  + [REPO_ROOT / "train_unified.py", "--config", self.refine_config(), "--resume"],
+                  "refine training")
+
     @property
     def report_dir(self) -> Path:
         return self.out / "report"
@@ -299,7 +350,9 @@ class DemoPipeline:
             "corpus": [self.corpus_dir / "corpus.json", self.corpus_dir / "train.jsonl"],
             "tokenizer": [self.tokenizer_dir / "config.json"],
             "latents": [self.latents_dir / "index.json"],
-            "unified": [self.model_dir / "config.json", self.model_dir / "model.safetensors"],
+            "unified": [self.unified_dir / "final" / "config.json", self.unified_dir / "final" / "model.safetensors"],
+            "refine": ([self.model_dir / "config.json", self.model_dir / "model.safetensors"]
+                       if self.config.refine.enabled else []),
             "report": [self.report_dir / "report.md"],
         }[step]
         recorded = self.state["steps"].get(step, {})

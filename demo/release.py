@@ -55,6 +55,9 @@ def _steps(run: Path) -> dict:
         steps[f"tokenizer_{stage_config.stem.split('_')[-1]}"] = doc["train"]["max_steps"]
     unified = yaml.safe_load((run / "configs" / "train_unified.yaml").read_text())
     steps["unified"] = unified["train"]["max_steps"]
+    if (run / "configs" / "train_refine.yaml").is_file():  # a preset with a refine stage (demo/pipeline.py)
+        steps["aligner"] = json.loads((run / "aligner" / "training.json").read_text())["steps"]
+        steps["refine"] = yaml.safe_load((run / "configs" / "train_refine.yaml").read_text())["train"]["max_steps"]
     return {"steps": steps, "seconds": {k: v.get("seconds") for k, v in state["steps"].items()},
             "preset": next(iter(state["steps"].values())).get("preset"), "unified_seed": unified["train"]["seed"]}
 
@@ -71,7 +74,8 @@ def build_release(run: str | Path, report_dir: str | Path, out: str | Path, exam
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(run / "tokenizer", staging / "tokenizer")
-    shutil.copytree(run / "unified" / "final", staging / "unified")
+    final = run / "refine" / "final" if (run / "configs" / "train_refine.yaml").is_file() else run / "unified" / "final"
+    shutil.copytree(final, staging / "unified")
     examples, counts = [], {}
     for item in json.loads((run / "examples.json").read_text()):
         voice = Path(item["prompt_wav"]).parent.name

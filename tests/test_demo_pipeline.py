@@ -9,6 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from demo.config import PRESET_DIR, REPO_ROOT, load_pipeline_config
 from demo.pipeline import STEPS, DemoPipeline, PipelineError
@@ -108,6 +109,69 @@ def test_every_preset_writes_configs_the_trainers_accept(preset, tmp_path):
     assert run.data.datasets[0].latents == str(pipeline.latents_dir)
     assert run.train.output_dir == str(pipeline.unified_dir)
     assert run.model.latent_dim == stages[-1].model.build().latent_dim  # the tokenizer's, whatever the YAML said
+    if pipeline.config.refine.enabled:  # continues step 4's model: needs its weights to list what it copies
+        from holitok_slm import UnifiedModel
+        from holitok_slm.text_tokenizer import train_sentencepiece
+
+        run.model.text_tokenizer.path = str(tmp_path / "spm.model")
+        train_sentencepiece(["the cat sat on the mat", "a dog ran in the park"] * 20, run.model.text_tokenizer.path,
+                            vocab_size=run.model.text_tokenizer.sentencepiece_vocab_size)
+        first = UnifiedModel.from_config(run.model)
+        first.save_pretrained(pipeline.unified_dir / "final")
+        refine = load_training_run(pipeline.refine_config())
+        assert refine.train.output_dir == str(pipeline.refine_dir) and pipeline.model_dir == pipeline.refine_dir / "final"
+        assert refine.train.init_dit_from == str(pipeline.unified_dir / "final")
+        assert {p.split(".")[0] for p in refine.train.init_dit_prefixes} == {k.split(".")[0] for k in first.state_dict()}
+        assert refine.model.text_tokenizer.path == str(pipeline.unified_dir / "final" / "text_tokenizer" / "spm.model")
+        for key, value in pipeline.config.refine.set.items():
+            node = refine
+            for part in key.split("."):
+                node = getattr(node, part)
+            assert node == value, key
+    else:
+        assert pipeline.model_dir == pipeline.unified_dir / "final"
+
+
+@pytest.mark.slow
+def test_a_refine_stage_aligns_the_store_and_continues_the_model_with_a_forced_pointer(smoke, tmp_path):
+    """Step 5 on a copy of the smoke run: aligner, forced alignment, the continued run; the demo then serves it."""
+    import shutil
+
+    from demo.app import DemoService
+    from demo.config import RefineSettings
+    from holitok_slm import UnifiedModel
+
+    out = tmp_path / "refined"
+    shutil.copytree(smoke.out, out, ignore=shutil.ignore_patterns("report", "checkpoints"))
+    state = json.loads((out / "pipeline_state.json").read_text())
+    del state["steps"]["refine"], state["steps"]["report"]  # built by a preset without a refine stage
+    (out / "pipeline_state.json").write_text(json.dumps(state))
+    config = load_pipeline_config("smoke")
+    config.refine = RefineSettings(aligner_steps=3, aligner_held_out=4, set={
+        "train.max_steps": 4, "train.save_every": 2, "model.text_pointer": True,
+        "model.text_pointer_alignment": "forced", "model.flow.history_dropout": 1.0,
+        "model.flow.blind_history_share": 1.0, "model.generation.blind_history": True})
+    lines = []
+    pipeline = DemoPipeline(config, out, "smoke", log=lines.append)
+    pipeline.run()
+    log = "\n".join(lines)
+    assert "unified: already done" in log and "[5/6] refine: done in" in log
+    assert "data_prep.train_aligner" in log and "data_prep.align_latents" in log
+    assert (out / "latents" / "train" / "points" / "index.json").is_file()
+    model = UnifiedModel.from_pretrained(pipeline.model_dir)
+    assert pipeline.model_dir == out / "refine" / "final"
+    assert model.forced_pointer and not model.flow_reads_history and model.aligner is not None
+    first = UnifiedModel.from_pretrained(out / "unified" / "final")
+    metrics = (out / "refine" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(metrics[-1])["step"] == 4 and "pace_loss" in json.loads(metrics[-1])
+    # trained on from step 4's weights: moved a little from them, far less than a fresh model is from them
+    fresh = UnifiedModel.from_config(model.config)
+    before, after, other = (torch.cat([p.flatten() for p in m.backbone.parameters()]) for m in (first, model, fresh))
+    assert 0 < (after - before).abs().mean() < 0.1 * (other - before).abs().mean()
+    service = DemoService.from_dirs(pipeline.model_dir, pipeline.tokenizer_dir)
+    prompt_wav, prompt_text = _prompt(smoke)
+    rate, wav = service.clone_voice(prompt_wav, prompt_text, _train_texts(smoke)[1], steps=2, seed=0)
+    assert rate == 48000 and wav.size > 0 and np.isfinite(wav).all()
 
 
 def test_unknown_preset_names_the_available_ones():
