@@ -150,7 +150,8 @@ def test_a_refine_stage_aligns_the_store_and_continues_the_model_with_a_forced_p
     config.refine = RefineSettings(aligner_steps=3, aligner_held_out=4, set={
         "train.max_steps": 4, "train.save_every": 2, "model.text_pointer": True,
         "model.text_pointer_alignment": "forced", "model.flow.history_dropout": 1.0,
-        "model.flow.blind_history_share": 1.0, "model.generation.blind_history": True})
+        "model.flow.blind_history_share": 1.0, "model.generation.blind_history": True,
+        "train.export_dtype": "float16"})
     lines = []
     pipeline = DemoPipeline(config, out, "smoke", log=lines.append)
     pipeline.run()
@@ -161,6 +162,10 @@ def test_a_refine_stage_aligns_the_store_and_continues_the_model_with_a_forced_p
     model = UnifiedModel.from_pretrained(pipeline.model_dir)
     assert pipeline.model_dir == out / "refine" / "final"
     assert model.forced_pointer and not model.flow_reads_history and model.aligner is not None
+    from safetensors.torch import load_file
+
+    for weights in (pipeline.model_dir / "model.safetensors", pipeline.model_dir / "aligner" / "model.safetensors"):
+        assert {t.dtype for t in load_file(str(weights)).values() if t.is_floating_point()} == {torch.float16}
     first = UnifiedModel.from_pretrained(out / "unified" / "final")
     metrics = (out / "refine" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(metrics[-1])["step"] == 4 and "pace_loss" in json.loads(metrics[-1])

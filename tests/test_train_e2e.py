@@ -100,7 +100,8 @@ def test_resume_after_kill_repeats_the_uninterrupted_losses(store, tmp_path):
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu_trains_and_checkpoints(store, tmp_path):
     out = tmp_path / "ddp"
-    done = launch_two(overrides(store, out, steps=3, save_every=3), {"ACCELERATE_USE_CPU": "1"})
+    done = launch_two(overrides(store, out, steps=3, save_every=3, extra=["train.export_dtype=float16"]),
+                      {"ACCELERATE_USE_CPU": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     checkpoint = out / "checkpoints" / "step-00000003"
     state = json.loads((checkpoint / "trainer_state.json").read_text())
@@ -117,6 +118,14 @@ def test_two_process_ddp_on_cpu_trains_and_checkpoints(store, tmp_path):
     assert all(m["world_size"] == 2 for m in metrics(out))
     assert metrics(out)[0]["run"]["backend"] == "gloo" and metrics(out)[0]["run"]["deepspeed"] is False
     assert any(m["items"] > 6 for m in metrics(out))
+    # train.export_dtype halves the exported final/ weights only; loading widens them to the checkpoint's, rounded
+    from holitok_slm import UnifiedModel
+
+    final, kept = (load_file(str(d / "model.safetensors")) for d in (out / "final", checkpoint / "model"))
+    assert {t.dtype for t in final.values() if t.is_floating_point()} == {torch.float16}
+    assert {t.dtype for t in kept.values() if t.is_floating_point()} == {torch.float32}
+    loaded = UnifiedModel.from_pretrained(out / "final").state_dict()
+    assert all(torch.equal(loaded[k], v.half().float()) for k, v in kept.items())
 
 
 @pytest.mark.slow

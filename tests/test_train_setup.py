@@ -51,6 +51,9 @@ def test_training_yaml_loads_with_model_include_overrides_and_rejects_typos(tmp_
         load_training_run(bad, ["train.learning_rate=fast"])
     with pytest.raises(ValueError, match="train.max_steps must be an integer, got '1.5'"):
         load_training_run(bad, ["train.max_steps='1.5'"])
+    with pytest.raises(ValueError, match="train.export_dtype must be one of"):
+        load_training_run(bad, ["train.export_dtype=half"])
+    assert load_training_run(bad, ["train.export_dtype=bfloat16"]).train.export_dtype == "bfloat16"
     bad.write_text("data: {max_frames_per_batch: 100, max_frames_per_item: 750}\n")
     with pytest.raises(ValueError, match="must be >="):
         load_training_run(bad)

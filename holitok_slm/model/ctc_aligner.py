@@ -69,11 +69,13 @@ class CTCAligner(nn.Module):
         logits = self.out(x).view(batch, frames * self.config.steps_per_frame, self.config.vocab_size)
         return torch.log_softmax(logits.float(), -1)
 
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
+    def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+        """config.json, model.safetensors (floating tensors in `dtype` if given) and the text tokenizer."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_FILE))
+        save_file({k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+                   for k, v in self.state_dict().items()}, str(directory / WEIGHTS_FILE))
         self.text_tokenizer.save(directory / TEXT_TOKENIZER_DIR)
 
     @classmethod

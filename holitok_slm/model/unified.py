@@ -1,6 +1,7 @@
 """UnifiedModel: Qwen2 backbone + audio input path + DiT flow head + stop/LM heads; embeddings, losses, checkpoints."""
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -128,15 +129,18 @@ class UnifiedModel(nn.Module):
         """Builds the model; the text tokenizer is built from `cfg.text_tokenizer` unless one is given."""
         return cls(cfg, text_tokenizer if text_tokenizer is not None else TextTokenizer.build(cfg.text_tokenizer))
 
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
+    def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+        """config.json, model.safetensors (floating tensors in `dtype` if given: from_pretrained widens them back to
+        float32), the text tokenizer and a kept aligner (in the same dtype)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2), encoding="utf-8")
-        save_model(self, str(directory / WEIGHTS_FILE))  # handles the tied embedding / LM head
+        weights = self if dtype is None else copy.deepcopy(self).to(dtype)
+        save_model(weights, str(directory / WEIGHTS_FILE))  # handles the tied embedding / LM head
         if self.text_tokenizer is not None:
             self.text_tokenizer.save(directory / TEXT_TOKENIZER_DIR)
         if self.aligner is not None:
-            self.aligner.save_pretrained(directory / ALIGNER_DIR)
+            self.aligner.save_pretrained(directory / ALIGNER_DIR, dtype)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "UnifiedModel":

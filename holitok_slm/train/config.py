@@ -5,8 +5,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from holitok.dataclass_config import build_dataclass, read_config
 from holitok_slm.config import UnifiedConfig
+
+EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -82,6 +86,9 @@ class TrainConfig:
     save_every: int = 5000
     keep_last_checkpoints: int = 3
     export_model_in_checkpoints: bool = True  # also write save_pretrained() weights into every checkpoint
+    # Precision of the exported final/ weights (float32 | float16 | bfloat16; checkpoints stay float32): a model that
+    # ships in a repository with a size limit (weights/demo) can halve its file; loading widens to float32.
+    export_dtype: str = "float32"
     # Paper Table 8 options.
     init_dit_from: str | None = None   # a TTS-only run's checkpoint or save_pretrained dir: copy its DiT head weights
     init_dit_prefixes: list[str] = field(default_factory=lambda: ["dit."])
@@ -95,6 +102,8 @@ class TrainConfig:
         self.betas = tuple(self.betas)
         if self.mixed_precision not in ("bf16", "fp16", "no"):
             raise ValueError(f"train.mixed_precision must be bf16, fp16 or no, got {self.mixed_precision!r}")
+        if self.export_dtype not in EXPORT_DTYPES:
+            raise ValueError(f"train.export_dtype must be one of {sorted(EXPORT_DTYPES)}, got {self.export_dtype!r}")
         if self.flow_head_lr_scale <= 0:
             raise ValueError(f"train.flow_head_lr_scale must be > 0, got {self.flow_head_lr_scale}")
 

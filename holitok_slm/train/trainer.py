@@ -27,7 +27,7 @@ from holitok_slm.model.unified import UnifiedModel
 from holitok_slm.train.augment import drop_tts_text, mask_asr_spans
 from holitok_slm.train.bad_items import BadItemLog
 from holitok_slm.train.checkpoint import load_optimizer_state, read_rank_state, set_rng_state, write_rank_state
-from holitok_slm.train.config import TrainingRun
+from holitok_slm.train.config import EXPORT_DTYPES, TrainingRun
 from holitok_slm.train.data import make_batcher, open_streams
 from holitok_slm.train.distributed import accelerator_kwargs_handlers
 from holitok_slm.train.model_setup import (apply_semantic_freeze, check_semantic_source, check_text_points,
@@ -248,9 +248,14 @@ class UnifiedTrainer:
                 full = UnifiedModel.from_config(self.run_config.model)
                 full.load_checked_state_dict({k: v.detach().cpu().clone() for k, v in state.items()})
                 full.attach_aligner(self.aligner)
-                full.save_pretrained(directory)
+                full.save_pretrained(directory, self.export_dtype(directory))
         elif accelerator.is_main_process:
-            self.unwrapped.save_pretrained(directory)
+            self.unwrapped.save_pretrained(directory, self.export_dtype(directory))
+
+    def export_dtype(self, directory: Path) -> torch.dtype | None:
+        """train.export_dtype for the final export; checkpoints keep float32 (training resumes from them)."""
+        name = self.run_config.train.export_dtype
+        return EXPORT_DTYPES[name] if directory.name == "final" and name != "float32" else None
 
     def save_checkpoint(self) -> Path:
         accelerator, run = self.accelerator, self.run_config
