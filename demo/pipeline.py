@@ -87,6 +87,7 @@ class DemoPipeline:
                  log: Callable[[str], None] = print, quiet_subprocesses: bool = False):
         self.config, self.preset, self.threads, self.log = config, preset, threads, log
         self.out = Path(out).resolve()
+        self.refine_dir, self.aligner_dir = self.out / "refine", self.out / "aligner"  # step 5's (refine presets)
         self.quiet = quiet_subprocesses
         self.state_path = self.out / STATE_FILE
         self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {"steps": {}}
@@ -107,14 +108,6 @@ class DemoPipeline:
     @property
     def unified_dir(self) -> Path:
         return self.out / "unified"
-
-    @property
-    def refine_dir(self) -> Path:
-        return self.out / "refine"
-
-    @property
-    def aligner_dir(self) -> Path:
-        return self.out / "aligner"
 
     @property
     def model_dir(self) -> Path:
