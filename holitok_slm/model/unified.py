@@ -135,7 +135,7 @@ class UnifiedModel(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2), encoding="utf-8")
-        weights = self if dtype is None else copy.deepcopy(self).to(dtype)
+        weights = self if dtype in (None, torch.float32) else copy.deepcopy(self).to(dtype)
         save_model(weights, str(directory / WEIGHTS_FILE))  # handles the tied embedding / LM head
         if self.text_tokenizer is not None:
             self.text_tokenizer.save(directory / TEXT_TOKENIZER_DIR)

@@ -238,8 +238,8 @@ class UnifiedTrainer:
         return record
 
     # ---- checkpoints ----------------------------------------------------------------------------------------------
-    def export_model(self, directory: Path) -> None:
-        """save_pretrained() weights. DeepSpeed keeps parameters as views into flat buffers (and partitions them under
+    def export_model(self, directory: Path, dtype: torch.dtype | None = None) -> None:
+        """save_pretrained() weights (floating tensors in `dtype` if given). DeepSpeed keeps parameters as views into flat buffers (and partitions them under
         ZeRO-3), so there the gathered state dict is loaded into a fresh CPU model that is then saved."""
         accelerator = self.accelerator
         if is_deepspeed(accelerator):
@@ -248,14 +248,9 @@ class UnifiedTrainer:
                 full = UnifiedModel.from_config(self.run_config.model)
                 full.load_checked_state_dict({k: v.detach().cpu().clone() for k, v in state.items()})
                 full.attach_aligner(self.aligner)
-                full.save_pretrained(directory, self.export_dtype(directory))
+                full.save_pretrained(directory, dtype)
         elif accelerator.is_main_process:
-            self.unwrapped.save_pretrained(directory, self.export_dtype(directory))
-
-    def export_dtype(self, directory: Path) -> torch.dtype | None:
-        """train.export_dtype for the final export; checkpoints keep float32 (training resumes from them)."""
-        name = self.run_config.train.export_dtype
-        return EXPORT_DTYPES[name] if directory.name == "final" and name != "float32" else None
+            self.unwrapped.save_pretrained(directory, dtype)
 
     def save_checkpoint(self) -> Path:
         accelerator, run = self.accelerator, self.run_config
@@ -353,7 +348,8 @@ class UnifiedTrainer:
             accelerator.print(merged.report())
             metrics_file.close()
         if exit_code == 0:
-            self.export_model(self.output_dir / "final")
+            # train.export_dtype applies to final/ only: checkpoints stay float32, training resumes from them
+            self.export_model(self.output_dir / "final", EXPORT_DTYPES[self.run_config.train.export_dtype])
         accelerator.wait_for_everyone()
         accelerator.end_training()
         return exit_code
