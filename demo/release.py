@@ -62,6 +62,15 @@ def _steps(run: Path) -> dict:
             "preset": next(iter(state["steps"].values())).get("preset"), "unified_seed": unified["train"]["seed"]}
 
 
+def _final_model(run: Path) -> Path:
+    """The model the run's pipeline ended with (DemoPipeline.model_dir owns the rule: step 5's or step 4's)."""
+    from .config import load_pipeline_config
+    from .pipeline import DemoPipeline
+
+    preset = next(iter(json.loads((run / "pipeline_state.json").read_text())["steps"].values())).get("preset")
+    return DemoPipeline(load_pipeline_config(preset), run, preset, log=lambda line: None).model_dir
+
+
 def build_release(run: str | Path, report_dir: str | Path, out: str | Path, examples_per_voice: int = 2,
                   lineage: dict | None = None) -> Path:
     """Copies the run's tokenizer, final unified model and prompt examples into `out` and writes the manifest."""
@@ -74,8 +83,7 @@ def build_release(run: str | Path, report_dir: str | Path, out: str | Path, exam
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(run / "tokenizer", staging / "tokenizer")
-    final = run / "refine" / "final" if (run / "configs" / "train_refine.yaml").is_file() else run / "unified" / "final"
-    shutil.copytree(final, staging / "unified")
+    shutil.copytree(_final_model(run), staging / "unified")
     examples, counts = [], {}
     for item in json.loads((run / "examples.json").read_text()):
         voice = Path(item["prompt_wav"]).parent.name
