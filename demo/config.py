@@ -75,6 +75,11 @@ class PipelineConfig:
     refine: RefineSettings = field(default_factory=RefineSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
 
+    @property
+    def final_model(self) -> str:
+        """Where in a run folder the model the pipeline ends with lies: step 5's when the preset has one, else step 4's."""
+        return "refine/final" if self.refine.enabled else "unified/final"
+
     def section(self, name: str) -> dict:
         return asdict(getattr(self, name))
 

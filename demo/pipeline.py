@@ -111,8 +111,7 @@ class DemoPipeline:
 
     @property
     def model_dir(self) -> Path:
-        """The model the pipeline ends with: step 5's when the preset has one, else step 4's."""
-        return (self.refine_dir if self.config.refine.enabled else self.unified_dir) / "final"
+        return self.out / self.config.final_model
 
     @property
     def examples_path(self) -> Path:

@@ -25,7 +25,7 @@ import yaml
 
 from holitok.checkpoint import file_sha256 as sha256
 
-from .config import REPO_ROOT
+from .config import REPO_ROOT, load_pipeline_config
 
 MANIFEST = "manifest.json"
 DEFAULT_RELEASE = REPO_ROOT / "weights" / "demo"
@@ -63,12 +63,9 @@ def _steps(run: Path) -> dict:
 
 
 def _final_model(run: Path) -> Path:
-    """The model the run's pipeline ended with (DemoPipeline.model_dir owns the rule: step 5's or step 4's)."""
-    from .config import load_pipeline_config
-    from .pipeline import DemoPipeline
-
+    """The model the run's pipeline ended with (PipelineConfig.final_model: step 5's or step 4's)."""
     preset = next(iter(json.loads((run / "pipeline_state.json").read_text())["steps"].values())).get("preset")
-    return DemoPipeline(load_pipeline_config(preset), run, preset, log=lambda line: None).model_dir
+    return run / load_pipeline_config(preset).final_model
 
 
 def build_release(run: str | Path, report_dir: str | Path, out: str | Path, examples_per_voice: int = 2,
