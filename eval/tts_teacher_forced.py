@@ -56,9 +56,11 @@ def teacher_forced_latents(model, text: str, latents: torch.Tensor, generator: t
                                  batch["audio_offset"], batch["num_patches"], text_points=batch.get("text_points"))
     true, conditions, history, _ = model.flow_inputs(hidden, batch["latents"], batch["frame_mask"],
                                                      batch["audio_offset"], batch["num_patches"], batch["is_tts"])
+    frame_text = model.flow_frame_text(batch["input_ids"], batch["audio_offset"], batch["num_patches"],
+                                       batch["is_tts"], batch.get("text_points"), batch["latents"].shape[1])
     noise = torch.randn(true.shape, generator=generator, device=true.device) * options.temperature
     sampled = sample_patch(model.dit, conditions, history, noise, options.steps, options.cfg_strength,
-                           options.sway_coef)
+                           options.sway_coef, frame_text=frame_text)
     kinds = {"flow head": sampled, "previous patch": history, "true latents": true}
     if model.patch_regressor is not None:  # the condition's own guess (flow.patch_regression_weight)
         kinds["regression"] = model.patch_regressor(conditions).view_as(true)

@@ -212,6 +212,12 @@ class UnifiedConfig:
     # pointer was 1.7 tokens off its item's alignment and the small model learnt to follow its own frames instead
     # (docs/learning.md section 20); an exact pointer makes the text, not the history, say what comes next.
     text_pointer_alignment: str = "uniform"
+    # With a forced text pointer: the flow head also reads, for each frame of the patch it draws, the text at that
+    # frame's own point (piecewise linear between the patch centres' points: the alignment in training, the pace
+    # head's in TTS; holitok_slm/model/text_pointer.py frame_points), added to that frame's token. Not in the paper
+    # (False there): one condition per 160 ms patch leaves the small flow head to guess where in the patch each of
+    # its ~2.5 characters falls (docs/learning.md sections 18 and 25).
+    frame_pointer: bool = False
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     patch_encoder: PatchEncoderConfig = field(default_factory=PatchEncoderConfig)
     semantic_input: SemanticInputConfig = field(default_factory=SemanticInputConfig)

@@ -50,7 +50,7 @@ def test_batched_cfg_equals_two_separate_head_calls(model):
 def test_euler_sampler_follows_a_constant_velocity_field(model):
     class Constant(torch.nn.Module):
         def guided_velocity(self, x, t, condition, history, cfg_strength, text_free_condition=None,
-                            text_cfg_strength=0.0):
+                            text_cfg_strength=0.0, frame_text=None):
             return torch.ones_like(x) * 3.0
 
     noise = torch.zeros(2, 4, 16)

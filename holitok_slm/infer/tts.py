@@ -15,6 +15,7 @@ from .align import AlignmentError, align_for_model
 from .batching import LeftPaddedBatch
 from .inputs import InputError, check_number, check_positions, check_text, check_time, check_whole
 from ..model.dit_head import sample_patch
+from ..model.text_pointer import frame_points
 from .euler_sampler import GraphedPatchSampler
 
 
@@ -111,6 +112,7 @@ class _Prepared:
     text_free_embeds: list[torch.Tensor] | None = None  # the same requests without their text (text_cfg_strength)
     start_points: torch.Tensor | None = None  # [B] forced pointer: the last prompt position's point (0 without one)
     given_points: list[torch.Tensor | None] | None = None  # forced pointer: TTSRequest.text_points, where given
+    before_start_points: torch.Tensor | None = None  # [B] forced pointer: the point before start_points (0 without one)
 
 
 def _target_patches(model: UnifiedModel, request: TTSRequest, prompt_patches: int) -> float:
@@ -197,16 +199,18 @@ def _prepare(model: UnifiedModel, requests: Sequence[TTSRequest], options: TTSOp
         text_free = [layout.tts_prefix(model, item, total).embeds for item, total in zip(free_layouts, totals)]
     text_ids, text_lengths = layout.pad_texts(tok, [layout.tts_text(tok, item.ids, item.audio_offset)
                                                     for item in layouts], device)
-    start = given = None
+    start = given = before = None
     if model.forced_pointer:
         start = torch.tensor([float(points[item.num_patches - 1]) if item.num_patches else 0.0
                               for points, item in zip(pointed, layouts)], device=device)
+        before = torch.tensor([float(points[item.num_patches - 2]) if item.num_patches > 1 else 0.0
+                               for points, item in zip(pointed, layouts)], device=device)
         given = [r.text_points.float().to(device) if r.text_points is not None else None for r in requests]
     return _Prepared([p.embeds for p in prefixes], torch.stack([p.history for p in prefixes]),
                      torch.tensor(lows, device=device), torch.tensor(highs, device=device),
                      [item.latents.to(device) for item in layouts], caches,
                      torch.tensor([item.num_patches for item in layouts], device=device),
-                     torch.tensor(totals, device=device), text_ids, text_lengths, text_free, start, given)
+                     torch.tensor(totals, device=device), text_ids, text_lengths, text_free, start, given, before)
 
 
 # How far before the last token's start a forced alignment's last frame sits (measured on 10 items of the demo store:
@@ -269,7 +273,7 @@ def _run(model, requests, options, generator):
     hidden = model.backbone(batch.embeds, batch.attention_mask, batch.position_ids, cache)[:, -1]
     hidden, text_free_hidden = hidden[:size], hidden[size:]
     history = prep.history if model.flow_reads_history else torch.zeros_like(prep.history)
-    points = prep.start_points
+    points, centre_before = prep.start_points, prep.before_start_points
     generated_raw = [[] for _ in range(size)]
     finished = torch.zeros(size, dtype=torch.bool, device=device)
     step = 0
@@ -279,17 +283,24 @@ def _run(model, requests, options, generator):
         finished |= ((step >= prep.min_patches) & (stop_prob > options.eos_threshold)) | (step >= prep.max_patches)
         if bool(finished.all()):
             return
+        frame_text = None
         if model.forced_pointer:
+            centre = points  # the point of the patch about to be drawn (its centre); `points` moves on to the next
             points = _next_points(model, prep, hidden, points, step)
+            if model.frame_pointer is not None:
+                frame_text = model.frame_text(prep.text_ids, prep.text_lengths,
+                                              frame_points(centre_before, centre, points, cfg.patch_size))
+            centre_before = centre
         noise = torch.randn(size, cfg.patch_size, cfg.latent_dim, generator=generator, device=device)
         condition = model.bridge(hidden)
         if options.cuda_graph:
-            patch = graphed_sampler(model, condition, history, options)(condition, history, noise * options.temperature)
+            patch = graphed_sampler(model, condition, history, options, frame_text)(
+                condition, history, noise * options.temperature, frame_text)
         else:
             text_free = model.bridge(text_free_hidden) if options.text_cfg_strength else None
             patch = sample_patch(model.dit, condition, history, noise * options.temperature,
                                  options.steps, options.cfg_strength, options.sway_coef, text_free,
-                                 options.text_cfg_strength)
+                                 options.text_cfg_strength, frame_text)
         raw = model.denormalize_latents(patch)
         yield raw, ~finished
         step += 1
@@ -325,14 +336,14 @@ _GRAPHED: "weakref.WeakKeyDictionary[UnifiedModel, dict]" = weakref.WeakKeyDicti
 
 
 def graphed_sampler(model: UnifiedModel, condition: torch.Tensor, history: torch.Tensor,
-                    options: TTSOptions) -> GraphedPatchSampler:
+                    options: TTSOptions, frame_text: torch.Tensor | None = None) -> GraphedPatchSampler:
     """The model's captured Euler loop for this batch shape and setting (captured on first use, then reused)."""
     samplers = _GRAPHED.setdefault(model, {})
     key = (tuple(condition.shape), tuple(history.shape), condition.dtype, history.dtype, options.steps,
-           options.cfg_strength, options.sway_coef, torch.is_autocast_enabled("cuda"))
+           options.cfg_strength, options.sway_coef, torch.is_autocast_enabled("cuda"), frame_text is not None)
     if key not in samplers:
         samplers[key] = GraphedPatchSampler(model.dit, condition, history, options.steps, options.cfg_strength,
-                                            options.sway_coef)
+                                            options.sway_coef, frame_text=frame_text)
     return samplers[key]
 
 

@@ -78,50 +78,63 @@ class DiTHead(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, noisy: torch.Tensor, t: torch.Tensor, condition: torch.Tensor,
-                history: torch.Tensor) -> torch.Tensor:
-        """noisy, history [M, P, D]; t [M]; condition [M, H] (zeros = unconditional) -> velocity [M, P, D]."""
+    def forward(self, noisy: torch.Tensor, t: torch.Tensor, condition: torch.Tensor, history: torch.Tensor,
+                frame_text: torch.Tensor | None = None) -> torch.Tensor:
+        """noisy, history [M, P, D]; t [M]; condition [M, H] (zeros = unconditional); frame_text [M, P, H]: what each
+        noisy frame's token adds (model.frame_pointer; zeros = unconditional) -> velocity [M, P, D]."""
         conditioning = condition + self.time_embed(t)
-        x = torch.cat([conditioning[:, None], self.latent_in(history), self.latent_in(noisy)], dim=1) + self.position
+        frames = self.latent_in(noisy)
+        if frame_text is not None:
+            frames = frames + frame_text.to(frames.dtype)
+        x = torch.cat([conditioning[:, None], self.latent_in(history), frames], dim=1) + self.position
         for block in self.blocks:
             x = block(x, conditioning)
         shift, scale = self.final_modulation(F.silu(conditioning)).chunk(2, dim=-1)
         return self.out(_modulate(self.final_norm(x[:, -self.patch_size:]), shift, scale))
 
     def flow_matching_errors(self, target: torch.Tensor, condition: torch.Tensor, history: torch.Tensor,
-                             time_mu: float, time_sigma: float, cfg_dropout: float = 0.0) -> torch.Tensor:
+                             time_mu: float, time_sigma: float, cfg_dropout: float = 0.0,
+                             frame_text: torch.Tensor | None = None) -> torch.Tensor:
         """The training objective (the sampler's counterpart: sample_patch below): squared error
         per frame [M, P] of the predicted velocity at a logit-normal t, on the path noise -> target. In training,
-        a `cfg_dropout` share of the conditions is zeroed (the unconditional branch of classifier-free guidance)."""
+        a `cfg_dropout` share of the conditions (and their frame_text) is zeroed (the unconditional branch of
+        classifier-free guidance)."""
         if self.training and cfg_dropout > 0:
             keep = torch.rand(condition.shape[0], device=condition.device) >= cfg_dropout
             condition = condition * keep[:, None].to(condition.dtype)
+            if frame_text is not None:
+                frame_text = frame_text * keep[:, None, None].to(frame_text.dtype)
         t = torch.sigmoid(torch.randn(target.shape[0], device=target.device) * time_sigma + time_mu)
         noise = torch.randn_like(target)
         noisy = (1 - t)[:, None, None] * noise + t[:, None, None] * target
-        predicted = self(noisy, t, condition, history)
+        predicted = self(noisy, t, condition, history, frame_text)
         return (predicted.float() - (target - noise).float()).pow(2).mean(-1)
 
     def guided_velocity(self, noisy: torch.Tensor, t: torch.Tensor, condition: torch.Tensor, history: torch.Tensor,
                         cfg_strength: float, text_free_condition: torch.Tensor | None = None,
-                        text_cfg_strength: float = 0.0) -> torch.Tensor:
+                        text_cfg_strength: float = 0.0, frame_text: torch.Tensor | None = None) -> torch.Tensor:
         """Classifier-free guidance, every branch in one batched call: v_c + w (v_c - v_u) + w_text (v_c - v_t).
 
-        The unconditional branch zeroes only the LLM condition and keeps the history patch, as in training; the
-        text-free one (v_t, only with `text_free_condition`) reads the condition of the same audio without its text.
+        The unconditional branch zeroes only the LLM condition and its frame_text and keeps the history patch, as in
+        training; the text-free one (v_t, only with `text_free_condition`) reads the condition of the same audio
+        without its text (and no frame_text).
         """
-        conditions = [condition]
+        conditions, texts = [condition], [frame_text]
         if cfg_strength != 0:
             conditions.append(torch.zeros_like(condition))
+            texts.append(None)
         if text_cfg_strength != 0:
             if text_free_condition is None:
                 raise ValueError("text_cfg_strength needs the text-free branch's condition")
             conditions.append(text_free_condition)
+            texts.append(None)
         if len(conditions) == 1:
-            return self(noisy, t, condition, history)
+            return self(noisy, t, condition, history, frame_text)
         k = len(conditions)
+        stacked = None if frame_text is None else torch.cat(
+            [text if text is not None else torch.zeros_like(frame_text) for text in texts])
         branches = self(torch.cat([noisy] * k), torch.cat([t] * k), torch.cat(conditions),
-                        torch.cat([history] * k)).chunk(k)
+                        torch.cat([history] * k), stacked).chunk(k)
         velocity = branches[0]
         if cfg_strength != 0:
             velocity = velocity + cfg_strength * (branches[0] - branches[1])
@@ -143,17 +156,18 @@ def sway_timesteps(steps: int, sway_coef: float, device: torch.device | None = N
 @torch.no_grad()
 def sample_patch(dit: DiTHead, condition: torch.Tensor, history: torch.Tensor, noise: torch.Tensor, steps: int = 10,
                  cfg_strength: float = 2.0, sway_coef: float = -1.0, text_free_condition: torch.Tensor | None = None,
-                 text_cfg_strength: float = 0.0) -> torch.Tensor:
+                 text_cfg_strength: float = 0.0, frame_text: torch.Tensor | None = None) -> torch.Tensor:
     """Integrates dx/dt = v(x, t) from `noise` (already scaled by the temperature) to a normalised latent patch.
 
     condition [B, H_dit] (bridge output), history [B, P, D] (previous patch, normalised), noise [B, P, D];
     text_free_condition [B, H_dit]: the bridge output without the text (guidance toward the text:
-    DiTHead.guided_velocity).
+    DiTHead.guided_velocity); frame_text [B, P, H_dit]: the frames' text (model.frame_pointer).
     """
     times = sway_timesteps(steps, sway_coef, noise.device)
     x = noise
     for i in range(steps):
         t = times[i].expand(x.shape[0])
-        velocity = dit.guided_velocity(x, t, condition, history, cfg_strength, text_free_condition, text_cfg_strength)
+        velocity = dit.guided_velocity(x, t, condition, history, cfg_strength, text_free_condition, text_cfg_strength,
+                                       frame_text)
         x = x + (times[i + 1] - times[i]) * velocity
     return x

@@ -16,6 +16,18 @@ def uniform_points(text_lengths: torch.Tensor, positions: torch.Tensor, expected
     return share * lengths
 
 
+def frame_points(before: torch.Tensor, centre: torch.Tensor, after: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """The points of a patch's frames [..., P], piecewise linear between the points of the centres of the patch
+    before it, its own and the one after it ([...] each; a centre is frame P // 2 of its patch, where
+    holitok_slm/layout.py patch_points reads it)."""
+    j = torch.arange(patch_size, device=centre.device, dtype=torch.float32)
+    half = patch_size // 2
+    before, centre, after = (x.float()[..., None] for x in (before, centre, after))
+    early = before + (j + patch_size - half) / patch_size * (centre - before)
+    late = centre + (j - half) / patch_size * (after - centre)
+    return torch.where(j < half, early, late)
+
+
 class TextPointer(nn.Module):
     """Points each audio position of a TTS utterance at the text it is expected to speak next and adds those tokens'
     embeddings to its input. A point is a fractional token position: the tokens within `radius` of its token (zeros
@@ -25,18 +37,18 @@ class TextPointer(nn.Module):
     own frames sound like, or from a forced alignment (model.text_pointer_alignment "forced"). The map starts at
     zero, so a model that gains it (fine-tuned from a checkpoint without it) computes what it did before."""
 
-    def __init__(self, width: int, radius: int = 2):
+    def __init__(self, width: int, radius: int = 2, out_width: int | None = None):
         super().__init__()
         if not isinstance(radius, int) or radius < 0:
             raise ValueError(f"text_pointer_radius must be an integer >= 0, got {radius!r}")
         self.radius = radius
-        self.proj = nn.Linear((2 * radius + 1) * width + 1, width)
+        self.proj = nn.Linear((2 * radius + 1) * width + 1, out_width or width)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, text_embeds: torch.Tensor, text_lengths: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """text_embeds [B, Lt, H] (the text's token embeddings, padded), text_lengths [B] (0: no text, e.g. ASR),
-        points [B, N] (fractional token positions; NaN reads as 0) -> [B, N, H]."""
+        points [B, N] (fractional token positions; NaN reads as 0) -> [B, N, out_width]."""
         batch, count = points.shape
         width = text_embeds.shape[-1]
         if text_embeds.shape[1] == 0:

@@ -25,7 +25,7 @@ from .condition_bridge import ConditionBridge
 from .stop_head import StopHead
 from .patch_encoder import PatchEncoder
 from .progress import ProgressEmbedding
-from .text_pointer import ALIGNMENTS, TextPointer, uniform_points
+from .text_pointer import ALIGNMENTS, TextPointer, frame_points, uniform_points
 from .semantic_input import SemanticInput
 from .ctc_aligner import CTCAligner
 
@@ -106,6 +106,13 @@ class UnifiedModel(nn.Module):
         # How far the forced pointer moves on from one audio position to the next, in text tokens (TTS has no
         # alignment of the speech it is about to make). Only built when used, so checkpoints without it load unchanged.
         self.pace_head = nn.Linear(llm_width, 1) if self.forced_pointer else None
+        if cfg.frame_pointer and not self.forced_pointer:
+            raise ValueError("model.frame_pointer reads each frame's place in a forced alignment: it needs "
+                             "model.text_pointer with model.text_pointer_alignment 'forced'")
+        # Only built when used, so checkpoints without it load unchanged; it starts at zero (TextPointer), so a model
+        # that gains it computes what it did before.
+        self.frame_pointer = (TextPointer(llm_width, cfg.text_pointer_radius, out_width=cfg.dit.hidden_size)
+                              if cfg.frame_pointer else None)
         self.bridge = ConditionBridge(llm_width, cfg.dit.hidden_size)
         self.stop_head = StopHead(llm_width)
         self.dit = DiTHead(cfg.dit, cfg.latent_dim, cfg.patch_size)
@@ -392,8 +399,9 @@ class UnifiedModel(nn.Module):
         hidden = self.hidden_states(input_ids, attention_mask, read, frame_mask, audio_offset, num_patches, semantic,
                                     text_points)
 
+        frame_text = self.flow_frame_text(input_ids, audio_offset, num_patches, is_tts, text_points, latents.shape[1])
         flow_loss, flow_count, regression_loss = self._flow_loss(hidden, latents, frame_mask, audio_offset,
-                                                                 num_patches, is_tts, heard)
+                                                                 num_patches, is_tts, heard, frame_text)
         stop_loss, stop_count = self._stop_loss(hidden, stop_labels)
         text_loss, text_count = self._text_loss(hidden, text_labels)
         total = cfg.flow_weight * flow_loss + cfg.stop_weight * stop_loss + cfg.text_weight * text_loss
@@ -475,8 +483,10 @@ class UnifiedModel(nn.Module):
         if not bool(chosen.any()):
             return latents
         noise = torch.randn_like(history[chosen]) * options.temperature
+        frame_text = self.flow_frame_text(input_ids, audio_offset, num_patches, is_tts, text_points, latents.shape[1])
         own = sample_patch(self.dit, condition[chosen], history[chosen], noise, flow.self_feed_steps,
-                           options.cfg_strength, options.sway_coef)
+                           options.cfg_strength, options.sway_coef,
+                           frame_text=None if frame_text is None else frame_text[chosen])
         batch, frames, dim = latents.shape
         patch = self.config.patch_size
         fed = latents.clone().view(batch, frames // patch, patch, dim)
@@ -524,13 +534,43 @@ class UnifiedModel(nn.Module):
         condition = self.bridge(hidden[rows, audio_offset[rows] + cols - 1])
         return target, condition, history, frame_mask.view(batch, n_max, patch)[rows, cols]
 
-    def _flow_loss(self, hidden, latents, frame_mask, audio_offset, num_patches, is_tts, heard=None):
+    def flow_frame_text(self, input_ids: torch.Tensor, audio_offset: torch.Tensor, num_patches: torch.Tensor,
+                        is_tts: torch.Tensor, text_points: torch.Tensor | None, frames: int) -> torch.Tensor | None:
+        """model.frame_pointer's frame text [N, P, H_dit] of the patches `flow_inputs` returns (same order; a batch
+        padded to `frames` frames): each frame's text at its point, piecewise linear between the forced alignment's
+        patch centres (`frame_points`, as TTS computes them from the pace head's); None for a model without one."""
+        if self.frame_pointer is None:
+            return None
+        rows, cols = self.tts_patch_positions(frames, num_patches, is_tts)
+        if rows.numel() == 0:
+            return torch.zeros(0, self.config.patch_size, self.config.dit.hidden_size, device=input_ids.device)
+        if text_points is None:
+            raise ValueError("model.frame_pointer needs the batch's text_points (a forced alignment)")
+        text_ids, text_lengths = layout.tts_text_ids(self._require_tokenizer(), input_ids, audio_offset)
+        points = text_points.to(input_ids.device).float()
+        # audio position n's point is the centre of patch n + 1; the first patch's centre (and the one before it) 0
+        centres = torch.cat([torch.zeros_like(points[:, :2]), points], dim=1)  # centres[:, m + 1] = patch m's
+        frame_pts = frame_points(centres[rows, cols], centres[rows, cols + 1], centres[rows, cols + 2],
+                                 self.config.patch_size)
+        if not bool(torch.isfinite(frame_pts).all()):
+            raise ValueError("text_points is NaN at a TTS audio position: an item without a forced alignment")
+        text_embeds = self.backbone.embed(text_ids)
+        return self.frame_pointer(text_embeds[rows], text_lengths[rows], frame_pts)
+
+    def frame_text(self, text_ids: torch.Tensor, text_lengths: torch.Tensor, frame_pts: torch.Tensor) -> torch.Tensor:
+        """model.frame_pointer's frame text [B, P, H_dit] of one patch per item from its frames' points [B, P]
+        (`frame_points`) in text_ids [B, Lt] (lengths [B]); only for a model built with it."""
+        return self.frame_pointer(self.backbone.embed(text_ids), text_lengths, frame_pts)
+
+    def _flow_loss(self, hidden, latents, frame_mask, audio_offset, num_patches, is_tts, heard=None,
+                   frame_text=None):
         target, condition, history, weights = self.flow_inputs(hidden, latents, frame_mask, audio_offset,
                                                                num_patches, is_tts, heard)
         count = weights.sum()
         regressor = [self.patch_regressor] if self.patch_regressor is not None else []
         if target.shape[0] == 0:
-            unused = self._unused_branch_term(self.bridge, self.dit, *regressor)
+            unused = self._unused_branch_term(self.bridge, self.dit, *regressor,
+                                              *([self.frame_pointer] if self.frame_pointer is not None else []))
             return unused, count, (unused if regressor else None)
         regression_loss = None
         if self.patch_regressor is not None:
@@ -543,8 +583,10 @@ class UnifiedModel(nn.Module):
         if draws > 1:  # the same targets and conditions, each with its own noise and time
             target, condition, history, weights = (t.repeat(draws, *([1] * (t.dim() - 1)))
                                                    for t in (target, condition, history, weights))
+            if frame_text is not None:
+                frame_text = frame_text.repeat(draws, 1, 1)
         frame_errors = self.dit.flow_matching_errors(target, condition, history, flow.time_mu, flow.time_sigma,
-                                                     flow.cfg_dropout)
+                                                     flow.cfg_dropout, frame_text)
         weights = weights.to(frame_errors.dtype)
         return (frame_errors * weights).sum() / weights.sum(), count, regression_loss
 
