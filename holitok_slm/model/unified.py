@@ -548,14 +548,15 @@ class UnifiedModel(nn.Module):
             raise ValueError("model.frame_pointer needs the batch's text_points (a forced alignment)")
         text_ids, text_lengths = layout.tts_text_ids(self._require_tokenizer(), input_ids, audio_offset)
         points = text_points.to(input_ids.device).float()
+        batch, count, patch = points.shape[0], points.shape[1], self.config.patch_size
         # audio position n's point is the centre of patch n + 1; the first patch's centre (and the one before it) 0
         centres = torch.cat([torch.zeros_like(points[:, :2]), points], dim=1)  # centres[:, m + 1] = patch m's
-        frame_pts = frame_points(centres[rows, cols], centres[rows, cols + 1], centres[rows, cols + 2],
-                                 self.config.patch_size)
-        if not bool(torch.isfinite(frame_pts).all()):
+        frame_pts = frame_points(centres[:, :count], centres[:, 1:count + 1], centres[:, 2:], patch)  # [B, N, P]
+        if not bool(torch.isfinite(frame_pts[rows, cols]).all()):
             raise ValueError("text_points is NaN at a TTS audio position: an item without a forced alignment")
-        text_embeds = self.backbone.embed(text_ids)
-        return self.frame_pointer(text_embeds[rows], text_lengths[rows], frame_pts)
+        # every item's frames in one call (its text embedded once), then the TTS patches picked out
+        text = self.frame_pointer(self.backbone.embed(text_ids), text_lengths, frame_pts.flatten(1))
+        return text.view(batch, count, patch, -1)[rows, cols]
 
     def frame_text(self, text_ids: torch.Tensor, text_lengths: torch.Tensor, frame_pts: torch.Tensor) -> torch.Tensor:
         """model.frame_pointer's frame text [B, P, H_dit] of one patch per item from its frames' points [B, P]
