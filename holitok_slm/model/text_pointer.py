@@ -35,7 +35,8 @@ class TextPointer(nn.Module):
     `uniform_points` (training: the item's true length; TTS: the prompt plus the target text at the prompt's speaking
     rate, holitok_slm/infer/tts.py), so the pointer walks through the text at the speaker's pace whatever the model's
     own frames sound like, or from a forced alignment (model.text_pointer_alignment "forced"). The map starts at
-    zero, so a model that gains it (fine-tuned from a checkpoint without it) computes what it did before."""
+    zero, so a model that gains it (fine-tuned from a checkpoint without it) computes what it did before. With
+    `out_width` it maps into another width: model.frame_pointer uses it for the flow head's frames (`frame_points`)."""
 
     def __init__(self, width: int, radius: int = 2, out_width: int | None = None):
         super().__init__()

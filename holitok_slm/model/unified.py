@@ -555,12 +555,13 @@ class UnifiedModel(nn.Module):
         if not bool(torch.isfinite(frame_pts[rows, cols]).all()):
             raise ValueError("text_points is NaN at a TTS audio position: an item without a forced alignment")
         # every item's frames in one call (its text embedded once), then the TTS patches picked out
-        text = self.frame_pointer(self.backbone.embed(text_ids), text_lengths, frame_pts.flatten(1))
+        text = self.frame_text(text_ids, text_lengths, frame_pts.flatten(1))
         return text.view(batch, count, patch, -1)[rows, cols]
 
     def frame_text(self, text_ids: torch.Tensor, text_lengths: torch.Tensor, frame_pts: torch.Tensor) -> torch.Tensor:
-        """model.frame_pointer's frame text [B, P, H_dit] of one patch per item from its frames' points [B, P]
-        (`frame_points`) in text_ids [B, Lt] (lengths [B]); only for a model built with it."""
+        """model.frame_pointer's frame text [B, K, H_dit] of frames whose points are frame_pts [B, K] (`frame_points`;
+        TTS: the K = P frames of the patch about to be drawn) in text_ids [B, Lt] (lengths [B]); only for a model
+        built with it."""
         return self.frame_pointer(self.backbone.embed(text_ids), text_lengths, frame_pts)
 
     def _flow_loss(self, hidden, latents, frame_mask, audio_offset, num_patches, is_tts, heard=None,
