@@ -14,7 +14,9 @@ Why:
 - TTS puts all text before the audio (no interleaving): the LLM sees the full sentence before the first
   patch, which is what the paper's TTS factorisation conditions on, and zero-shot cloning becomes plain
   continuation: text = prompt transcript + target text, audio = prompt patches, then the model continues.
-  Training on whole utterances therefore already trains cloning (any prefix of an utterance is a prompt).
+  Training on whole utterances trains continuing an utterance's own opening; a prompt from another recording adds a
+  sentence boundary and a two-sentence text, which `data.tts_prompt_share` trains by laying out some items after
+  another utterance of their speaker (`join_prompt_item`, the same layout cloning reads).
 - The hidden state at <|audio_start|> conditions the first patch; the hidden state at patch k conditions
   patch k+1; the hidden state at the last patch is trained to fire the stop head. No <|audio_end|> token is
   generated in TTS, because stopping is the binary EOS head's job (paper Eq. 12). The DiT also sees the
@@ -179,8 +181,8 @@ def asr_layout(tok: TextTokenizer, cfg: UnifiedConfig, latents: Any, transcript:
 
 def training_layout(tok: TextTokenizer, cfg: UnifiedConfig, item: dict[str, Any]) -> ItemLayout:
     """A training item (dict: id, task, text, latents [T, D], optional instruction; a TTS item marked
-    `text_dropped` is laid out with an empty text: flow.text_dropout) -> its layout (ValueError naming the item for
-    a bad one)."""
+    `text_dropped` is laid out with an empty text: flow.text_dropout; a TTS item with a `prompt` item of the same
+    speaker follows it: `join_prompt_item`) -> its layout (ValueError naming the item for a bad one)."""
     name = item.get("id", "<no id>")
     if item.get("task") not in ("tts", "asr"):
         raise ValueError(f"item {name}: task must be 'tts' or 'asr', got {item.get('task')!r}")
@@ -189,6 +191,8 @@ def training_layout(tok: TextTokenizer, cfg: UnifiedConfig, item: dict[str, Any]
     what = f"item {name}: latents"
     if item["task"] == "asr":
         return asr_layout(tok, cfg, item.get("latents"), item["text"], what)
+    if item.get("prompt") is not None:
+        item = join_prompt_item(tok, cfg, item)
     latents = whole_patches(check_latents(item.get("latents"), cfg.latent_dim, what), cfg.patch_size)
     out = tts_layout(tok, cfg, "" if item.get("text_dropped") else item["text"], latents, item.get("instruction"))
     points = item.get("text_points")
@@ -197,6 +201,31 @@ def training_layout(tok: TextTokenizer, cfg: UnifiedConfig, item: dict[str, Any]
             raise ValueError(f"item {name}: text_points {tuple(points.shape)} do not cover its {out.latents.shape[0]} "
                              "frames")
         out.points = points
+    return out
+
+
+def join_prompt_item(tok: TextTokenizer, cfg: UnifiedConfig, item: dict[str, Any]) -> dict[str, Any]:
+    """A TTS training item and its `prompt` (another utterance, data.tts_prompt_share) -> one item laid out as zero-shot
+    cloning reads a voice prompt (`tts_request_layout`): the prompt's transcript joined before the text, its audio cut
+    to whole patches before the item's audio, and (forced alignment) its points, then the item's shifted by where the
+    item's text starts in the joined text. A prompt shorter than one patch is left out."""
+    prompt, name = item["prompt"], item.get("id", "<no id>")
+    rest = {k: v for k, v in item.items() if k != "prompt"}
+    opening = whole_patches(check_latents(prompt.get("latents"), cfg.latent_dim, f"item {name}: prompt latents"),
+                            cfg.patch_size)
+    if not isinstance(prompt.get("text"), str) or not prompt["text"].strip() or \
+            whole_patch_count(opening.shape[0], cfg.patch_size) == 0:
+        return rest
+    text = join_prompt_and_target_text(prompt["text"], item["text"])
+    out = {**rest, "text": text, "latents": torch.cat([opening, item["latents"].float()])}
+    if item.get("text_points") is not None:
+        if prompt.get("text_points") is None or prompt["text_points"].shape[0] < opening.shape[0]:
+            raise ValueError(f"item {name}: its prompt has no forced alignment covering its audio")
+        # The item's text ends the joined text, so it starts this many tokens in (sub-word merges at the seam stay in
+        # the prompt's part).
+        offset = len(tok.encode(text)) - len(tok.encode(item["text"].strip()))
+        out["text_points"] = torch.cat([prompt["text_points"][:opening.shape[0]].float(),
+                                        item["text_points"].float() + offset])
     return out
 
 

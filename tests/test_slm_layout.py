@@ -128,3 +128,31 @@ def test_latent_checks_are_the_layouts_for_training_tts_and_asr(model, bad, mess
             call()
         assert str(info.value).startswith(what)
         assert _raised_in(info) == ("layout.py", "check_latents")
+
+
+def test_a_prompted_training_item_is_laid_out_as_cloning_reads_another_recording(model):
+    """data.tts_prompt_share: an item that follows another utterance of its speaker is the sequence zero-shot cloning
+    continues (prompt transcript + text, the prompt's whole patches, then the item's audio), cut where the prompt
+    ends; the forced alignment's points go on after the prompt's, shifted to where the item's text starts."""
+    tok, cfg, patch = model.text_tokenizer, model.config, model.config.patch_size
+    prompt_audio, audio = _latents(10, seed=1), _latents(13, seed=2)  # partial last patches: 2 + 3 whole patches
+    prompt_points, points = torch.linspace(0, 9, 10), torch.linspace(0, 11, 13)
+    prompt = dict(id="p", task="tts", text="a dog ran", latents=prompt_audio, text_points=prompt_points)
+    item = dict(id="u", task="tts", text="in the park", latents=audio, text_points=points, prompt=prompt)
+    joined = layout.training_layout(tok, cfg, item)
+    request = layout.tts_request_layout(tok, cfg, "in the park", prompt_audio, "a dog ran")
+    assert joined.ids[:len(request.ids)] == request.ids  # the inference layout is the training item cut at the prompt
+    assert joined.num_patches == request.num_patches + 3 and joined.spoken == tok.encode("a dog ran in the park")
+    assert torch.equal(joined.latents, torch.cat([prompt_audio[:2 * patch], audio[:3 * patch]]))
+    offset = len(tok.encode("a dog ran in the park")) - len(tok.encode("in the park"))
+    assert offset == len(tok.encode("a dog ran"))  # this tokenizer splits at the space
+    assert torch.equal(joined.points[:2 * patch], prompt_points[:2 * patch])
+    assert torch.allclose(joined.points[2 * patch:], points + offset)
+    # Without the prompt, the same item is its own utterance; a prompt under one patch is left out.
+    alone = layout.training_layout(tok, cfg, {k: v for k, v in item.items() if k != "prompt"})
+    assert alone.ids == tts.layout.tts_layout(tok, cfg, "in the park", audio[:3 * patch]).ids
+    short = dict(prompt, latents=prompt_audio[:patch - 1])
+    assert layout.training_layout(tok, cfg, dict(item, prompt=short)).ids == alone.ids
+    # An aligned item needs an aligned prompt.
+    with pytest.raises(ValueError, match="no forced alignment"):
+        layout.training_layout(tok, cfg, dict(item, prompt={k: v for k, v in prompt.items() if k != "text_points"}))

@@ -209,3 +209,38 @@ def test_sorted_pool_batches_pad_less_keep_the_items_and_resume(tmp_path):
     again = build_batcher(data, 5, 0, 1, BadItemLog())
     again.load_state_dict(state)
     assert [[item["id"] for item in again.next_batch()] for _ in range(12)] == expected
+
+
+def test_tts_prompt_share_gives_tts_items_a_prompt_of_their_speaker_and_resumes(tmp_path):
+    write_toy_store(tmp_path / "store", num_items=30, frames=(10, 60), seed=4)  # speakers spk0..spk2
+    store = LatentStore(tmp_path / "store")
+    speaker = {store.ids[i]: store.meta(i)["speaker"] for i in range(len(store))}
+    common = dict(datasets=[{"name": "toy", "latents": str(tmp_path / "store")}], task_ratio={"tts": 1, "asr": 1},
+                  max_frames_per_batch=400, max_items_per_batch=6, max_frames_per_item=200, sort_pool_batches=2)
+    batcher = build_batcher(LatentDataConfig(**common, tts_prompt_share=0.5), 5, 0, 1, BadItemLog())
+    prompted = {"tts": 0, "asr": 0}
+    total = {"tts": 0, "asr": 0}
+    for _ in range(40):
+        batch = batcher.next_batch()
+        frames = [item["latents"].shape[0] + (item["prompt"]["latents"].shape[0] if "prompt" in item else 0)
+                  for item in batch]
+        assert len(batch) == 1 or max(frames) * len(batch) <= 400  # the prompt counts in the frame budget
+        for item in batch:
+            total[item["task"]] += 1
+            if "prompt" in item:
+                prompted[item["task"]] += 1
+                assert item["prompt"]["id"] != item["id"] and speaker[item["prompt"]["id"]] == speaker[item["id"]]
+    assert prompted["asr"] == 0 and 0.3 < prompted["tts"] / total["tts"] < 0.7
+    state = batcher.state_dict()
+    expected = [[(item["id"], item.get("prompt", {}).get("id")) for item in batcher.next_batch()] for _ in range(8)]
+    again = build_batcher(LatentDataConfig(**common, tts_prompt_share=0.5), 5, 0, 1, BadItemLog())
+    again.load_state_dict(state)
+    assert [[(item["id"], item.get("prompt", {}).get("id")) for item in again.next_batch()]
+            for _ in range(8)] == expected
+    # Share 0 draws exactly what a batcher without the option draws.
+    plain = build_batcher(LatentDataConfig(**common), 5, 0, 1, BadItemLog())
+    zero = build_batcher(LatentDataConfig(**common, tts_prompt_share=0.0), 5, 0, 1, BadItemLog())
+    assert [[item["id"] for item in plain.next_batch()] for _ in range(6)] == \
+        [[item["id"] for item in zero.next_batch()] for _ in range(6)]
+    with pytest.raises(ValueError, match="tts_prompt_share"):
+        LatentDataConfig(**common, tts_prompt_share=1.5)

@@ -44,6 +44,11 @@ class LatentDataConfig:
     # Draw this many batches' worth of items at once and batch them sorted by length (holitok_slm/train/task_deck.py):
     # on the demo corpus 2 % of the padded frames are padding instead of 39 %. 0 = off (batches in draw order).
     sort_pool_batches: int = 0
+    # TTS items only: this share follows another utterance of the same speaker in one sequence (its transcript before
+    # the item's text, its audio before the item's audio), the way a voice prompt from another recording is laid out in
+    # zero-shot cloning (holitok_slm/layout.py). 0 = off: every item is one utterance, as in the paper's recipe, and
+    # cloning then reads a sentence boundary and a two-sentence text it never saw (docs/learning.md section 26).
+    tts_prompt_share: float = 0.0
 
     def __post_init__(self) -> None:
         self.datasets = [d if isinstance(d, DatasetSpec) else build_dataclass(DatasetSpec, d, "data.datasets")
@@ -57,6 +62,11 @@ class LatentDataConfig:
                              f"{self.asr_time_mask_ratio} and {self.asr_time_mask_span}")
         if self.sort_pool_batches < 0:
             raise ValueError(f"data.sort_pool_batches must be >= 0 (0 = off), got {self.sort_pool_batches}")
+        if not 0 <= self.tts_prompt_share <= 1:
+            raise ValueError(f"data.tts_prompt_share must be in [0, 1], got {self.tts_prompt_share}")
+        if self.tts_prompt_share and self.use_semantic_features:
+            raise ValueError("data.tts_prompt_share joins two utterances' latents; precomputed semantic features "
+                             "(data.use_semantic_features) cannot be joined the same way: turn one of them off")
         if self.max_frames_per_batch < self.max_frames_per_item:
             raise ValueError(f"data.max_frames_per_batch ({self.max_frames_per_batch}) must be >= "
                              f"data.max_frames_per_item ({self.max_frames_per_item}) or long items never fit")

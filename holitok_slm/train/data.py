@@ -63,4 +63,4 @@ def make_batcher(data: LatentDataConfig, stores: list[LatentStore], streams: lis
                           split_items=not data.shard_per_rank)
     return FrameBudgetBatcher(sampler, stores, data.max_frames_per_batch, data.max_items_per_batch, bad_items,
                               with_semantic=data.use_semantic_features, sort_pool_batches=data.sort_pool_batches,
-                              with_points=with_points)
+                              with_points=with_points, tts_prompt_share=data.tts_prompt_share)

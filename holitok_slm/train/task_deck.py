@@ -127,18 +127,25 @@ class FrameBudgetBatcher:
     With `sort_pool_batches` > 0 it draws that many batches' worth of items (x `max_items_per_batch`) at once, sorts
     them by length, cuts them into batches under the same budget and serves those in a seeded random order: items in a
     batch are then of similar length, so far fewer of its frames are padding (on the demo corpus 2 % instead of 39 %,
-    1.5x the real frames per batch). The task ratio holds over each pool; a batch may be all one task."""
+    1.5x the real frames per batch). The task ratio holds over each pool; a batch may be all one task.
+
+    With `tts_prompt_share` > 0 that share of the TTS items is drawn with a prompt: another item of the same speaker
+    (a third entry in the item's reference), loaded as the item's "prompt" and laid out before it
+    (holitok_slm/layout.py training_layout), as a voice prompt from another recording is in zero-shot cloning."""
 
     def __init__(self, sampler: TaskSampler, stores: list[LatentStore], max_frames_per_batch: int,
                  max_items_per_batch: int, bad_items: BadItemLog, with_semantic: bool = False,
-                 max_consecutive_bad: int = 10000, sort_pool_batches: int = 0, with_points: bool = False):
+                 max_consecutive_bad: int = 10000, sort_pool_batches: int = 0, with_points: bool = False,
+                 tts_prompt_share: float = 0.0):
         self.sampler, self.stores = sampler, stores
         self.max_frames, self.max_items = max_frames_per_batch, max_items_per_batch
         self.bad_items, self.with_semantic, self.with_points = bad_items, with_semantic, with_points
         self.max_consecutive_bad = max_consecutive_bad
         self.sort_pool_batches = sort_pool_batches
-        self.pending: tuple[int, int] | None = None
-        self.ready: list[list[tuple[int, int]]] = []  # sorted-pool batches still to serve, in serving order
+        self.tts_prompt_share = tts_prompt_share
+        self._speaker_groups: dict[int, tuple[dict[int, str], dict[str, np.ndarray]]] = {}
+        self.pending: tuple[int, ...] | None = None
+        self.ready: list[list[tuple[int, ...]]] = []  # sorted-pool batches still to serve, in serving order
         self.pools = 0
 
     def next_batch(self) -> list[dict]:
@@ -151,27 +158,65 @@ class FrameBudgetBatcher:
             if items:
                 return items
 
-    def _ref_frames(self, ref: tuple[int, int]) -> tuple[str, int]:
+    def _speakers(self, s: int) -> tuple[dict[int, str], dict[str, np.ndarray]]:
+        """Stream `s`'s items by speaker (read from the store's metadata once, when first needed)."""
+        if s not in self._speaker_groups:
+            stream = self.sampler.streams[s]
+            store = self.stores[stream.dataset]
+            of_item = {int(i): store.meta(int(i)).get("speaker") for i in stream.indices}
+            groups: dict[str, list[int]] = {}
+            for i, speaker in of_item.items():
+                if speaker:
+                    groups.setdefault(speaker, []).append(i)
+            self._speaker_groups[s] = (of_item, {k: np.array(v) for k, v in groups.items()})
+        return self._speaker_groups[s]
+
+    def _draw(self) -> tuple[int, ...]:
+        """The sampler's next (stream, item), with a prompt item of the same speaker appended for about
+        `tts_prompt_share` of the TTS items (drawn from the sampler's generator, so a resumed run draws the same)."""
+        ref = self.sampler.draw()
+        if self.tts_prompt_share <= 0 or self.sampler.streams[ref[0]].task != "tts":
+            return ref
+        if self.sampler.rng.random() >= self.tts_prompt_share:
+            return ref
+        of_item, groups = self._speakers(ref[0])
+        group = groups.get(of_item.get(ref[1]) or "", np.zeros(0, dtype=np.int64))
+        others = group[group != ref[1]]
+        if not len(others):
+            return ref
+        return (*ref, int(others[self.sampler.rng.integers(len(others))]))
+
+    def _ref_frames(self, ref: tuple[int, ...]) -> tuple[str, int]:
         store = self.stores[self.sampler.streams[ref[0]].dataset]
-        return store.ids[ref[1]], int(store.num_frames[ref[1]])
+        return store.ids[ref[1]], int(sum(store.num_frames[i] for i in ref[1:]))
 
     def _fits(self, count: int, longest: int, frames: int) -> bool:
         """Whether one more item of `frames` fits a batch of `count` items whose longest has `longest` frames."""
         return not count or (count < self.max_items and max(longest, frames) * (count + 1) <= self.max_frames)
 
-    def _load(self, ref: tuple[int, int]) -> dict | None:
-        """The item with its task, or None after logging it as bad."""
+    def _load(self, ref: tuple[int, ...]) -> dict | None:
+        """The item with its task (and its prompt item, when the reference names one that loads), or None after
+        logging it as bad."""
         stream = self.sampler.streams[ref[0]]
         store = self.stores[stream.dataset]
+        item = self._load_one(store, ref[1], stream.task)
+        if item is None:
+            return None
+        item["task"] = stream.task
+        if len(ref) > 2 and store.ids[ref[2]] not in self.bad_items:
+            prompt = self._load_one(store, ref[2], stream.task)  # a bad prompt is logged; the item goes alone
+            if prompt is not None:
+                item["prompt"] = prompt
+        return item
+
+    def _load_one(self, store: LatentStore, index: int, task: str) -> dict | None:
         try:
-            item = store.load(ref[1], with_semantic=self.with_semantic,
-                              with_points=self.with_points and stream.task == "tts")
+            item = store.load(index, with_semantic=self.with_semantic, with_points=self.with_points and task == "tts")
             if not item["text"].strip():
                 raise BadItem("empty-text: transcript is empty")
         except BadItem as err:
-            self.bad_items.add(store.ids[ref[1]], str(err))
+            self.bad_items.add(store.ids[index], str(err))
             return None
-        item["task"] = stream.task
         return item
 
     def _check_bad_run(self, bad_run: int) -> None:
@@ -184,7 +229,7 @@ class FrameBudgetBatcher:
         longest = 0
         bad_run = 0
         while True:
-            ref, self.pending = (self.pending or self.sampler.draw()), None
+            ref, self.pending = (self.pending or self._draw()), None
             item_id, frames = self._ref_frames(ref)
             if item_id in self.bad_items:
                 bad_run += 1
@@ -204,7 +249,7 @@ class FrameBudgetBatcher:
     def _fill_pool(self) -> None:
         pool, bad_run = [], 0
         while len(pool) < self.sort_pool_batches * self.max_items:
-            ref = self.sampler.draw()
+            ref = self._draw()
             item_id, frames = self._ref_frames(ref)
             if item_id in self.bad_items:
                 bad_run += 1
@@ -213,7 +258,7 @@ class FrameBudgetBatcher:
                 pool.append((frames, ref))
                 bad_run = 0
         pool.sort(key=lambda entry: entry[0])  # stable: equal lengths keep their draw order
-        batches: list[list[tuple[int, int]]] = []
+        batches: list[list[tuple[int, ...]]] = []
         longest = 0
         for frames, ref in pool:
             if not batches or not self._fits(len(batches[-1]), longest, frames):

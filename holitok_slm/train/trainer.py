@@ -188,7 +188,8 @@ class UnifiedTrainer:
                 items = drop_tts_text(items, self.run_config.model.flow.text_dropout)
                 batch = collate_or_drop(self.unwrapped, items, self.bad_items)
             items_seen += len(items)
-            frames_seen += sum(int(item["latents"].shape[0]) for item in items)
+            frames_seen += sum(int(part["latents"].shape[0]) for item in items  # a prompt item's frames too
+                               for part in (item, item.get("prompt")) if part is not None)
             tts_items += sum(item["task"] == "tts" for item in items)
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.accumulate(model):
