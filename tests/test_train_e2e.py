@@ -251,7 +251,8 @@ def test_a_forced_text_pointer_trains_on_an_aligned_store_and_refuses_an_unalign
     out = tmp_path / "forced"
     done = train(overrides(store, out, steps=3, save_every=3,
                            extra=[*forced, f"train.init_dit_from='{aligner / 'final'}'",
-                                  "train.init_dit_prefixes=[backbone., dit.]"]))
+                                  "train.init_dit_prefixes=[backbone., dit.]",
+                                  "data.tts_prompt_share=1.0"]))  # aligned prompt items go through the trainer too
     assert done.returncode == 0, done.stderr[-3000:]
     logged = [m for m in metrics(out) if "pace_loss" in m]
     assert logged and all(np.isfinite(m["pace_loss"]) for m in logged)
