@@ -214,3 +214,26 @@ def test_self_continuation_probe_on_the_smoke_model(tmp_path_factory, tmp_path):
     assert set(data["wer"]) == {"continued", "resynthesis"} and data["duration_ratio"] >= 0
     with pytest.raises(SystemExit):
         tts_self_continuation.main(["--corpus", "x", "--tokenizer", "tiny", "--model", "m", "--share", "1.5"])
+
+
+@pytest.mark.slow
+def test_prompt_probe_speaks_each_item_with_another_utterance_s_prompt_and_without(tmp_path_factory, tmp_path):
+    from eval import tts_prompt_probe
+    from eval.report import pair_prompts
+    from data_prep.manifest import read_manifest
+
+    smoke = smoke_outputs(tmp_path_factory.getbasetemp())
+    out = tmp_path / "pp.json"
+    assert tts_prompt_probe.main(["--corpus", str(smoke.corpus), "--tokenizer", str(smoke.tokenizer), "--model",
+                                  str(smoke.model), "--limit", "2", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert set(data["modes"]) == {"other", "none"} and data["utterances"] == 2
+    records = read_manifest(smoke.corpus / "test_seen_voice.jsonl")
+    prompt_of = {item.id: prompt.id for item, prompt in pair_prompts(records)}
+    for mode in ("other", "none"):
+        items = data["modes"][mode]["items"]
+        assert [i["id"] for i in items] == [i["id"] for i in data["modes"]["other"]["items"]]  # the same items
+        assert all(i["prompt_id"] == (prompt_of[i["id"]] if mode == "other" else None) for i in items)
+        assert all(i["duration_ratio"] >= 0 for i in items) and 0 <= data["modes"][mode]["wer"]
+    with pytest.raises(SystemExit):
+        tts_prompt_probe.main(["--corpus", "x", "--tokenizer", "tiny", "--model", "m", "--prompts", "same"])
