@@ -46,12 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     prompt_of = {item.id: prompt for item, prompt in pair_prompts(records)}
     chosen = spread_over_voices(records, args.limit)
     options = {} if args.temperature is None else {"temperature": args.temperature}
+    seconds = {r.id: len(load_audio(r.audio, target_sample_rate=sr)) / sr for r in chosen}  # the truth's lengths, once
     report = {"model": args.model, "split": args.split, "utterances": len(chosen), "judge": judge.name,
               "temperature": args.temperature, "modes": {}}
     for mode in modes:
         refs, hyps, items = [], [], []
         for index, record in enumerate(chosen):
-            seconds = len(load_audio(record.audio, target_sample_rate=sr)) / sr
             prompt = prompt_of[record.id] if mode == "other" else None
             prompt_audio = load_audio(prompt.audio, target_sample_rate=sr) if prompt else None
             with torch.no_grad():
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             refs.append(record.text)
             hyps.append(judge.transcribe(wav, sr) if len(wav) else "")
             items.append({"id": record.id, "prompt_id": prompt.id if prompt else None, "text": record.text,
-                          "tts": hyps[-1], "duration_ratio": len(wav) / sr / seconds,
+                          "tts": hyps[-1], "duration_ratio": len(wav) / sr / seconds[record.id],
                           "stopped_by_eos": bool(result.stopped_by_eos)})
             print(f"[{mode}] {record.id}: {record.text!r} -> {hyps[-1]!r}", flush=True)
         report["modes"][mode] = {
