@@ -4,6 +4,7 @@
       --out data/synth/latents/train
   accelerate launch -m data_prep.extract_latents ...                      # shards spread over processes / GPUs
   ... --semantic runs/tokenizer/semantic                                   # Unite: also store semantic features
+  ... --speed_range 0.85 1.15 --out data/synth/latents/train_speed        # a speed-perturbed copy (ASR augmentation)
 
 Resumable: shards are written atomically and a rerun skips the complete ones, so an interrupted run followed by
 a rerun gives the same files as one uninterrupted run. Missing, unreadable, silent, empty and over-long audio is
@@ -19,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -40,6 +42,30 @@ class ExtractionSettings:
     max_seconds: float
     silence_dbfs: float
     dtype: str = "float32"  # storage dtype of the shards (holitok_slm/train/latent_store.py STORE_DTYPES)
+    # Speed perturbation: each utterance played faster by a factor drawn uniformly from this [low, high] range (pitch,
+    # formants and tempo together, as a resampled render: another plausible speaker), fixed per item id and seed so
+    # that a resumed or re-sharded run writes the same store. None = the audio as it is.
+    speed_range: list[float] | None = None
+    speed_seed: int = 0
+
+
+def item_speed(item_id: str, speed_range: list[float] | None, seed: int) -> float:
+    """The speed factor of one item: a function of its id and the seed only (not of the shard or the process)."""
+    if speed_range is None:
+        return 1.0
+    low, high = speed_range
+    unit = int.from_bytes(hashlib.sha1(f"{seed}:{item_id}".encode()).digest()[:8], "big") / 2 ** 64
+    return round(low + (high - low) * unit, 4)
+
+
+def change_speed(audio: torch.Tensor, factor: float) -> torch.Tensor:
+    """48 kHz audio played `factor` times faster: the samples read as if recorded at 48000 * factor Hz."""
+    from holitok.audio import MODEL_SAMPLE_RATE, resample
+
+    if factor == 1.0:
+        return audio
+    faster = resample(audio.numpy(), round(MODEL_SAMPLE_RATE * factor), MODEL_SAMPLE_RATE)
+    return torch.from_numpy(np.ascontiguousarray(faster))
 
 
 def load_checked_audio(record: ManifestRecord, max_seconds: float, silence_dbfs: float):
@@ -90,10 +116,13 @@ def extract_shard(records: list[ManifestRecord], tokenizer, semantic, settings: 
         if not pending:
             return
         lat, sem = encode_batch(tokenizer, semantic, [audio for _, audio in pending], device)
-        for (record, _), z, index in zip(pending, lat, range(len(lat))):
-            items.append({"id": record.id, "text": record.text, "language": record.language,
-                          "speaker": record.speaker, "task": record.task, "num_frames": int(z.shape[0]),
-                          "duration": record.duration})
+        for (record, audio), z, index in zip(pending, lat, range(len(lat))):
+            item = {"id": record.id, "text": record.text, "language": record.language, "speaker": record.speaker,
+                    "task": record.task, "num_frames": int(z.shape[0]), "duration": record.duration}
+            if settings.speed_range is not None:
+                speed = item_speed(record.id, settings.speed_range, settings.speed_seed)
+                item["speed"], item["duration"] = speed, round(audio.shape[-1] / 48000, 4)
+            items.append(item)
             latents.append(z)
             if feats is not None:
                 feats.append(sem[index])
@@ -103,6 +132,11 @@ def extract_shard(records: list[ManifestRecord], tokenizer, semantic, settings: 
         audio, reason = load_checked_audio(record, settings.max_seconds, settings.silence_dbfs)
         if reason:
             skipped.append({"id": record.id, "reason": reason})
+            continue
+        audio = change_speed(audio, item_speed(record.id, settings.speed_range, settings.speed_seed))
+        if audio.shape[-1] / 48000 > settings.max_seconds:  # slowed down past the limit
+            skipped.append({"id": record.id, "reason": f"over-long: {audio.shape[-1] / 48000:.1f} s > "
+                                                      f"{settings.max_seconds} s after the speed change"})
             continue
         pending.append((record, audio))
         if len(pending) >= settings.batch_size:
@@ -140,7 +174,9 @@ def extract(settings: ExtractionSettings, out: str | Path, progress: bool = True
         out.mkdir(parents=True, exist_ok=True)
         if settings_path.exists():
             previous = json.loads(settings_path.read_text())
-            previous.setdefault("dtype", "float32")  # stores started before the option were float32
+            previous.setdefault("dtype", "float32")  # stores started before these options
+            previous.setdefault("speed_range", None)
+            previous.setdefault("speed_seed", 0)
             if previous != asdict(settings):
                 changed = sorted(k for k in previous if previous.get(k) != asdict(settings).get(k))
                 raise SystemExit(f"{out} was started with different settings ({', '.join(changed)} changed); "
@@ -228,12 +264,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                         help="storage dtype of the latents (half: half the disk; read back as float32; the bounds are "
                              "in holitok_slm/train/latent_store.py)")
+    parser.add_argument("--speed_range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="speed perturbation: each item played faster by a factor drawn from [LOW, HIGH] (fixed per "
+                             "item id and --speed_seed); pitch, formants and tempo change together (a store for ASR augmentation)")
+    parser.add_argument("--speed_seed", type=int, default=0)
     parser.add_argument("--no_progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.speed_range is not None and not 0.5 <= args.speed_range[0] <= args.speed_range[1] <= 2.0:
+        parser.error(f"--speed_range needs 0.5 <= LOW <= HIGH <= 2.0, got {args.speed_range}")
     settings = ExtractionSettings(
         manifest=str(Path(args.manifest).resolve()), manifest_sha1=sha1_of(args.manifest), tokenizer=args.tokenizer,
         semantic=args.semantic, shard_size=args.shard_size, batch_size=args.batch_size,
-        max_seconds=args.max_seconds, silence_dbfs=args.silence_dbfs, dtype=args.dtype)
+        max_seconds=args.max_seconds, silence_dbfs=args.silence_dbfs, dtype=args.dtype,
+        speed_range=list(args.speed_range) if args.speed_range is not None else None, speed_seed=args.speed_seed)
     with torch.no_grad():  # scoped: main() is also called in-process (tests, the demo pipeline)
         index = extract(settings, args.out, progress=not args.no_progress)
     from accelerate import PartialState

@@ -150,3 +150,42 @@ def test_half_precision_store_round_trips_within_its_stated_bound(corpus, tmp_pa
         assert not torch.equal(y, x)  # really stored at half precision
     with pytest.raises(SystemExit, match="dtype"):
         extract_main(args(corpus, half))  # finishing a float16 store as float32 is refused
+
+
+@pytest.mark.slow
+def test_speed_perturbed_store_encodes_the_resampled_audio_with_a_fixed_factor_per_item(corpus, tmp_path):
+    """--speed_range: every item is encoded from its audio played faster by a factor in the range that depends on its
+    id and the seed only (two shardings give the same store), the item records that factor and its new duration,
+    and the settings guard covers the range."""
+    from holitok import HoliTok
+    from holitok.audio import load_audio, resample
+
+    from data_prep.extract_latents import item_speed
+
+    plain, fast, resharded = tmp_path / "plain", tmp_path / "fast", tmp_path / "resharded"
+    extract_main(args(corpus, plain))
+    extract_main(args(corpus, fast, "--speed_range", "0.8", "1.2", "--speed_seed", "3"))
+    extract_main(args(corpus, resharded, "--speed_range", "0.8", "1.2", "--speed_seed", "3", "--shard_size", "4"))
+    before, after, other = LatentStore(plain), LatentStore(fast), LatentStore(resharded)
+    assert len(after) == len(before) == len(other) == 6
+    tokenizer = HoliTok.from_pretrained(corpus / "tokenizer", device="cpu")
+    records = {r.id: r for r in read_manifest(corpus / "manifest.jsonl")}
+    meta = [item for shard in sorted(fast.glob("shard-*.json")) for item in json.loads(shard.read_text())["items"]]
+    factors = [item["speed"] for item in meta]
+    assert all(0.8 <= f <= 1.2 for f in factors) and len(set(factors)) == len(factors)  # drawn per item
+    assert factors == [item_speed(item["id"], [0.8, 1.2], 3) for item in meta]
+    assert factors != [item_speed(item["id"], [0.8, 1.2], 4) for item in meta]  # the seed matters
+    by_id = {other.load(i)["id"]: other.load(i)["latents"] for i in range(len(other))}
+    for i, item in enumerate(meta):
+        z = after.load(i)["latents"]
+        assert torch.equal(z, by_id[item["id"]])  # same item, same factor, whatever the sharding
+        assert abs(item["duration"] * item["speed"] - records[item["id"]].duration) < 2e-3
+        assert abs(z.shape[0] - before.load(i)["latents"].shape[0] / item["speed"]) <= 1.5
+    audio = load_audio(records[meta[0]["id"]].audio)
+    faster = torch.from_numpy(resample(audio.numpy(), round(48000 * factors[0]), 48000))
+    expected = tokenizer.encode(faster)[0].transpose(0, 1)
+    assert torch.allclose(after.load(0)["latents"], expected, atol=1e-5)
+    with pytest.raises(SystemExit, match="speed_range"):
+        extract_main(args(corpus, fast, "--speed_range", "0.9", "1.1", "--speed_seed", "3"))
+    with pytest.raises(SystemExit):
+        extract_main(args(corpus, tmp_path / "bad", "--speed_range", "1.2", "0.8"))
