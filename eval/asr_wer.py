@@ -160,6 +160,27 @@ def score(references: Sequence[str], hypotheses: Sequence[str], language: str = 
         utterances=[{**asdict(s), "wer": s.wer} for s in scores])
 
 
+def missed_by_position(references: Sequence[str], hypotheses: Sequence[str], parts: int = 3,
+                       language: str = "en") -> list[float | None]:
+    """Share of reference words NOT heard (substituted or deleted) in each of `parts` equal stretches of the sentence,
+    pooled over utterances: where in a sentence the errors are (a model that knows frequent sentence endings but not
+    the words before them misses more at the start than the ground truth does; docs/learning.md section 27)."""
+    missed, total = [0] * parts, [0] * parts
+    for reference, hypothesis in zip(references, hypotheses, strict=True):
+        ref = normalize_text(reference, language).split()
+        hyp = normalize_text(hypothesis or "", language).split()
+        heard = [False] * len(ref)
+        if ref and hyp:
+            for chunk in jiwer.process_words(" ".join(ref), " ".join(hyp)).alignments[0]:
+                if chunk.type == "equal":
+                    heard[chunk.ref_start_idx:chunk.ref_end_idx] = [True] * (chunk.ref_end_idx - chunk.ref_start_idx)
+        for i, ok in enumerate(heard):
+            part = i * parts // len(ref)
+            total[part] += 1
+            missed[part] += not ok
+    return [m / t if t else None for m, t in zip(missed, total)]
+
+
 def wer(reference: str, hypothesis: str, language: str = "en") -> float:
     """Word error rate of one utterance after normalisation (character error rate for CJK languages)."""
     return score_utterance(reference, hypothesis, language).wer

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .asr_wer import score
+from .asr_wer import missed_by_position, score
 from .audio_metrics import cosine_similarity, pesq_score, stoi_score
 from .judges import make_asr_judge, make_speaker_judge
 
@@ -118,6 +118,11 @@ def summarise(rows: list[dict]) -> dict:
                       "duration_ratio": _mean(ratios),
                       "duration_within_30pct": _mean(float(abs(x - 1) <= 0.3) for x in ratios),
                       "eos_rate": _mean(float(r["tts_eos"]) for r in rows if "tts_eos" in r)}
+    # Where in the sentence the words are missed (thirds), for every transcript the rows carry.
+    out["missed_by_third"] = {key[:-4]: missed_by_position([r["text"] for r in rows if r.get(key) is not None],
+                                                           [r[key] for r in rows if r.get(key) is not None])
+                              for key in ("gt_hyp", "resynth_hyp", "asr_hyp", "tts_hyp")
+                              if any(r.get(key) is not None for r in rows)}
     return out
 
 
@@ -281,7 +286,14 @@ def format_markdown(report: dict) -> str:
                          f"{fmt(rs.get('stoi'))} | {fmt(asr.get('wer'), 1)} | {fmt(tts.get('wer'), 1)} | "
                          f"{fmt(tts.get('sim'))} | {fmt(tts.get('duration_ratio'))} | {fmt(tts.get('eos_rate'), 1)} |")
         lines.append("")
-    lines += ["| split | part | metric | value | target | pass |", "|---|---|---|---|---|---|"]
+    lines += ["Words missed by position in the sentence (first / middle / last third), all voices of a split:", "",
+              "| split | GT | resynth | ASR | TTS |", "|---|---|---|---|---|"]
+    for split, block in report["splits"].items():
+        thirds = block["all"].get("missed_by_third", {})
+        cells = [" / ".join(fmt(v, 1) for v in thirds[k]) if k in thirds else "-"
+                 for k in ("gt", "resynth", "asr", "tts")]
+        lines.append(f"| {split} | " + " | ".join(cells) + " |")
+    lines += ["", "| split | part | metric | value | target | pass |", "|---|---|---|---|---|---|"]
     for t in report["targets"]:
         pct = t["metric"] in ("wer", "eos_rate")
         lines.append(f"| {t['split']} | {t['part']} | {t['metric']} | {fmt(t['value'], pct)} | {t['target']} | "

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from eval.asr_wer import cer, normalize_text, score, wer
+from eval.asr_wer import cer, missed_by_position, normalize_text, score, wer
 from eval.audio_metrics import PESQ_MAX_NB, PESQ_MAX_WB, mel_distance, pesq_score, stoi_score
 
 RATE = 48000
@@ -51,6 +51,16 @@ def test_wer_of_known_strings():
     assert wer("one two three", "") == 1.0                                                     # nothing recognised
     assert cer("abcd", "abed") == pytest.approx(1 / 4)
     assert wer("今天天气好", "今天天汽好", "zh") == pytest.approx(1 / 5)
+
+
+def test_missed_words_are_counted_in_the_third_of_the_sentence_they_belong_to():
+    refs = ["one two three four five six", "alpha beta gamma"]
+    # first utterance: "one" substituted, "two" deleted (first third), "six" substituted (last third), an insertion
+    # counts nowhere; second: "gamma" deleted (last third); an empty hypothesis misses every word
+    hyps = ["won three four five sex extra", "alpha beta"]
+    assert missed_by_position(refs, hyps) == [pytest.approx(2 / 3), 0.0, pytest.approx(2 / 3)]
+    assert missed_by_position(refs, ["", ""]) == [1.0, 1.0, 1.0]
+    assert missed_by_position(["a b"], ["a b"], parts=4) == [0.0, None, 0.0, None]  # a stretch with no word: None
 
 
 def test_macro_and_corpus_wer_differ_as_defined():

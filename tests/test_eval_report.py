@@ -57,6 +57,9 @@ def test_summary_pools_words_and_targets_compare_to_ground_truth():
     assert s["tts"]["wer"] == pytest.approx(3 / 6)
     assert s["tts"]["eos_rate"] == pytest.approx(0.5)
     assert s["tts"]["duration_within_30pct"] == pytest.approx(0.5)
+    # thirds: [one two] [three] [four] and [five] [six]; TTS heard "one" and "five six", GT all but "six"
+    assert s["missed_by_third"]["tts"] == [pytest.approx(1 / 3), pytest.approx(1 / 2), 1.0]
+    assert s["missed_by_third"]["gt"] == [0.0, pytest.approx(1 / 2), 0.0]
     checks = {(t["split"], t["part"], t["metric"]): t for t in report.check_targets({"seen": {"all": s}})}
     # resynthesis WER bound is 1.5 x GT + 5 points = 30 %: 16.7 % passes; TTS 50 % > 2 x 16.7 + 5 = 38.3 % fails
     assert checks[("seen", "resynth", "wer")]["pass"] and not checks[("seen", "tts", "wer")]["pass"]
