@@ -93,6 +93,8 @@ class CorpusConfig:
     test_sentence_pool: int = 100           # never used in train
     max_words: int = 24
     seed: int = 1234
+    # data_prep/sentences.py VOCABULARIES: "base" (447 words; every corpus before session 22) or "large" (~1600)
+    vocabulary: str = "base"
 
 
 PRESETS = {
@@ -127,6 +129,12 @@ def render(voice: Voice, text: str, wav_path: Path) -> float:
     return len(audio) / TARGET_SR
 
 
+def same_config(saved: dict | None, cfg: CorpusConfig) -> bool:
+    """Whether a corpus.json's config is `cfg`; settings added later count as their defaults (a corpus rendered before
+    `vocabulary` existed is a "base" corpus, and is kept)."""
+    return saved is not None and {**asdict(CorpusConfig()), **saved} == asdict(cfg)
+
+
 def plan(cfg: CorpusConfig) -> dict[str, list[tuple[str, str, str]]]:
     """Deterministic (voice, utterance id, text) jobs for each split."""
     for name in cfg.train_voices + cfg.heldout_voices:
@@ -134,7 +142,7 @@ def plan(cfg: CorpusConfig) -> dict[str, list[tuple[str, str, str]]]:
             raise ValueError(f"unknown voice {name!r}; choose from {sorted(VOICES)}")
     if set(cfg.train_voices) & set(cfg.heldout_voices):
         raise ValueError("a voice cannot be both a train and a held-out voice")
-    gen = SentenceGenerator(cfg.seed)
+    gen = SentenceGenerator(cfg.seed, cfg.vocabulary)
     test_pool = gen.sample(cfg.test_sentence_pool, cfg.max_words)
     train_pool = gen.sample(cfg.train_sentence_pool, cfg.max_words)  # same generator: never repeats a test sentence
     rng = np.random.default_rng(cfg.seed)
@@ -163,12 +171,12 @@ def build_corpus(out: str | Path, cfg: CorpusConfig, workers: int = 2, progress:
     summary_path, plan_path = out / "corpus.json", out / "corpus.building.json"
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
-        if summary.get("config") == asdict(cfg):
+        if same_config(summary.get("config"), cfg):
             return summary
     # Files are named by voice and index, not by text: wavs rendered under another configuration would carry
     # other sentences under the same names, so they are removed before anything is reused.
     previous = summary_path if summary_path.exists() else plan_path
-    if previous.exists() and json.loads(previous.read_text()).get("config") != asdict(cfg):
+    if previous.exists() and not same_config(json.loads(previous.read_text()).get("config"), cfg):
         print(f"{out}: rendered for another corpus configuration; removing its wavs and manifests")
         shutil.rmtree(out / "wavs", ignore_errors=True)
         summary_path.unlink(missing_ok=True)
@@ -237,11 +245,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train_utterances_per_voice", type=int, help="override the preset (scales the hours)")
     parser.add_argument("--train_sentence_pool", type=int, help="override the preset (distinct training sentences)")
     parser.add_argument("--seed", type=int, help="override the preset's seed")
+    parser.add_argument("--vocabulary", choices=("base", "large"),
+                        help="override the preset's sentence vocabulary (data_prep/sentences.py: base 447 words, "
+                             "large ~1600)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     cfg = PRESETS[args.preset]
     overrides = {k: v for k, v in {"train_utterances_per_voice": args.train_utterances_per_voice,
-                                   "train_sentence_pool": args.train_sentence_pool, "seed": args.seed}.items() if v is not None}
+                                   "train_sentence_pool": args.train_sentence_pool, "seed": args.seed,
+                                   "vocabulary": args.vocabulary}.items() if v is not None}
     cfg = CorpusConfig(**{**asdict(cfg), **overrides})
     summary = build_corpus(args.out, cfg, workers=args.workers)
     print(json.dumps(summary["splits"], indent=2))

@@ -7,8 +7,8 @@ import numpy as np
 import soundfile as sf
 
 from data_prep.manifest import read_manifest
-from data_prep.sentences import SentenceGenerator
-from data_prep.synth_corpus import PRESETS, CorpusConfig, build_corpus, main, plan
+from data_prep.sentences import VOCABULARIES, SentenceGenerator
+from data_prep.synth_corpus import PRESETS, CorpusConfig, build_corpus, main, plan, same_config
 
 
 def test_sentence_generator_is_varied_distinct_and_reproducible():
@@ -19,6 +19,30 @@ def test_sentence_generator_is_varied_distinct_and_reproducible():
     assert len(words) > 400
     assert {s[-1] for s in sentences} == {".", "?"} and all(not any(c.isdigit() for c in s) for s in sentences)
     assert all(4 <= len(s.split()) <= 24 and s[0].isupper() for s in sentences)
+
+
+def test_large_vocabulary_reads_many_more_words_and_leaves_the_base_corpus_unchanged():
+    base = SentenceGenerator(7).sample(2000)
+    assert SentenceGenerator(7, "base").sample(2000) == base  # the default is the base vocabulary
+    large = SentenceGenerator(7, "large").sample(2000)
+    assert len(set(large)) == 2000 and large == SentenceGenerator(7, "large").sample(2000)
+    words = lambda texts: {w.strip(".,?!").lower() for s in texts for w in s.split()}
+    assert len(words(large)) > 2 * len(words(base))
+    assert words(large) - VOCABULARIES["base"].words() and words(large) <= VOCABULARIES["large"].words() | {
+        "a", "an", "the", "some", "those", "these", "that", "this", "her", "his", "our", "was", "by", "there", "were",
+        "did", "will", "could", "should", "why", "where", "when", "please", "do", "not", "try", "to", "remember",
+        "never", "after", "before", "because", "if", "while"}
+    assert all(not any(c.isdigit() for c in s) and 4 <= len(s.split()) <= 24 for s in large)
+    try:
+        SentenceGenerator(7, "huge")
+        raise AssertionError("an unknown vocabulary must be refused")
+    except ValueError as err:
+        assert "huge" in str(err)
+    # a corpus.json written before the vocabulary setting existed is the base corpus, not another configuration
+    saved = {k: v for k, v in CorpusConfig().__dict__.items() if k != "vocabulary"}
+    assert same_config(saved, CorpusConfig()) and not same_config(saved, CorpusConfig(vocabulary="large"))
+    plan_large = plan(CorpusConfig(**{**PRESETS["tiny"].__dict__, "vocabulary": "large"}))
+    assert plan_large["train"] != plan(PRESETS["tiny"])["train"]
 
 
 def test_default_plan_holds_out_sentences_and_voices_and_is_a_few_hours():
