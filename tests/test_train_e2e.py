@@ -270,7 +270,12 @@ def test_a_forced_text_pointer_trains_on_an_aligned_store_and_refuses_an_unalign
     reader.save_pretrained(tmp_path / "reader")
     align_store(store, reader, str(tmp_path / "reader"), overwrite=True, progress=False)
     out = tmp_path / "forced_by_reader"
-    done = train(overrides(store, out, steps=2, save_every=2, extra=forced))
+    asr_only = tmp_path / "asr_only"  # never aligned: an ASR-only store needs no forced alignment
+    write_toy_store(asr_only, num_items=12, frames=(40, 60), seed=2)
+    datasets = f"data.datasets=[{{name: toy, latents: '{store}'}}, {{name: more, latents: '{asr_only}', tasks: [asr]}}]"
+    same_text_units = f"model.text_tokenizer.path='{aligner / 'final' / 'text_tokenizer' / 'spm.model'}'"
+    done = train(overrides(store, out, steps=2, save_every=2,
+                           extra=[*forced, datasets, same_text_units, "data.task_ratio={tts: 1, asr: 1}"]))
     assert done.returncode == 0, done.stderr[-3000:]
     kept = UnifiedModel.from_pretrained(out / "final").aligner
     assert kept is not None and torch.equal(kept.out.weight, reader.out.weight)

@@ -133,8 +133,10 @@ class UnifiedTrainer:
                                     with_points=forced_pointer)
 
         model = UnifiedModel.from_config(run.model)
-        check_text_points(run.model, stores, model.text_tokenizer)
-        self.aligner = store_aligner(run.model, stores)
+        # Only TTS items read a forced alignment: an ASR-only store (e.g. a speed-perturbed copy) needs none.
+        tts_stores = [store for store, spec in zip(stores, run.data.datasets) if "tts" in spec.tasks]
+        check_text_points(run.model, tts_stores, model.text_tokenizer)
+        self.aligner = store_aligner(run.model, tts_stores)
         model.attach_aligner(self.aligner)
         self.resume_from = None
         if resume:
