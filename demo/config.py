@@ -16,6 +16,7 @@ class CorpusSettings:
     preset: str = "default"                          # data_prep.synth_corpus preset
     train_utterances_per_voice: int | None = None    # overrides the preset (scales the hours)
     train_sentence_pool: int | None = None           # overrides the preset (distinct training sentences)
+    vocabulary: str | None = None                    # overrides the preset: "base" (447 words) or "large" (~1600)
 
 
 @dataclass
@@ -35,6 +36,11 @@ class TokenizerSettings:
 class LatentSettings:
     batch_size: int = 1
     shard_size: int = 512
+    # A second store of the same utterances, each played faster by a factor from this [low, high] range
+    # (data_prep.extract_latents --speed_range), read by ASR only: more voices to learn to read (docs/learning.md
+    # section 27). None: no such store.
+    asr_speed_range: list[float] | None = None
+    asr_speed_seed: int = 1
 
 
 @dataclass
@@ -81,7 +87,16 @@ class PipelineConfig:
         return "refine/final" if self.refine.enabled else "unified/final"
 
     def section(self, name: str) -> dict:
-        return asdict(getattr(self, name))
+        """A step's settings as its fingerprint reads them. Settings added after runs were fingerprinted count only
+        when they differ from their default (which is what those runs did), so those runs stay valid."""
+        settings = asdict(getattr(self, name))
+        for key, default in ADDED_LATER.get(name, {}).items():
+            if settings.get(key) == default:
+                settings.pop(key)
+        return settings
+
+
+ADDED_LATER = {"corpus": {"vocabulary": None}, "latents": {"asr_speed_range": None, "asr_speed_seed": 1}}
 
 
 def _build(cls, data: dict, where: str):

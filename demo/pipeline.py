@@ -106,6 +106,10 @@ class DemoPipeline:
         return self.out / "latents" / "train"
 
     @property
+    def speed_latents_dir(self) -> Path:
+        return self.out / "latents" / "train_speed"
+
+    @property
     def unified_dir(self) -> Path:
         return self.out / "unified"
 
@@ -181,6 +185,8 @@ class DemoPipeline:
             cmd += ["--train_utterances_per_voice", str(self.config.corpus.train_utterances_per_voice)]
         if self.config.corpus.train_sentence_pool is not None:
             cmd += ["--train_sentence_pool", str(self.config.corpus.train_sentence_pool)]
+        if self.config.corpus.vocabulary is not None:
+            cmd += ["--vocabulary", self.config.corpus.vocabulary]
         self._run(cmd, "building the synthetic corpus")
 
     def tokenizer_stage_configs(self) -> list[Path]:
@@ -259,6 +265,14 @@ class DemoPipeline:
                    "--tokenizer", self.tokenizer_dir, "--out", self.latents_dir,
                    "--batch_size", str(self.config.latents.batch_size),
                    "--shard_size", str(self.config.latents.shard_size)], "latent extraction")
+        speed = self.config.latents.asr_speed_range
+        if speed is not None:
+            self._run([sys.executable, "-m", "data_prep.extract_latents", "--manifest", self.corpus_dir / "train.jsonl",
+                       "--tokenizer", self.tokenizer_dir, "--out", self.speed_latents_dir,
+                       "--batch_size", str(self.config.latents.batch_size),
+                       "--shard_size", str(self.config.latents.shard_size), "--speed_range", *map(str, speed),
+                       "--speed_seed", str(self.config.latents.asr_speed_seed)],
+                      "latent extraction, speed-perturbed copy for ASR")
 
     def unified_config(self) -> Path:
         # Read the one way (inherit, `model: file.yaml` copied in so presets can edit it): holitok.dataclass_config.
@@ -269,6 +283,9 @@ class DemoPipeline:
         doc["model"]["latent_dim"] = load_config(self.tokenizer_stage_configs()[-1]).model.build().latent_dim
         doc.setdefault("data", {})["datasets"] = [
             {"name": "synth", "latents": str(self.latents_dir), "tasks": ["tts", "asr"]}]
+        if self.config.latents.asr_speed_range is not None:
+            doc["data"]["datasets"].append({"name": "synth_speed", "latents": str(self.speed_latents_dir),
+                                            "tasks": ["asr"]})
         doc.setdefault("train", {})["output_dir"] = str(self.unified_dir)
         for key, value in self.config.unified.set.items():
             set_dotted(doc, key, value)
@@ -341,7 +358,8 @@ class DemoPipeline:
         outputs = {
             "corpus": [self.corpus_dir / "corpus.json", self.corpus_dir / "train.jsonl"],
             "tokenizer": [self.tokenizer_dir / "config.json"],
-            "latents": [self.latents_dir / "index.json"],
+            "latents": [self.latents_dir / "index.json"] + (
+                [self.speed_latents_dir / "index.json"] if self.config.latents.asr_speed_range is not None else []),
             "unified": [self.unified_dir / "final" / "config.json", self.unified_dir / "final" / "model.safetensors"],
             "refine": ([self.model_dir / "config.json", self.model_dir / "model.safetensors"]
                        if self.config.refine.enabled else []),

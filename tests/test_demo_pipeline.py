@@ -92,6 +92,35 @@ def test_editing_a_stage_yaml_invalidates_its_step_and_the_later_ones(tmp_path):
     assert all(after[step] != before[step] for step in STEPS[1:])
 
 
+def test_asr_speed_store_and_vocabulary_reach_the_commands_and_configs_and_leave_old_fingerprints_alone(tmp_path):
+    """latents.asr_speed_range adds a speed-perturbed extraction and an ASR-only dataset; corpus.vocabulary reaches
+    synth_corpus. Unset, neither enters a fingerprint, so runs fingerprinted before they existed stay valid."""
+    from holitok_slm.train.config import load_training_run
+
+    plain = DemoPipeline(load_pipeline_config("smoke"), tmp_path / "a", "smoke", log=lambda line: None)
+    assert "asr_speed_range" not in plain.config.section("latents") and "vocabulary" not in plain.config.section("corpus")
+    config = load_pipeline_config("smoke")
+    config.latents.asr_speed_range, config.corpus.vocabulary = [0.9, 1.1], "large"
+    pipeline = DemoPipeline(config, tmp_path / "b", "smoke", log=lambda line: None)
+    assert pipeline.fingerprints()["corpus"] != plain.fingerprints()["corpus"]
+    config.corpus.vocabulary = None
+    prints = pipeline.fingerprints()
+    assert prints["corpus"] == plain.fingerprints()["corpus"] and prints["latents"] != plain.fingerprints()["latents"]
+    commands = []
+    pipeline._run = lambda cmd, what: commands.append([str(c) for c in cmd])
+    pipeline.step_latents()
+    assert len(commands) == 2 and "--speed_range" not in commands[0]
+    assert commands[1][commands[1].index("--speed_range"):][:3] == ["--speed_range", "0.9", "1.1"]
+    assert commands[1][commands[1].index("--out") + 1] == str(pipeline.speed_latents_dir)
+    pipeline.tokenizer_stage_configs()
+    datasets = load_training_run(pipeline.unified_config()).data.datasets
+    assert [(d.latents, d.tasks) for d in datasets] == [(str(pipeline.latents_dir), ["tts", "asr"]),
+                                                        (str(pipeline.speed_latents_dir), ["asr"])]
+    config.corpus.vocabulary = "large"
+    pipeline.step_corpus()
+    assert commands[-1][commands[-1].index("--vocabulary") + 1] == "large"
+
+
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
 def test_every_preset_writes_configs_the_trainers_accept(preset, tmp_path):
     """Catches a typo in default.yaml/tiny.yaml without spending an hour running them."""
