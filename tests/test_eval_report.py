@@ -240,3 +240,33 @@ def test_prompt_probe_speaks_each_item_with_another_utterance_s_prompt_and_witho
         assert all(i["duration_ratio"] >= 0 for i in items) and 0 <= data["modes"][mode]["wer"]
     with pytest.raises(SystemExit):
         tts_prompt_probe.main(["--corpus", "x", "--tokenizer", "tiny", "--model", "m", "--prompts", "same"])
+
+
+def test_new_word_sentences_carry_words_outside_the_base_vocabulary_and_recall_counts_them():
+    from data_prep.sentences import VOCABULARIES
+    from eval.asr_wer import normalize_text
+    from eval.new_words_probe import new_word_recall, new_word_sentences
+
+    sentences = new_word_sentences(8, 3)
+    assert sentences == new_word_sentences(8, 3) and len(set(sentences)) == 8
+    base = VOCABULARIES["base"].words()
+    assert all(sum(w not in base for w in normalize_text(s).split()) >= 3 for s in sentences)
+    # "wolf" and "tunnel" are new words, "the" and "old" are not: one of the two new words came through
+    assert new_word_recall(["The old wolf found a tunnel."], ["the old wolf found a funnel"]) == 0.5
+    assert new_word_recall(["The old dog."], ["the old dog"]) is None  # nothing new to count
+
+
+@pytest.mark.slow
+def test_new_words_probe_on_the_smoke_model(tmp_path_factory, tmp_path):
+    from eval import new_words_probe
+
+    smoke = smoke_outputs(tmp_path_factory.getbasetemp())
+    out = tmp_path / "nw.json"
+    assert new_words_probe.main(["--corpus", str(smoke.corpus), "--tokenizer", str(smoke.tokenizer), "--model",
+                                 str(smoke.model), "--limit", "2", "--asr_voices", "flite_slt", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["sentences"] == 2 and len(data["tts"]) == len(data["asr"]) == 2
+    assert [row["text"] for row in data["tts"]] == new_words_probe.new_word_sentences(2, 3)
+    assert all(row["voice"] == "flite_slt" for row in data["asr"]) and 0 <= data["gt_new_word_recall"] <= 1
+    with pytest.raises(SystemExit):
+        new_words_probe.main(["--corpus", "x", "--tokenizer", "tiny", "--model", "m", "--asr_voices", "nobody"])
