@@ -110,17 +110,16 @@ def encode_batch(tokenizer, semantic, audios: list[torch.Tensor], device) -> tup
 def extract_shard(records: list[ManifestRecord], tokenizer, semantic, settings: ExtractionSettings, device
                   ) -> tuple[list[dict], list, list | None, list[dict]]:
     items, latents, feats, skipped = [], [], [] if semantic is not None else None, []
-    pending: list[tuple[ManifestRecord, torch.Tensor]] = []
+    pending: list[tuple[ManifestRecord, torch.Tensor, float]] = []  # record, audio as encoded, its speed factor
 
     def flush():
         if not pending:
             return
-        lat, sem = encode_batch(tokenizer, semantic, [audio for _, audio in pending], device)
-        for (record, audio), z, index in zip(pending, lat, range(len(lat))):
+        lat, sem = encode_batch(tokenizer, semantic, [audio for _, audio, _ in pending], device)
+        for (record, audio, speed), z, index in zip(pending, lat, range(len(lat))):
             item = {"id": record.id, "text": record.text, "language": record.language, "speaker": record.speaker,
                     "task": record.task, "num_frames": int(z.shape[0]), "duration": record.duration}
             if settings.speed_range is not None:
-                speed = item_speed(record.id, settings.speed_range, settings.speed_seed)
                 item["speed"], item["duration"] = speed, round(audio.shape[-1] / 48000, 4)
             items.append(item)
             latents.append(z)
@@ -133,12 +132,13 @@ def extract_shard(records: list[ManifestRecord], tokenizer, semantic, settings: 
         if reason:
             skipped.append({"id": record.id, "reason": reason})
             continue
-        audio = change_speed(audio, item_speed(record.id, settings.speed_range, settings.speed_seed))
+        speed = item_speed(record.id, settings.speed_range, settings.speed_seed)
+        audio = change_speed(audio, speed)
         if audio.shape[-1] / 48000 > settings.max_seconds:  # slowed down past the limit
             skipped.append({"id": record.id, "reason": f"over-long: {audio.shape[-1] / 48000:.1f} s > "
                                                       f"{settings.max_seconds} s after the speed change"})
             continue
-        pending.append((record, audio))
+        pending.append((record, audio, speed))
         if len(pending) >= settings.batch_size:
             flush()
     flush()
