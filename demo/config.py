@@ -17,6 +17,10 @@ class CorpusSettings:
     train_utterances_per_voice: int | None = None    # overrides the preset (scales the hours)
     train_sentence_pool: int | None = None           # overrides the preset (distinct training sentences)
     vocabulary: str | None = None                    # overrides the preset: "base" (447 words) or "large" (~1600)
+    # A second corpus of the same voices and size over another vocabulary (e.g. "large"), rendered into
+    # OUT/corpus_<vocabulary> and read by steps 4 and 5 beside the first (TTS and ASR; docs/learning.md section 28).
+    # The tokenizer, the aligner and the report use the first corpus only. None: no second corpus.
+    second_vocabulary: str | None = None
 
 
 @dataclass
@@ -96,7 +100,7 @@ class PipelineConfig:
         return settings
 
 
-ADDED_LATER = {"corpus": {"vocabulary": None}, "latents": {"asr_speed_range": None, "asr_speed_seed": 1}}
+ADDED_LATER = {"corpus": {"vocabulary": None, "second_vocabulary": None}, "latents": {"asr_speed_range": None, "asr_speed_seed": 1}}
 
 
 def _build(cls, data: dict, where: str):
@@ -123,9 +127,18 @@ def load_pipeline_config(preset_or_path: str) -> PipelineConfig:
               for i, s in enumerate(tokenizer.get("stages") or [])]
     if not stages:
         raise ValueError(f"{path}: tokenizer.stages lists no stage config")
+    corpus = CorpusSettings(**_build(CorpusSettings, doc.get("corpus") or {}, f"{path}: corpus"))
+    from data_prep.sentences import VOCABULARIES
+
+    for key in ("vocabulary", "second_vocabulary"):
+        if getattr(corpus, key) not in (None, *VOCABULARIES):
+            raise ValueError(f"{path}: corpus.{key} {getattr(corpus, key)!r} is not one of {sorted(VOCABULARIES)}")
+    if corpus.second_vocabulary is not None and corpus.second_vocabulary == (corpus.vocabulary or "base"):
+        raise ValueError(f"{path}: corpus.second_vocabulary repeats the first corpus' vocabulary "
+                         f"({corpus.second_vocabulary!r}): the second corpus would hold the same sentences")
     return PipelineConfig(
         description=doc.get("description", ""),
-        corpus=CorpusSettings(**_build(CorpusSettings, doc.get("corpus") or {}, f"{path}: corpus")),
+        corpus=corpus,
         tokenizer=TokenizerSettings(stages=stages, processes=int(tokenizer.get("processes", 1))),
         latents=LatentSettings(**_build(LatentSettings, doc.get("latents") or {}, f"{path}: latents")),
         unified=UnifiedSettings(**_build(UnifiedSettings, doc.get("unified") or {}, f"{path}: unified")),

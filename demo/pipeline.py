@@ -98,6 +98,12 @@ class DemoPipeline:
         return self.out / "corpus"
 
     @property
+    def second_corpus_dir(self) -> Path | None:
+        """corpus.second_vocabulary's corpus (None without one)."""
+        vocabulary = self.config.corpus.second_vocabulary
+        return None if vocabulary is None else self.out / f"corpus_{vocabulary}"
+
+    @property
     def tokenizer_dir(self) -> Path:
         return self.out / "tokenizer"
 
@@ -108,6 +114,11 @@ class DemoPipeline:
     @property
     def speed_latents_dir(self) -> Path:
         return self.out / "latents" / "train_speed"
+
+    @property
+    def second_latents_dir(self) -> Path | None:
+        vocabulary = self.config.corpus.second_vocabulary
+        return None if vocabulary is None else self.out / "latents" / f"train_{vocabulary}"
 
     @property
     def unified_dir(self) -> Path:
@@ -179,15 +190,19 @@ class DemoPipeline:
 
     # ---- steps -----------------------------------------------------------------------------------------------------
     def step_corpus(self) -> None:
-        cmd = [sys.executable, "-m", "data_prep.synth_corpus", "--out", self.corpus_dir,
-               "--preset", self.config.corpus.preset, "--workers", str(os.cpu_count() or 1)]
-        if self.config.corpus.train_utterances_per_voice is not None:
-            cmd += ["--train_utterances_per_voice", str(self.config.corpus.train_utterances_per_voice)]
-        if self.config.corpus.train_sentence_pool is not None:
-            cmd += ["--train_sentence_pool", str(self.config.corpus.train_sentence_pool)]
-        if self.config.corpus.vocabulary is not None:
-            cmd += ["--vocabulary", self.config.corpus.vocabulary]
-        self._run(cmd, "building the synthetic corpus")
+        corpus = self.config.corpus
+        cmd = [sys.executable, "-m", "data_prep.synth_corpus", "--preset", corpus.preset,
+               "--workers", str(os.cpu_count() or 1)]
+        if corpus.train_utterances_per_voice is not None:
+            cmd += ["--train_utterances_per_voice", str(corpus.train_utterances_per_voice)]
+        if corpus.train_sentence_pool is not None:
+            cmd += ["--train_sentence_pool", str(corpus.train_sentence_pool)]
+        self._run(cmd + ["--out", self.corpus_dir]
+                  + (["--vocabulary", corpus.vocabulary] if corpus.vocabulary is not None else []),
+                  "building the synthetic corpus")
+        if self.second_corpus_dir is not None:
+            self._run(cmd + ["--out", self.second_corpus_dir, "--vocabulary", corpus.second_vocabulary],
+                      f"building the second corpus ({corpus.second_vocabulary} vocabulary)")
 
     def tokenizer_stage_configs(self) -> list[Path]:
         """Writes the stage YAMLs with this run's data and output folders (OUT/configs/tokenizer_stage<k>.yaml)."""
@@ -265,6 +280,11 @@ class DemoPipeline:
                    "--tokenizer", self.tokenizer_dir, "--out", self.latents_dir,
                    "--batch_size", str(self.config.latents.batch_size),
                    "--shard_size", str(self.config.latents.shard_size)], "latent extraction")
+        if self.second_corpus_dir is not None:
+            self._run([sys.executable, "-m", "data_prep.extract_latents",
+                       "--manifest", self.second_corpus_dir / "train.jsonl", "--tokenizer", self.tokenizer_dir,
+                       "--out", self.second_latents_dir, "--batch_size", str(self.config.latents.batch_size),
+                       "--shard_size", str(self.config.latents.shard_size)], "latent extraction, second corpus")
         speed = self.config.latents.asr_speed_range
         if speed is not None:
             self._run([sys.executable, "-m", "data_prep.extract_latents", "--manifest", self.corpus_dir / "train.jsonl",
@@ -283,6 +303,9 @@ class DemoPipeline:
         doc["model"]["latent_dim"] = load_config(self.tokenizer_stage_configs()[-1]).model.build().latent_dim
         doc.setdefault("data", {})["datasets"] = [
             {"name": "synth", "latents": str(self.latents_dir), "tasks": ["tts", "asr"]}]
+        if self.second_latents_dir is not None:  # each store weighs by its size, so the two corpora share evenly
+            doc["data"]["datasets"].append({"name": f"synth_{self.config.corpus.second_vocabulary}",
+                                            "latents": str(self.second_latents_dir), "tasks": ["tts", "asr"]})
         if self.config.latents.asr_speed_range is not None:
             doc["data"]["datasets"].append({"name": "synth_speed", "latents": str(self.speed_latents_dir),
                                             "tasks": ["asr"]})
@@ -331,8 +354,9 @@ class DemoPipeline:
                        "--steps", str(refine.aligner_steps), "--lr", str(refine.aligner_lr),
                        "--held_out", str(refine.aligner_held_out), "--threads", threads],
                       "aligner training")
-        self._run([sys.executable, "-m", "data_prep.align_latents", "--latents", self.latents_dir,
-                   "--aligner", self.aligner_dir, "--threads", threads], "forced alignment of the latents")
+        for store in [self.latents_dir] + ([self.second_latents_dir] if self.second_latents_dir is not None else []):
+            self._run([sys.executable, "-m", "data_prep.align_latents", "--latents", store,
+                       "--aligner", self.aligner_dir, "--threads", threads], f"forced alignment of {store.name}")
         self._run(self.launcher(self.config.unified.processes)
                   + [REPO_ROOT / "train_unified.py", "--config", self.refine_config(), "--resume"],
                   "refine training")
@@ -356,10 +380,12 @@ class DemoPipeline:
 
     def is_done(self, step: str) -> bool:
         outputs = {
-            "corpus": [self.corpus_dir / "corpus.json", self.corpus_dir / "train.jsonl"],
+            "corpus": [self.corpus_dir / "corpus.json", self.corpus_dir / "train.jsonl"] + (
+                [self.second_corpus_dir / "corpus.json"] if self.second_corpus_dir is not None else []),
             "tokenizer": [self.tokenizer_dir / "config.json"],
             "latents": [self.latents_dir / "index.json"] + (
-                [self.speed_latents_dir / "index.json"] if self.config.latents.asr_speed_range is not None else []),
+                [self.speed_latents_dir / "index.json"] if self.config.latents.asr_speed_range is not None else []) + (
+                [self.second_latents_dir / "index.json"] if self.second_latents_dir is not None else []),
             "unified": [self.unified_dir / "final" / "config.json", self.unified_dir / "final" / "model.safetensors"],
             "refine": ([self.model_dir / "config.json", self.model_dir / "model.safetensors"]
                        if self.config.refine.enabled else []),

@@ -121,6 +121,50 @@ def test_asr_speed_store_and_vocabulary_reach_the_commands_and_configs_and_leave
     assert commands[-1][commands[-1].index("--vocabulary") + 1] == "large"
 
 
+def test_second_corpus_is_rendered_extracted_aligned_and_trained_on_beside_the_first(tmp_path):
+    """corpus.second_vocabulary renders a second corpus, extracts and force-aligns its store and adds it as a TTS+ASR
+    dataset; unset, it leaves fingerprints alone; a vocabulary that does not exist or repeats the first is refused."""
+    from safetensors.torch import save_file
+
+    from holitok_slm.train.config import load_training_run
+
+    plain = DemoPipeline(load_pipeline_config("smoke"), tmp_path / "a", "smoke", log=lambda line: None)
+    assert "second_vocabulary" not in plain.config.section("corpus") and plain.second_corpus_dir is None
+    config = load_pipeline_config("smoke")
+    config.corpus.second_vocabulary = "large"
+    config.refine.set = {"train.max_steps": 2}
+    pipeline = DemoPipeline(config, tmp_path / "b", "smoke", log=lambda line: None)
+    assert pipeline.fingerprints()["corpus"] != plain.fingerprints()["corpus"]
+    commands = []
+    pipeline._run = lambda cmd, what: commands.append([str(c) for c in cmd])
+    pipeline.step_corpus()
+    first, second = commands
+    assert "--vocabulary" not in first and first[first.index("--out") + 1] == str(pipeline.corpus_dir)
+    assert second[second.index("--out") + 1] == str(tmp_path / "b" / "corpus_large")
+    assert second[second.index("--vocabulary") + 1] == "large" and first[:first.index("--out")] == second[:second.index("--out")]
+    commands.clear()
+    pipeline.step_latents()
+    assert [c[c.index("--manifest") + 1] for c in commands] == [str(pipeline.corpus_dir / "train.jsonl"),
+                                                              str(pipeline.second_corpus_dir / "train.jsonl")]
+    assert commands[1][commands[1].index("--out") + 1] == str(pipeline.second_latents_dir)
+    pipeline.tokenizer_stage_configs()
+    datasets = load_training_run(pipeline.unified_config()).data.datasets
+    assert [(d.latents, d.tasks) for d in datasets] == [(str(pipeline.latents_dir), ["tts", "asr"]),
+                                                        (str(pipeline.second_latents_dir), ["tts", "asr"])]
+    (pipeline.unified_dir / "final").mkdir(parents=True)
+    save_file({"backbone.weight": torch.zeros(1)}, str(pipeline.unified_dir / "final" / "model.safetensors"))
+    commands.clear()
+    pipeline.step_refine()
+    aligned = [c[c.index("--latents") + 1] for c in commands if "data_prep.align_latents" in c]
+    assert aligned == [str(pipeline.latents_dir), str(pipeline.second_latents_dir)]
+    assert [d.latents for d in load_training_run(pipeline.refine_config()).data.datasets][1] == str(pipeline.second_latents_dir)
+    for bad, message in (("huge", "is not one of"), ("base", "repeats")):
+        path = tmp_path / f"{bad}.yaml"
+        path.write_text(f"inherit: {PRESET_DIR / 'smoke.yaml'}\ncorpus: {{second_vocabulary: {bad}}}\n")
+        with pytest.raises(ValueError, match=message):
+            load_pipeline_config(str(path))
+
+
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
 def test_every_preset_writes_configs_the_trainers_accept(preset, tmp_path):
     """Catches a typo in default.yaml/tiny.yaml without spending an hour running them."""
