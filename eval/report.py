@@ -372,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per_unseen_voice", type=int, help="utterances per held-out voice (default: --per_voice)")
     parser.add_argument("--sim_judge", default="resemblyzer", help="resemblyzer | none")
     parser.add_argument("--parts", default=",".join(PARTS))
+    parser.add_argument("--splits", default=",".join(SPLITS),
+                        help="which of seen,unseen to score (a corpus folder may have one only, e.g. "
+                             "data_prep.asterisk_prompts writes the held-out-voice split)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -379,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         parser.error(f"unknown --parts {unknown}; choose from {PARTS}")
+    splits = tuple(s for s in args.splits.split(",") if s)
+    if not splits or set(splits) - set(SPLITS):
+        parser.error(f"--splits {args.splits!r}: choose from {tuple(SPLITS)}")
     if {"asr", "tts"} & set(parts) and not args.model:
         parser.error("--parts asr/tts need --model (or use --parts resynth)")
     if args.asr_judge == "self":
@@ -404,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         codec = pipeline.codec
     started = time.time()
     report, pictures = build_report(args.corpus, codec, pipeline, asr_judge, sim_judge, parts, args.per_voice,
-                                    args.seed, per_unseen_voice=args.per_unseen_voice)
+                                    args.seed, per_unseen_voice=args.per_unseen_voice, splits=splits)
     report = {"tokenizer": str(args.tokenizer), "model": args.model, "corpus": str(args.corpus),
               "per_voice": args.per_voice, "per_unseen_voice": args.per_unseen_voice or args.per_voice,
               "parts": list(parts), "seed": args.seed,
