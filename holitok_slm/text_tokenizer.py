@@ -45,6 +45,9 @@ class TextTokenizer:
         if missing:
             raise ValueError(f"tokenizer lacks special tokens {missing}; build it with TextTokenizer.build/train")
         self._special_set = set(self.special_ids.values())
+        # Characters a sentencepiece model spells with byte-fallback pieces that the unified model nevertheless
+        # trained on (the trainer records them from its corpus): not unknown to that model.
+        self.trained_fallback_characters: frozenset[str] = frozenset()
 
     # ---- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -69,7 +72,10 @@ class TextTokenizer:
             self._backend.save_pretrained(str(directory))
         else:
             (directory / "spm.model").write_bytes(self._backend.serialized_model_proto())
-        (directory / _META_FILE).write_text(json.dumps({"kind": self.kind}), encoding="utf-8")
+        meta = {"kind": self.kind}
+        if self.trained_fallback_characters:
+            meta["trained_fallback_characters"] = sorted(self.trained_fallback_characters)
+        (directory / _META_FILE).write_text(json.dumps(meta), encoding="utf-8")
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "TextTokenizer":
@@ -77,10 +83,12 @@ class TextTokenizer:
         meta_path = directory / _META_FILE
         if not meta_path.is_file():
             raise FileNotFoundError(f"{directory} holds no saved TextTokenizer ({_META_FILE} missing)")
-        kind = json.loads(meta_path.read_text(encoding="utf-8"))["kind"]
-        if kind == "hf":
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta["kind"] == "hf":
             return cls(_load_hf_with_specials(str(directory)), "hf")
-        return cls(_load_sentencepiece(str(directory / "spm.model")), "sentencepiece")
+        tokenizer = cls(_load_sentencepiece(str(directory / "spm.model")), "sentencepiece")
+        tokenizer.trained_fallback_characters = frozenset(meta.get("trained_fallback_characters", ()))
+        return tokenizer
 
     # ---- use ----------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -105,16 +113,24 @@ class TextTokenizer:
         return self.special_ids[token]
 
     def unknown_characters(self, text: str) -> list[str]:
-        """Characters of `text` (in order of appearance, whitespace aside) this tokenizer has no piece for. A
-        sentencepiece model encodes them as byte-fallback pieces, which a model trained on its corpus never saw, so
-        the model says nonsense there; byte-level BPE (`hf`) covers every character."""
+        """Characters of `text` (in order of appearance, whitespace aside) this tokenizer has no piece for and the
+        model did not train on. A sentencepiece model encodes them as byte-fallback pieces, which a model trained
+        only on the tokenizer's own corpus never saw, so the model says nonsense there (unless its training text had
+        them: `trained_fallback_characters`); byte-level BPE (`hf`) covers every character."""
+        return [ch for ch in self.fallback_characters(text) if ch not in self.trained_fallback_characters]
+
+    def fallback_characters(self, text: str) -> list[str]:
+        """Characters of `text` (in order, whitespace aside) a sentencepiece model spells with byte-fallback pieces."""
         if self.kind != "sentencepiece":
             return []
-        found = []
-        for ch in dict.fromkeys(unicodedata.normalize("NFC", text)):
-            if not ch.isspace() and any(self._backend.IsByte(i) for i in self._backend.EncodeAsIds(ch)):
-                found.append(ch)
-        return found
+        return [ch for ch in dict.fromkeys(unicodedata.normalize("NFC", text))
+                if not ch.isspace() and any(self._backend.IsByte(i) for i in self._backend.EncodeAsIds(ch))]
+
+    def note_trained_characters(self, texts: Iterable[str]) -> frozenset[str]:
+        """Records the byte-fallback characters of `texts` (the training corpus) as known; returns the new ones."""
+        new = frozenset(self.fallback_characters("".join(dict.fromkeys("".join(texts))))) - self.trained_fallback_characters
+        self.trained_fallback_characters |= new
+        return new
 
     def _token_to_id(self, token: str) -> int | None:
         if self.kind == "hf":

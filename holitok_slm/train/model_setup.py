@@ -19,6 +19,25 @@ def corpus_texts(stores: list[LatentStore]) -> list[str]:
     return [store.meta(i)["text"] for store in stores for i in range(len(store))]
 
 
+def note_trained_characters(model, stores: list[LatentStore], init_from: str | Path | None, log) -> None:
+    """Records in the model's text tokenizer the byte-fallback characters its training text has (so inference accepts
+    them: TextTokenizer.unknown_characters), together with those the warm-start model had learnt."""
+    tokenizer = model.text_tokenizer
+    if tokenizer is None or tokenizer.kind != "sentencepiece":
+        return
+    if init_from:
+        from holitok_slm.model.unified import text_tokenizer_dir
+        from holitok_slm.text_tokenizer import TextTokenizer
+
+        folder = text_tokenizer_dir(resolve_weights(init_from).parent)
+        if folder.is_dir():
+            tokenizer.trained_fallback_characters |= TextTokenizer.load(folder).trained_fallback_characters
+    new = tokenizer.note_trained_characters(corpus_texts(stores))
+    if new:
+        log(f"text: {len(new)} character(s) outside the text tokenizer's pieces, learnt as byte pieces: "
+            f"{' '.join(sorted(new))}")
+
+
 def ensure_sentencepiece(cfg: UnifiedConfig, stores: list[LatentStore], output_dir: Path, is_main: bool,
                          wait) -> None:
     """From-scratch configs with `tokenizer.kind: sentencepiece` and no path get one trained on the training text,

@@ -31,8 +31,8 @@ from holitok_slm.train.config import EXPORT_DTYPES, TrainingRun
 from holitok_slm.train.data import make_batcher, open_streams
 from holitok_slm.train.distributed import accelerator_kwargs_handlers
 from holitok_slm.train.model_setup import (apply_semantic_freeze, check_semantic_source, check_text_points,
-                                           ensure_sentencepiece, init_submodules_from, statistics_items,
-                                           store_aligner)
+                                           ensure_sentencepiece, init_submodules_from, note_trained_characters,
+                                           statistics_items, store_aligner)
 from holitok_slm.train.optim import build_optimizer, build_scheduler
 
 STATISTICS_ITEMS_PER_STREAM = 64
@@ -133,6 +133,7 @@ class UnifiedTrainer:
                                     with_points=forced_pointer)
 
         model = UnifiedModel.from_config(run.model)
+        note_trained_characters(model, stores, cfg.init_dit_from, accelerator.print)
         # Only TTS items read a forced alignment: an ASR-only store (e.g. a speed-perturbed copy) needs none.
         tts_stores = [store for store, spec in zip(stores, run.data.datasets) if "tts" in spec.tasks]
         check_text_points(run.model, tts_stores, model.text_tokenizer)
