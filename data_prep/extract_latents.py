@@ -5,6 +5,7 @@
   accelerate launch -m data_prep.extract_latents ...                      # shards spread over processes / GPUs
   ... --semantic runs/tokenizer/semantic                                   # Unite: also store semantic features
   ... --speed_range 0.85 1.15 --out data/synth/latents/train_speed        # a speed-perturbed copy (ASR augmentation)
+  ... --bandwidths_khz 4 8 24 --snr_db 15 40                               # channel-perturbed (telephone band, noise)
 
 Resumable: shards are written atomically and a rerun skips the complete ones, so an interrupted run followed by
 a rerun gives the same files as one uninterrupted run. Missing, unreadable, silent, empty and over-long audio is
@@ -47,6 +48,12 @@ class ExtractionSettings:
     # that a resumed or re-sharded run writes the same store. None = the audio as it is.
     speed_range: list[float] | None = None
     speed_seed: int = 0
+    # Channel perturbation (also ASR augmentation): each utterance band-limited to one of these bandwidths in kHz
+    # (resampled to twice the bandwidth and back; 4 is the telephone band, 24 leaves it whole) and given white noise
+    # at an SNR (dB, against the utterance's RMS) drawn from snr_db [low, high]; fixed per item id and speed_seed.
+    # None = the channel as it is.
+    bandwidths_khz: list[float] | None = None
+    snr_db: list[float] | None = None
 
 
 def item_speed(item_id: str, speed_range: list[float] | None, seed: int) -> float:
@@ -56,6 +63,34 @@ def item_speed(item_id: str, speed_range: list[float] | None, seed: int) -> floa
     low, high = speed_range
     unit = int.from_bytes(hashlib.sha1(f"{seed}:{item_id}".encode()).digest()[:8], "big") / 2 ** 64
     return round(low + (high - low) * unit, 4)
+
+
+def item_channel(item_id: str, bandwidths_khz: list[float] | None, snr_db: list[float] | None,
+                 seed: int) -> tuple[float | None, float | None, int]:
+    """(bandwidth in kHz or None, SNR in dB or None, noise seed) of one item: a function of its id and the seed only."""
+    digest = hashlib.sha1(f"{seed}:channel:{item_id}".encode()).digest()
+    first, second = (int.from_bytes(digest[i:i + 8], "big") / 2 ** 64 for i in (0, 8))
+    bandwidth = bandwidths_khz[int(first * len(bandwidths_khz))] if bandwidths_khz else None
+    snr = round(snr_db[0] + (snr_db[1] - snr_db[0]) * second, 2) if snr_db else None
+    return bandwidth, snr, int.from_bytes(digest[16:20], "big")
+
+
+def change_channel(audio: torch.Tensor, bandwidth_khz: float | None, snr_db: float | None,
+                   noise_seed: int) -> torch.Tensor:
+    """48 kHz audio band-limited to `bandwidth_khz` (through a sample rate of twice it) plus white noise `snr_db` below
+    the audio's RMS; the length is kept."""
+    from holitok.audio import MODEL_SAMPLE_RATE, resample
+
+    wav = audio.numpy().astype(np.float32)
+    if bandwidth_khz is not None and 2000 * bandwidth_khz < MODEL_SAMPLE_RATE:
+        low = round(2000 * bandwidth_khz)
+        back = resample(resample(wav, MODEL_SAMPLE_RATE, low), low, MODEL_SAMPLE_RATE)
+        wav = np.pad(back, (0, max(0, len(wav) - len(back))))[: len(wav)]
+    if snr_db is not None:
+        rms = float(np.sqrt(np.mean(wav.astype(np.float64) ** 2)))
+        noise = np.random.default_rng(noise_seed).standard_normal(len(wav)).astype(np.float32)
+        wav = wav + noise * rms * 10 ** (-snr_db / 20)
+    return torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
 
 
 def change_speed(audio: torch.Tensor, factor: float) -> torch.Tensor:
@@ -121,6 +156,11 @@ def extract_shard(records: list[ManifestRecord], tokenizer, semantic, settings: 
                     "task": record.task, "num_frames": int(z.shape[0]), "duration": record.duration}
             if settings.speed_range is not None:
                 item["speed"], item["duration"] = speed, round(audio.shape[-1] / 48000, 4)
+            bandwidth, snr, _ = item_channel(record.id, settings.bandwidths_khz, settings.snr_db, settings.speed_seed)
+            if bandwidth is not None:
+                item["bandwidth_khz"] = bandwidth
+            if snr is not None:
+                item["snr_db"] = snr
             items.append(item)
             latents.append(z)
             if feats is not None:
@@ -134,6 +174,8 @@ def extract_shard(records: list[ManifestRecord], tokenizer, semantic, settings: 
             continue
         speed = item_speed(record.id, settings.speed_range, settings.speed_seed)
         audio = change_speed(audio, speed)
+        audio = change_channel(audio, *item_channel(record.id, settings.bandwidths_khz, settings.snr_db,
+                                                    settings.speed_seed))
         if audio.shape[-1] / 48000 > settings.max_seconds:  # slowed down past the limit
             skipped.append({"id": record.id, "reason": f"over-long: {audio.shape[-1] / 48000:.1f} s > "
                                                       f"{settings.max_seconds} s after the speed change"})
@@ -177,6 +219,8 @@ def extract(settings: ExtractionSettings, out: str | Path, progress: bool = True
             previous.setdefault("dtype", "float32")  # stores started before these options
             previous.setdefault("speed_range", None)
             previous.setdefault("speed_seed", 0)
+            previous.setdefault("bandwidths_khz", None)
+            previous.setdefault("snr_db", None)
             if previous != asdict(settings):
                 changed = sorted(k for k in previous if previous.get(k) != asdict(settings).get(k))
                 raise SystemExit(f"{out} was started with different settings ({', '.join(changed)} changed); "
@@ -267,16 +311,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--speed_range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="speed perturbation: each item played faster by a factor drawn from [LOW, HIGH] (fixed per "
                              "item id and --speed_seed); pitch, formants and tempo change together (a store for ASR augmentation)")
-    parser.add_argument("--speed_seed", type=int, default=0)
+    parser.add_argument("--speed_seed", type=int, default=0, help="seed of the speed and channel draws")
+    parser.add_argument("--bandwidths_khz", type=float, nargs="+", metavar="KHZ",
+                        help="channel perturbation: each item band-limited to one of these bandwidths (4: telephone, "
+                             "24: whole), fixed per item id and --speed_seed (a store for ASR augmentation)")
+    parser.add_argument("--snr_db", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="channel perturbation: white noise at an SNR drawn from [LOW, HIGH] dB per item")
     parser.add_argument("--no_progress", action="store_true")
     args = parser.parse_args(argv)
     if args.speed_range is not None and not 0.5 <= args.speed_range[0] <= args.speed_range[1] <= 2.0:
         parser.error(f"--speed_range needs 0.5 <= LOW <= HIGH <= 2.0, got {args.speed_range}")
+    if args.bandwidths_khz is not None and not all(1.0 <= b <= 24.0 for b in args.bandwidths_khz):
+        parser.error(f"--bandwidths_khz must lie in [1, 24] kHz, got {args.bandwidths_khz}")
+    if args.snr_db is not None and not args.snr_db[0] <= args.snr_db[1]:
+        parser.error(f"--snr_db needs LOW <= HIGH, got {args.snr_db}")
     settings = ExtractionSettings(
         manifest=str(Path(args.manifest).resolve()), manifest_sha1=sha1_of(args.manifest), tokenizer=args.tokenizer,
         semantic=args.semantic, shard_size=args.shard_size, batch_size=args.batch_size,
         max_seconds=args.max_seconds, silence_dbfs=args.silence_dbfs, dtype=args.dtype,
-        speed_range=list(args.speed_range) if args.speed_range is not None else None, speed_seed=args.speed_seed)
+        speed_range=list(args.speed_range) if args.speed_range is not None else None, speed_seed=args.speed_seed,
+        bandwidths_khz=list(args.bandwidths_khz) if args.bandwidths_khz is not None else None,
+        snr_db=list(args.snr_db) if args.snr_db is not None else None)
     with torch.no_grad():  # scoped: main() is also called in-process (tests, the demo pipeline)
         index = extract(settings, args.out, progress=not args.no_progress)
     from accelerate import PartialState

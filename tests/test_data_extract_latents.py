@@ -189,3 +189,48 @@ def test_speed_perturbed_store_encodes_the_resampled_audio_with_a_fixed_factor_p
         extract_main(args(corpus, fast, "--speed_range", "0.9", "1.1", "--speed_seed", "3"))
     with pytest.raises(SystemExit):
         extract_main(args(corpus, tmp_path / "bad", "--speed_range", "1.2", "0.8"))
+
+
+def test_channel_change_band_limits_and_adds_noise_at_the_drawn_snr():
+    """change_channel: nothing above the bandwidth survives, the noise sits at the SNR asked for, the length is kept,
+    and the draw per item depends on its id and the seed only."""
+    from data_prep.extract_latents import change_channel, item_channel
+
+    t = np.arange(48000) / 48000
+    wav = torch.from_numpy((0.3 * np.sin(2 * np.pi * 1000 * t) + 0.3 * np.sin(2 * np.pi * 9000 * t)).astype(np.float32))
+    narrow = change_channel(wav, 4.0, None, 0).numpy()
+    spectrum = np.abs(np.fft.rfft(narrow))
+    assert len(narrow) == len(wav) and spectrum[9000] < 1e-3 * spectrum[1000]  # 9 kHz gone, 1 kHz kept
+    assert np.array_equal(change_channel(wav, 24.0, None, 0).numpy(), wav.numpy())  # the whole band: untouched
+    noisy = change_channel(wav, None, 20.0, 7).numpy()
+    noise = noisy - wav.numpy()
+    snr = 10 * np.log10(np.mean(wav.numpy().astype(np.float64) ** 2) / np.mean(noise.astype(np.float64) ** 2))
+    assert abs(snr - 20.0) < 0.2 and np.array_equal(noisy, change_channel(wav, None, 20.0, 7).numpy())
+    draws = [item_channel(f"utt-{i}", [4, 8, 24], [15, 40], 3) for i in range(60)]
+    assert {d[0] for d in draws} == {4, 8, 24} and all(15 <= d[1] <= 40 for d in draws)
+    assert draws == [item_channel(f"utt-{i}", [4, 8, 24], [15, 40], 3) for i in range(60)]
+    assert draws != [item_channel(f"utt-{i}", [4, 8, 24], [15, 40], 4) for i in range(60)]
+    assert item_channel("utt-0", None, None, 3)[:2] == (None, None)
+
+
+@pytest.mark.slow
+def test_channel_perturbed_store_records_each_item_s_channel(corpus, tmp_path):
+    """--bandwidths_khz / --snr_db: the store encodes the changed audio and records each item's draw; the settings
+    guard covers them."""
+    from holitok import HoliTok
+    from holitok.audio import load_audio
+
+    from data_prep.extract_latents import change_channel, item_channel
+
+    out = tmp_path / "channel"
+    extract_main(args(corpus, out, "--bandwidths_khz", "4", "8", "--snr_db", "20", "30", "--speed_seed", "5"))
+    meta = [item for shard in sorted(out.glob("shard-*.json")) for item in json.loads(shard.read_text())["items"]]
+    assert all(item["bandwidth_khz"] in (4, 8) and 20 <= item["snr_db"] <= 30 for item in meta)
+    records = {r.id: r for r in read_manifest(corpus / "manifest.jsonl")}
+    audio = change_channel(load_audio(records[meta[0]["id"]].audio), *item_channel(meta[0]["id"], [4, 8], [20, 30], 5))
+    expected = HoliTok.from_pretrained(corpus / "tokenizer", device="cpu").encode(audio)[0].transpose(0, 1)
+    assert torch.allclose(LatentStore(out).load(0)["latents"], expected, atol=1e-5)
+    with pytest.raises(SystemExit, match="bandwidths_khz"):
+        extract_main(args(corpus, out, "--bandwidths_khz", "4", "--snr_db", "20", "30", "--speed_seed", "5"))
+    with pytest.raises(SystemExit):
+        extract_main(args(corpus, tmp_path / "bad", "--bandwidths_khz", "40"))
