@@ -45,6 +45,12 @@ class LatentSettings:
     # section 27). None: no such store.
     asr_speed_range: list[float] | None = None
     asr_speed_seed: int = 1
+    # A channel-perturbed store, also read by ASR only (data_prep.extract_latents --bandwidths_khz / --snr_db: each
+    # utterance band-limited to one of these bandwidths, 4 kHz being the telephone band, with white noise at an SNR
+    # from asr_channel_snr_db), made from the second corpus when there is one (corpus.second_vocabulary), else the
+    # first, with asr_speed_range's speed change on top (seed asr_speed_seed + 1). docs/learning.md section 28.
+    asr_channel_bandwidths_khz: list[float] | None = None
+    asr_channel_snr_db: list[float] | None = None
 
 
 @dataclass
@@ -100,7 +106,8 @@ class PipelineConfig:
         return settings
 
 
-ADDED_LATER = {"corpus": {"vocabulary": None, "second_vocabulary": None}, "latents": {"asr_speed_range": None, "asr_speed_seed": 1}}
+ADDED_LATER = {"corpus": {"vocabulary": None, "second_vocabulary": None}, "latents": {"asr_speed_range": None, "asr_speed_seed": 1,
+                                                           "asr_channel_bandwidths_khz": None, "asr_channel_snr_db": None}}
 
 
 def _build(cls, data: dict, where: str):

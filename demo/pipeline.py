@@ -116,6 +116,14 @@ class DemoPipeline:
         return self.out / "latents" / "train_speed"
 
     @property
+    def channel_latents_dir(self) -> Path | None:
+        """latents.asr_channel_*'s store (None without one)."""
+        latents = self.config.latents
+        if latents.asr_channel_bandwidths_khz is None and latents.asr_channel_snr_db is None:
+            return None
+        return self.out / "latents" / "train_channel"
+
+    @property
     def second_latents_dir(self) -> Path | None:
         vocabulary = self.config.corpus.second_vocabulary
         return None if vocabulary is None else self.out / "latents" / f"train_{vocabulary}"
@@ -285,6 +293,18 @@ class DemoPipeline:
                        "--manifest", self.second_corpus_dir / "train.jsonl", "--tokenizer", self.tokenizer_dir,
                        "--out", self.second_latents_dir, "--batch_size", str(self.config.latents.batch_size),
                        "--shard_size", str(self.config.latents.shard_size)], "latent extraction, second corpus")
+        latents = self.config.latents
+        if self.channel_latents_dir is not None:
+            source = self.second_corpus_dir if self.second_corpus_dir is not None else self.corpus_dir
+            self._run([sys.executable, "-m", "data_prep.extract_latents", "--manifest", source / "train.jsonl",
+                       "--tokenizer", self.tokenizer_dir, "--out", self.channel_latents_dir,
+                       "--batch_size", str(latents.batch_size), "--shard_size", str(latents.shard_size),
+                       "--speed_seed", str(latents.asr_speed_seed + 1),
+                       *(["--speed_range", *map(str, latents.asr_speed_range)] if latents.asr_speed_range else []),
+                       *(["--bandwidths_khz", *map(str, latents.asr_channel_bandwidths_khz)]
+                         if latents.asr_channel_bandwidths_khz else []),
+                       *(["--snr_db", *map(str, latents.asr_channel_snr_db)] if latents.asr_channel_snr_db else [])],
+                      "latent extraction, channel-perturbed copy for ASR")
         speed = self.config.latents.asr_speed_range
         if speed is not None:
             self._run([sys.executable, "-m", "data_prep.extract_latents", "--manifest", self.corpus_dir / "train.jsonl",
@@ -308,6 +328,9 @@ class DemoPipeline:
                                             "latents": str(self.second_latents_dir), "tasks": ["tts", "asr"]})
         if self.config.latents.asr_speed_range is not None:
             doc["data"]["datasets"].append({"name": "synth_speed", "latents": str(self.speed_latents_dir),
+                                            "tasks": ["asr"]})
+        if self.channel_latents_dir is not None:
+            doc["data"]["datasets"].append({"name": "synth_channel", "latents": str(self.channel_latents_dir),
                                             "tasks": ["asr"]})
         doc.setdefault("train", {})["output_dir"] = str(self.unified_dir)
         for key, value in self.config.unified.set.items():
@@ -385,7 +408,8 @@ class DemoPipeline:
             "tokenizer": [self.tokenizer_dir / "config.json"],
             "latents": [self.latents_dir / "index.json"] + (
                 [self.speed_latents_dir / "index.json"] if self.config.latents.asr_speed_range is not None else []) + (
-                [self.second_latents_dir / "index.json"] if self.second_latents_dir is not None else []),
+                [self.second_latents_dir / "index.json"] if self.second_latents_dir is not None else []) + (
+                [self.channel_latents_dir / "index.json"] if self.channel_latents_dir is not None else []),
             "unified": [self.unified_dir / "final" / "config.json", self.unified_dir / "final" / "model.safetensors"],
             "refine": ([self.model_dir / "config.json", self.model_dir / "model.safetensors"]
                        if self.config.refine.enabled else []),

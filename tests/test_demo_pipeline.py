@@ -165,6 +165,38 @@ def test_second_corpus_is_rendered_extracted_aligned_and_trained_on_beside_the_f
             load_pipeline_config(str(path))
 
 
+def test_channel_store_is_made_from_the_second_corpus_with_the_speed_change_and_read_by_asr_only(tmp_path):
+    """latents.asr_channel_*: one more extraction (the second corpus' audio, speed range and seed + 1, the channel
+    options) and an ASR-only dataset; unset, fingerprints stay; without a second corpus it is made from the first."""
+    from holitok_slm.train.config import load_training_run
+
+    plain = DemoPipeline(load_pipeline_config("smoke"), tmp_path / "a", "smoke", log=lambda line: None)
+    assert "asr_channel_bandwidths_khz" not in plain.config.section("latents") and plain.channel_latents_dir is None
+    config = load_pipeline_config("smoke")
+    config.corpus.second_vocabulary, config.latents.asr_speed_range = "large", [0.9, 1.1]
+    config.latents.asr_channel_bandwidths_khz, config.latents.asr_channel_snr_db = [4.0, 24.0], [15.0, 40.0]
+    pipeline = DemoPipeline(config, tmp_path / "b", "smoke", log=lambda line: None)
+    commands = []
+    pipeline._run = lambda cmd, what: commands.append([str(c) for c in cmd])
+    pipeline.step_latents()
+    assert len(commands) == 4
+    channel, = [c for c in commands if c[c.index("--out") + 1] == str(pipeline.channel_latents_dir)]
+    assert channel[channel.index("--manifest") + 1] == str(pipeline.second_corpus_dir / "train.jsonl")
+    assert channel[channel.index("--speed_seed") + 1] == str(config.latents.asr_speed_seed + 1)
+    assert channel[channel.index("--speed_range"):][:3] == ["--speed_range", "0.9", "1.1"]
+    assert channel[channel.index("--bandwidths_khz"):][:3] == ["--bandwidths_khz", "4.0", "24.0"]
+    assert channel[channel.index("--snr_db"):][:3] == ["--snr_db", "15.0", "40.0"]
+    pipeline.tokenizer_stage_configs()
+    datasets = load_training_run(pipeline.unified_config()).data.datasets
+    assert [(d.latents, d.tasks) for d in datasets][-1] == (str(pipeline.channel_latents_dir), ["asr"])
+    config.corpus.second_vocabulary, config.latents.asr_speed_range = None, None
+    commands.clear()
+    pipeline.step_latents()
+    assert len(commands) == 2 and commands[1][commands[1].index("--out") + 1] == str(pipeline.channel_latents_dir)
+    assert commands[1][commands[1].index("--manifest") + 1] == str(pipeline.corpus_dir / "train.jsonl")
+    assert "--speed_range" not in commands[1]
+
+
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
 def test_every_preset_writes_configs_the_trainers_accept(preset, tmp_path):
     """Catches a typo in default.yaml/tiny.yaml without spending an hour running them."""
