@@ -106,8 +106,9 @@ class PipelineConfig:
         return settings
 
 
-ADDED_LATER = {"corpus": {"vocabulary": None, "second_vocabulary": None}, "latents": {"asr_speed_range": None, "asr_speed_seed": 1,
-                                                           "asr_channel_bandwidths_khz": None, "asr_channel_snr_db": None}}
+ADDED_LATER = {"corpus": {"vocabulary": None, "second_vocabulary": None},
+               "latents": {"asr_speed_range": None, "asr_speed_seed": 1, "asr_channel_bandwidths_khz": None,
+                           "asr_channel_snr_db": None}}
 
 
 def _build(cls, data: dict, where: str):

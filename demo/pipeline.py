@@ -288,6 +288,14 @@ class DemoPipeline:
                    "--tokenizer", self.tokenizer_dir, "--out", self.latents_dir,
                    "--batch_size", str(self.config.latents.batch_size),
                    "--shard_size", str(self.config.latents.shard_size)], "latent extraction")
+        speed = self.config.latents.asr_speed_range
+        if speed is not None:
+            self._run([sys.executable, "-m", "data_prep.extract_latents", "--manifest", self.corpus_dir / "train.jsonl",
+                       "--tokenizer", self.tokenizer_dir, "--out", self.speed_latents_dir,
+                       "--batch_size", str(self.config.latents.batch_size),
+                       "--shard_size", str(self.config.latents.shard_size), "--speed_range", *map(str, speed),
+                       "--speed_seed", str(self.config.latents.asr_speed_seed)],
+                      "latent extraction, speed-perturbed copy for ASR")
         if self.second_corpus_dir is not None:
             self._run([sys.executable, "-m", "data_prep.extract_latents",
                        "--manifest", self.second_corpus_dir / "train.jsonl", "--tokenizer", self.tokenizer_dir,
@@ -305,14 +313,6 @@ class DemoPipeline:
                          if latents.asr_channel_bandwidths_khz else []),
                        *(["--snr_db", *map(str, latents.asr_channel_snr_db)] if latents.asr_channel_snr_db else [])],
                       "latent extraction, channel-perturbed copy for ASR")
-        speed = self.config.latents.asr_speed_range
-        if speed is not None:
-            self._run([sys.executable, "-m", "data_prep.extract_latents", "--manifest", self.corpus_dir / "train.jsonl",
-                       "--tokenizer", self.tokenizer_dir, "--out", self.speed_latents_dir,
-                       "--batch_size", str(self.config.latents.batch_size),
-                       "--shard_size", str(self.config.latents.shard_size), "--speed_range", *map(str, speed),
-                       "--speed_seed", str(self.config.latents.asr_speed_seed)],
-                      "latent extraction, speed-perturbed copy for ASR")
 
     def unified_config(self) -> Path:
         # Read the one way (inherit, `model: file.yaml` copied in so presets can edit it): holitok.dataclass_config.
