@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
 from demo.config import PRESET_DIR, REPO_ROOT, load_pipeline_config
 from demo.pipeline import STEPS, DemoPipeline, PipelineError
@@ -141,7 +143,8 @@ def test_second_corpus_is_rendered_extracted_aligned_and_trained_on_beside_the_f
     first, second = commands
     assert "--vocabulary" not in first and first[first.index("--out") + 1] == str(pipeline.corpus_dir)
     assert second[second.index("--out") + 1] == str(tmp_path / "b" / "corpus_large")
-    assert second[second.index("--vocabulary") + 1] == "large" and first[:first.index("--out")] == second[:second.index("--out")]
+    assert second[second.index("--vocabulary") + 1] == "large"
+    assert first[:first.index("--out")] == second[:second.index("--out")]
     commands.clear()
     pipeline.step_latents()
     assert [c[c.index("--manifest") + 1] for c in commands] == [str(pipeline.corpus_dir / "train.jsonl"),
@@ -157,7 +160,8 @@ def test_second_corpus_is_rendered_extracted_aligned_and_trained_on_beside_the_f
     pipeline.step_refine()
     aligned = [c[c.index("--latents") + 1] for c in commands if "data_prep.align_latents" in c]
     assert aligned == [str(pipeline.latents_dir), str(pipeline.second_latents_dir)]
-    assert [d.latents for d in load_training_run(pipeline.refine_config()).data.datasets][1] == str(pipeline.second_latents_dir)
+    refine = load_training_run(pipeline.refine_config())
+    assert [d.latents for d in refine.data.datasets][1] == str(pipeline.second_latents_dir)
     for bad, message in (("huge", "is not one of"), ("base", "repeats")):
         path = tmp_path / f"{bad}.yaml"
         path.write_text(f"inherit: {PRESET_DIR / 'smoke.yaml'}\ncorpus: {{second_vocabulary: {bad}}}\n")
@@ -195,6 +199,34 @@ def test_channel_store_is_made_from_the_second_corpus_with_the_speed_change_and_
     assert len(commands) == 2 and commands[1][commands[1].index("--out") + 1] == str(pipeline.channel_latents_dir)
     assert commands[1][commands[1].index("--manifest") + 1] == str(pipeline.corpus_dir / "train.jsonl")
     assert "--speed_range" not in commands[1]
+
+
+@pytest.mark.slow
+def test_shipped_preset_data_settings_run_end_to_end_at_smoke_size(tmp_path):
+    """The shipped preset's data path (a second corpus, speed and channel copies, both corpora force-aligned, a
+    forced-pointer refine reading all four stores) on the smoke sizes: every command runs and the model loads."""
+    from holitok_slm.model.unified import UnifiedModel
+
+    shipped = load_pipeline_config("chars256_large")
+    preset = tmp_path / "smoke_large.yaml"
+    preset.write_text(
+        f"inherit: {PRESET_DIR / 'smoke.yaml'}\n"
+        f"corpus: {{second_vocabulary: {shipped.corpus.second_vocabulary}}}\n"
+        "latents: {asr_speed_range: [0.9, 1.1], asr_channel_bandwidths_khz: [4, 24], asr_channel_snr_db: [20, 30]}\n"
+        "refine: {aligner_steps: 5, aligner_held_out: 2, set: {train.max_steps: 4, train.save_every: 2, "
+        "model.text_pointer: true, model.text_pointer_alignment: forced, model.frame_pointer: true, "
+        "data.tts_prompt_share: 0.5}}\n")
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "demo.pipeline", "--preset", str(preset), "--no-launch",
+                             "--out", str(out)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for store in ("train", "train_speed", "train_large", "train_channel"):
+        assert (out / "latents" / store / "index.json").is_file()
+    assert (out / "latents" / "train" / "points").is_dir() and (out / "latents" / "train_large" / "points").is_dir()
+    refine = yaml.safe_load((out / "configs" / "train_refine.yaml").read_text())
+    assert [d["name"] for d in refine["data"]["datasets"]] == ["synth", "synth_large", "synth_speed", "synth_channel"]
+    model = UnifiedModel.from_pretrained(out / "refine" / "final")
+    assert model.config.text_pointer and model.config.frame_pointer
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
