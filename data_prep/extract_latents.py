@@ -81,6 +81,8 @@ def change_channel(audio: torch.Tensor, bandwidth_khz: float | None, snr_db: flo
     the audio's RMS; the length is kept."""
     from holitok.audio import MODEL_SAMPLE_RATE, resample
 
+    if bandwidth_khz is None and snr_db is None:
+        return audio
     wav = audio.numpy().astype(np.float32)
     if bandwidth_khz is not None and 2000 * bandwidth_khz < MODEL_SAMPLE_RATE:
         low = round(2000 * bandwidth_khz)
@@ -145,18 +147,18 @@ def encode_batch(tokenizer, semantic, audios: list[torch.Tensor], device) -> tup
 def extract_shard(records: list[ManifestRecord], tokenizer, semantic, settings: ExtractionSettings, device
                   ) -> tuple[list[dict], list, list | None, list[dict]]:
     items, latents, feats, skipped = [], [], [] if semantic is not None else None, []
-    pending: list[tuple[ManifestRecord, torch.Tensor, float]] = []  # record, audio as encoded, its speed factor
+    # record, audio as encoded, its speed factor and channel (bandwidth, SNR, noise seed): drawn once per item
+    pending: list[tuple[ManifestRecord, torch.Tensor, float, tuple]] = []
 
     def flush():
         if not pending:
             return
-        lat, sem = encode_batch(tokenizer, semantic, [audio for _, audio, _ in pending], device)
-        for (record, audio, speed), z, index in zip(pending, lat, range(len(lat))):
+        lat, sem = encode_batch(tokenizer, semantic, [audio for _, audio, _, _ in pending], device)
+        for (record, audio, speed, (bandwidth, snr, _)), z, index in zip(pending, lat, range(len(lat))):
             item = {"id": record.id, "text": record.text, "language": record.language, "speaker": record.speaker,
                     "task": record.task, "num_frames": int(z.shape[0]), "duration": record.duration}
             if settings.speed_range is not None:
                 item["speed"], item["duration"] = speed, round(audio.shape[-1] / 48000, 4)
-            bandwidth, snr, _ = item_channel(record.id, settings.bandwidths_khz, settings.snr_db, settings.speed_seed)
             if bandwidth is not None:
                 item["bandwidth_khz"] = bandwidth
             if snr is not None:
@@ -173,14 +175,13 @@ def extract_shard(records: list[ManifestRecord], tokenizer, semantic, settings: 
             skipped.append({"id": record.id, "reason": reason})
             continue
         speed = item_speed(record.id, settings.speed_range, settings.speed_seed)
-        audio = change_speed(audio, speed)
-        audio = change_channel(audio, *item_channel(record.id, settings.bandwidths_khz, settings.snr_db,
-                                                    settings.speed_seed))
+        channel = item_channel(record.id, settings.bandwidths_khz, settings.snr_db, settings.speed_seed)
+        audio = change_channel(change_speed(audio, speed), *channel)
         if audio.shape[-1] / 48000 > settings.max_seconds:  # slowed down past the limit
             skipped.append({"id": record.id, "reason": f"over-long: {audio.shape[-1] / 48000:.1f} s > "
                                                       f"{settings.max_seconds} s after the speed change"})
             continue
-        pending.append((record, audio, speed))
+        pending.append((record, audio, speed, channel))
         if len(pending) >= settings.batch_size:
             flush()
     flush()
