@@ -206,14 +206,16 @@ def pair_prompts(records: list) -> list[tuple]:
     return pairs
 
 
-def select(records: list, per_voice: int) -> list:
-    """The first `per_voice` utterances of each voice plus one spare per voice to prompt the last of them."""
+def select(records: list, per_voice: int, skip: int = 0) -> list:
+    """The first `per_voice` utterances of each voice after its first `skip`, plus one spare per voice to prompt the
+    last of them."""
     counts: dict[str, int] = {}
     kept = []
     for record in records:
         voice = record.speaker or "?"
-        if counts.get(voice, 0) < per_voice + 1:
-            counts[voice] = counts.get(voice, 0) + 1
+        seen = counts.get(voice, 0)
+        counts[voice] = seen + 1
+        if skip <= seen < skip + per_voice + 1:
             kept.append(record)
     return kept
 
@@ -331,8 +333,10 @@ def open_judge_and_model(parser: argparse.ArgumentParser, args: argparse.Namespa
 
 def build_report(corpus: str | Path, codec, pipeline, asr_judge, sim_judge, parts=PARTS, per_voice: int = 8,
                  seed: int = 0, progress: bool = True, per_unseen_voice: int | None = None,
-                 splits: tuple[str, ...] = tuple(SPLITS), tts_options: dict | None = None) -> tuple[dict, list]:
-    """`per_voice` utterances of each training voice, `per_unseen_voice` (default: the same) of each held-out voice."""
+                 splits: tuple[str, ...] = tuple(SPLITS), tts_options: dict | None = None,
+                 skip: dict[str, int] | None = None) -> tuple[dict, list]:
+    """`per_voice` utterances of each training voice, `per_unseen_voice` (default: the same) of each held-out voice;
+    `skip` ({split: n}) passes over each voice's first n utterances of that split."""
     from data_prep.manifest import read_manifest
 
     corpus = Path(corpus)
@@ -346,7 +350,7 @@ def build_report(corpus: str | Path, codec, pipeline, asr_judge, sim_judge, part
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: --corpus must be a data_prep.synth_corpus folder "
                                     f"(with {', '.join(SPLITS.values())})")
-        pairs = pair_prompts(select(read_manifest(path), count))
+        pairs = pair_prompts(select(read_manifest(path), count, (skip or {}).get(split, 0)))
         taken: dict[str, int] = {}
         rows = []
         for index, (record, prompt) in enumerate(tqdm(pairs, desc=f"report {split}", disable=not progress)):

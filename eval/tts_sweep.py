@@ -2,11 +2,11 @@
 
     python -m eval.tts_sweep --corpus outputs/demo/corpus --tokenizer outputs/demo/tokenizer \
         --model outputs/demo/unified/final --grid temperature=0.5,0.7,1.0 cfg_strength=1.5,2.0,3.0 \
-        [--splits unseen] [--per_voice 3] [--per_unseen_voice 6] [--out outputs/tts_sweep]
+        [--splits unseen] [--per_voice 3] [--per_unseen_voice 6] [--skip_first 4 11] [--out outputs/tts_sweep]
 
 Every setting synthesises the same items with the same seeds (eval/report.py's selection and prompts), so the rows
 differ only by the options. The winner can be stored as the model's default with `model.generation.<option>` in the
-training config. Writes sweep.json and sweep.md.
+training config. Writes sweep.json and sweep.md after every setting (`"complete": false` until the last).
 """
 from __future__ import annotations
 
@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per_voice", type=int, default=2)
     parser.add_argument("--per_unseen_voice", type=int)
     parser.add_argument("--sim_judge", default="resemblyzer")
+    parser.add_argument("--skip_first", type=int, nargs="+", default=[0], metavar=("N", "M"),
+                        help="pass over each training voice's first N test utterances and each held-out voice's first M "
+                             "(default N); with the report's --per_voice P and --per_unseen_voice U, P+1 U+1 leaves out "
+                             "every utterance the report scores or prompts with, so settings are not chosen on its items")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="outputs/tts_sweep")
     args = parser.parse_args(argv)
@@ -67,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         grid = parse_grid(args.grid)
     except ValueError as err:
         parser.error(str(err))
+    if len(args.skip_first) > 2 or min(args.skip_first) < 0:
+        parser.error("--skip_first takes one or two counts >= 0")
+    skip = {"seen": args.skip_first[0], "unseen": args.skip_first[-1]}
     splits = tuple(s for s in args.splits.split(",") if s)
     unknown = sorted(set(splits) - set(SPLITS))
     if unknown:
@@ -82,22 +89,23 @@ def main(argv: list[str] | None = None) -> int:
     except MissingJudgeError as err:
         parser.exit(2, f"eval.tts_sweep: {err}\n")
     pipeline = SpeechPipeline.from_pretrained(args.model, args.tokenizer)
-    rows = []
-    for options in settings(grid):
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, grid_settings = [], settings(grid)
+    for options in grid_settings:
         started = time.time()
         report, _ = build_report(args.corpus, pipeline.codec, pipeline, asr_judge, sim_judge, ("tts",),
                                  args.per_voice, args.seed, progress=False, per_unseen_voice=args.per_unseen_voice,
-                                 splits=splits, tts_options=options)
+                                 splits=splits, tts_options=options, skip=skip)
         tts = {split: block["all"].get("tts", {}) for split, block in report["splits"].items()}
         rows.append({"options": options, "tts": tts, "seconds": round(time.time() - started, 1)})
         print("\n".join(format_table(rows[-1:]).splitlines()[2:]), f"({rows[-1]['seconds']} s)", flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.json").write_text(json.dumps({"model": args.model, "tokenizer": args.tokenizer, "grid": grid,
-                                                "per_voice": args.per_voice, "rows": rows}, indent=1))
-    table = format_table(rows)
-    (out / "sweep.md").write_text(table)
-    print(table)
+        # Written after every setting: a sweep stopped early keeps the rows it finished.
+        (out / "sweep.json").write_text(json.dumps({"model": args.model, "tokenizer": args.tokenizer, "grid": grid,
+                                                    "per_voice": args.per_voice, "skip_first": skip, "rows": rows,
+                                                    "complete": len(rows) == len(grid_settings)}, indent=1))
+        (out / "sweep.md").write_text(format_table(rows))
+    print(format_table(rows))
     return 0
 
 

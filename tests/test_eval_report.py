@@ -32,6 +32,10 @@ def test_select_keeps_one_spare_prompt_per_voice():
     records = [_record(i, v) for v in ("a", "b") for i in range(10)]
     kept = report.select(records, per_voice=3)
     assert [r.id for r in kept] == [f"{v}-{i}" for v in ("a", "b") for i in range(4)]
+    # a sweep that passes over the report's items (3 + the spare) gets the next ones, none of the report's
+    later = report.select(records, per_voice=3, skip=4)
+    assert [r.id for r in later] == [f"{v}-{i}" for v in ("a", "b") for i in range(4, 8)]
+    assert not {r.id for r in later} & {r.id for r in kept}
 
 
 def test_spread_over_voices_takes_round_robin_turns():
@@ -130,8 +134,9 @@ def test_tts_sweep_on_the_smoke_model_changes_only_the_options(tmp_path_factory,
     assert tts_sweep.main(["--corpus", str(smoke.corpus), "--tokenizer", str(smoke.tokenizer), "--model",
                            str(smoke.model), "--grid", "eos_threshold=0.5,2.0", "--splits", "unseen",
                            "--per_voice", "1", "--out", str(out)]) == 0
-    rows = json.loads((out / "sweep.json").read_text())["rows"]
-    assert [r["options"] for r in rows] == [{"eos_threshold": 0.5}, {"eos_threshold": 2.0}]
+    sweep = json.loads((out / "sweep.json").read_text())
+    rows = sweep["rows"]
+    assert sweep["complete"] and [r["options"] for r in rows] == [{"eos_threshold": 0.5}, {"eos_threshold": 2.0}]
     assert all(set(r["tts"]) == {"unseen"} for r in rows)
     # a threshold above 1 can never fire the stop head: every item runs to its length cap
     assert rows[1]["tts"]["unseen"]["eos_rate"] == 0.0
