@@ -213,9 +213,9 @@ def select(records: list, per_voice: int, skip: int = 0) -> list:
     kept = []
     for record in records:
         voice = record.speaker or "?"
-        seen = counts.get(voice, 0)
-        counts[voice] = seen + 1
-        if skip <= seen < skip + per_voice + 1:
+        position = counts.get(voice, 0)
+        counts[voice] = position + 1
+        if skip <= position < skip + per_voice + 1:
             kept.append(record)
     return kept
 
