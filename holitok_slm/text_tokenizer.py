@@ -128,8 +128,8 @@ class TextTokenizer:
 
     def note_trained_characters(self, texts: Iterable[str]) -> frozenset[str]:
         """Records the byte-fallback characters of `texts` (the training corpus) as known; returns the new ones."""
-        seen = "".join(dict.fromkeys("".join(texts)))  # each character once
-        new = frozenset(self.fallback_characters(seen)) - self.trained_fallback_characters
+        characters = "".join(dict.fromkeys("".join(texts)))  # each character once
+        new = frozenset(self.fallback_characters(characters)) - self.trained_fallback_characters
         self.trained_fallback_characters |= new
         return new
 
