@@ -81,6 +81,47 @@ def transcribe_latents(model: UnifiedModel, latents: Sequence[torch.Tensor], max
         model.train(was_training)
 
 
+@torch.no_grad()
+def text_ctc_losses(model: UnifiedModel, latents: Sequence[torch.Tensor], texts: Sequence[str]) -> torch.Tensor:
+    """How badly the model's own CTC reading of each audio spells its text: the CTC negative log-likelihood (nats)
+    of `texts[i]` given raw latents `latents[i]` [T, D], read through the ASR layout as transcription reads it [N].
+    inf where the audio is shorter than one patch or has fewer CTC steps than the text has tokens. For ranking
+    samples of the same text (holitok_slm/infer/tts.py: TTSOptions.candidates); needs a model trained with the ASR
+    CTC loss (InputError otherwise)."""
+    if model.config.flow.asr_ctc_weight <= 0:
+        raise InputError("reading audio with CTC needs a model trained with the ASR CTC loss (flow.asr_ctc_weight > 0)")
+    if len(latents) != len(texts):
+        raise InputError(f"{len(latents)} audios but {len(texts)} texts")
+    tok, patch = model.text_tokenizer, model.config.patch_size
+    losses = torch.full((len(texts),), math.inf)
+    was_training = model.training
+    model.eval()
+    try:
+        for i, (audio, text) in enumerate(zip(latents, texts)):
+            if audio.shape[0] < patch:
+                continue
+            item = _layout(model, audio)
+            batch = LeftPaddedBatch.from_items([layout.asr_prefix(model, item)])
+            states = model.backbone(batch.embeds, batch.attention_mask, batch.position_ids)
+            log_probs = model.ctc_log_probs(states[:, item.audio_offset:item.audio_offset + item.num_patches])[0]
+            target = torch.tensor(layout.asr_target_ids(tok, text)[:-1])
+            if 0 < len(target) <= log_probs.shape[0]:
+                losses[i] = float(torch.nn.functional.ctc_loss(
+                    log_probs.cpu(), target, (log_probs.shape[0],), (len(target),), blank=model.ctc_blank_id(),
+                    reduction="sum"))
+    finally:
+        model.train(was_training)
+    return losses
+
+
+def _next_token_logits(model: UnifiedModel, hidden: torch.Tensor) -> torch.Tensor:
+    """The decoder's logits [B, V] over the ids the text tokenizer has: the backbone's rows past them are padding
+    (its vocabulary is rounded up to a multiple of 64) that no transcript holds and no tokenizer can decode."""
+    logits = model.backbone.text_logits(hidden)
+    logits[..., len(model.text_tokenizer):] = -math.inf
+    return logits
+
+
 def _greedy(model: UnifiedModel, items: list[layout.ItemLayout], max_new_tokens: int | None) -> list[str]:
     tok = model.text_tokenizer
     end_id = tok.id(TEXT_END)
@@ -92,7 +133,7 @@ def _greedy(model: UnifiedModel, items: list[layout.ItemLayout], max_new_tokens:
     finished = torch.zeros(len(items), dtype=torch.bool, device=hidden.device)
     for step in range(int(limits.max())):
         check_time()
-        next_ids = model.backbone.text_logits(hidden).argmax(-1)
+        next_ids = _next_token_logits(model, hidden).argmax(-1)
         finished |= (next_ids == end_id) | (step >= limits)
         if bool(finished.all()):
             break
@@ -129,7 +170,7 @@ def _beam_search(model: UnifiedModel, item: layout.ItemLayout, max_new_tokens: i
     done: list[tuple[float, list[int]]] = []
     for _ in range(max_new_tokens):
         check_time()
-        log_probs = torch.log_softmax(model.backbone.text_logits(hidden).double(), -1).cpu()
+        log_probs = torch.log_softmax(_next_token_logits(model, hidden).double(), -1).cpu()
         if ctc is None:
             candidate_ids = torch.arange(log_probs.shape[-1]).expand_as(log_probs)
             decoder_next = scores[:, None] + log_probs
@@ -186,7 +227,8 @@ def _joint_candidates(ctc: CTCPrefixScorer, ctc_state, log_probs: torch.Tensor, 
     masked = log_probs.clone()
     masked[:, end_id] = -math.inf
     masked[:, ctc.blank] = -math.inf  # the blank never stands in a transcript
-    pre_beam = min(max(CTC_PRE_BEAM, 2 * beam_size), masked.shape[-1] - 2)
+    # Never more than the tokens left to choose from (not the end marker, the blank or the backbone's padding rows).
+    pre_beam = min(max(CTC_PRE_BEAM, 2 * beam_size), int(torch.isfinite(masked).sum(-1).min()))
     labels = masked.topk(pre_beam, dim=-1).indices                          # [N, P]
     extended = ctc.extend(ctc_state, labels)
     ids = torch.cat([labels, torch.full((labels.shape[0], 1), end_id)], 1)  # [N, P + 1]
