@@ -19,7 +19,7 @@ from pathlib import Path
 from .report import SPLITS, add_corpus_arguments, build_report
 
 SWEEPABLE = {"temperature": float, "cfg_strength": float, "text_cfg_strength": float, "steps": int, "sway_coef": float,
-             "eos_threshold": float, "prompt_trailing_silence_db": float, "candidates": int}
+             "eos_threshold": float, "prompt_trailing_silence_db": float}
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:

@@ -183,10 +183,6 @@ class GenerationDefaults:
     # The backbone reads every generated patch as the zero patch (its prompt as given): for a model trained with
     # flow.blind_history_share > 0 (patch input path only).
     blind_history: bool = False
-    # Whole-utterance TTS draws this many samples of each utterance (in one batch) and keeps the one whose audio the
-    # model's own ASR CTC output reads as its text best (holitok_slm/infer/asr.py text_ctc_losses), preferring those
-    # the stop head ended; 1 = one sample. Needs a model trained with the ASR CTC loss; streaming draws one.
-    candidates: int = 1
 
 
 @dataclass

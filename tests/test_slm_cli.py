@@ -202,10 +202,6 @@ def _bad_case(case, root, model, prompt, tmp_path):
         return ["asr", *model, prompt, "--out", str(tmp_path / "a_file" / "t.jsonl")], "not writable"
     if case == "asr_out_suffix":
         return ["asr", *model, prompt, "--out", str(tmp_path / "t.csv")], "must end in .jsonl or .txt"
-    if case == "zero_candidates":
-        return [*tts, "--candidates", "0", *out], "--candidates must be"
-    if case == "streamed_candidates":
-        return [*tts, "--stream", "--candidates", "2", *out], "one sample it draws"
     if case == "asr_empty_dir":
         (tmp_path / "nothing").mkdir()
         return ["asr", *model, "--dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "t.txt")], \
@@ -216,8 +212,7 @@ def _bad_case(case, root, model, prompt, tmp_path):
 BAD_CASES = ["missing_audio", "corrupt_audio", "silent_prompt", "empty_text", "unknown_characters",
              "empty_text_file", "unknown_manifest_field", "manifest_missing_text", "asr_manifest_missing_audio",
              "not_a_model", "tokenizer_is_the_model", "latent_dim_mismatch", "model_without_tokenizer",
-             "out_not_writable", "asr_out_not_writable", "asr_out_suffix", "asr_empty_dir", "zero_candidates",
-             "streamed_candidates"]
+             "out_not_writable", "asr_out_not_writable", "asr_out_suffix", "asr_empty_dir"]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)

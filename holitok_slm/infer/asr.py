@@ -81,39 +81,6 @@ def transcribe_latents(model: UnifiedModel, latents: Sequence[torch.Tensor], max
         model.train(was_training)
 
 
-@torch.no_grad()
-def text_ctc_losses(model: UnifiedModel, latents: Sequence[torch.Tensor], texts: Sequence[str]) -> torch.Tensor:
-    """How badly the model's own CTC reading of each audio spells its text: the CTC negative log-likelihood (nats)
-    of `texts[i]` given raw latents `latents[i]` [T, D], read through the ASR layout as transcription reads it [N].
-    inf where the audio is shorter than one patch or has fewer CTC steps than the text has tokens. For ranking
-    samples of the same text (holitok_slm/infer/tts.py: TTSOptions.candidates); needs a model trained with the ASR
-    CTC loss (InputError otherwise)."""
-    if model.config.flow.asr_ctc_weight <= 0:
-        raise InputError("reading audio with CTC needs a model trained with the ASR CTC loss (flow.asr_ctc_weight > 0)")
-    if len(latents) != len(texts):
-        raise InputError(f"{len(latents)} audios but {len(texts)} texts")
-    tok, patch = model.text_tokenizer, model.config.patch_size
-    losses = torch.full((len(texts),), math.inf)
-    was_training = model.training
-    model.eval()
-    try:
-        for i, (audio, text) in enumerate(zip(latents, texts)):
-            if audio.shape[0] < patch:
-                continue
-            item = _layout(model, audio)
-            batch = LeftPaddedBatch.from_items([layout.asr_prefix(model, item)])
-            states = model.backbone(batch.embeds, batch.attention_mask, batch.position_ids)
-            log_probs = model.ctc_log_probs(states[:, item.audio_offset:item.audio_offset + item.num_patches])[0]
-            target = torch.tensor(layout.asr_target_ids(tok, text)[:-1])
-            if 0 < len(target) <= log_probs.shape[0]:
-                losses[i] = float(torch.nn.functional.ctc_loss(
-                    log_probs.cpu(), target, (log_probs.shape[0],), (len(target),), blank=model.ctc_blank_id(),
-                    reduction="sum"))
-    finally:
-        model.train(was_training)
-    return losses
-
-
 def _next_token_logits(model: UnifiedModel, hidden: torch.Tensor) -> torch.Tensor:
     """The decoder's logits [B, V] over the ids the text tokenizer has: the backbone's rows past them are padding
     (its vocabulary is rounded up to a multiple of 64) that no transcript holds and no tokenizer can decode."""

@@ -1,7 +1,6 @@
 """Audio-level front end: HoliTok codec + UnifiedModel for voice-cloning TTS (one-shot, batched, streaming) and ASR."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, Generator, Sequence
 
@@ -149,15 +148,10 @@ class SpeechPipeline:
     def tts_stream(self, text: str, prompt_audio: Any = None, prompt_text: str | None = None,
                    instruction: str | None = None, sample_rate: int | None = None, seed: int | None = None,
                    chunk_patches: int = 1, **options) -> Generator[torch.Tensor, None, TTSResult]:
-        """Yields waveform chunks [n] as patches are generated; their concatenation equals `tts(..., candidates=1)`
-        (a stream draws one sample: the checkpoint's `generation.candidates` applies to whole utterances). The
+        """Yields waveform chunks [n] as patches are generated; their concatenation equals `tts(...)`. The
         generator's return value (StopIteration.value, or `yield from`'s result) is the utterance's TTSResult."""
         chunk_patches = check_whole(chunk_patches, "chunk_patches", minimum=1)
         tts_options = TTSOptions.from_model(self.model, **options)
-        if "candidates" in options and tts_options.candidates > 1:
-            raise InputError("streaming plays the one sample it draws: candidates > 1 needs whole-utterance "
-                             "synthesis (tts, synthesize)")
-        tts_options = dataclasses.replace(tts_options, candidates=1)
         generator = self._generator(seed)
         requests, prompt_latents = self._requests([text], [prompt_audio], [prompt_text], [instruction], sample_rate,
                                                   tts_options)

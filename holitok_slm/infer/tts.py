@@ -12,7 +12,6 @@ from .. import layout
 from ..config import GenerationDefaults
 from ..model.unified import UnifiedModel
 from .align import AlignmentError, align_for_model
-from .asr import text_ctc_losses
 from .batching import LeftPaddedBatch
 from .inputs import InputError, check_number, check_positions, check_text, check_time, check_whole
 from ..model.dit_head import sample_patch
@@ -61,8 +60,7 @@ class TTSOptions(GenerationDefaults):
         return cls(**{**base, **overrides})
 
 
-_WHOLE_OPTIONS = {"steps": 1, "candidates": 1, "max_length_margin_patches": 0, "min_patches": 0, "max_patches": 1,
-                  "patch_cap": 1}
+_WHOLE_OPTIONS = {"steps": 1, "max_length_margin_patches": 0, "min_patches": 0, "max_patches": 1, "patch_cap": 1}
 _REAL_OPTIONS = {"cfg_strength": None, "text_cfg_strength": 0.0, "sway_coef": None, "temperature": 0.0,
                  "eos_threshold": None, "prompt_trailing_silence_db": None, "min_length_ratio": 0.0,
                  "max_length_ratio": 0.0,
@@ -92,13 +90,11 @@ def check_request_texts(text, prompt_text=None, instruction=None) -> None:
 
 @dataclass
 class TTSResult:
-    """Generated raw latents [T, D] (prompt excluded) and whether the stop head ended it (else the length cap);
-    with TTSOptions.candidates > 1, the CTC loss that ranked it among its draws (text_ctc_losses)."""
+    """Generated raw latents [T, D] (prompt excluded) and whether the stop head ended it (else the length cap)."""
 
     latents: torch.Tensor
     stopped_by_eos: bool
     length_bounds: tuple[int, int] = field(default=(0, 0))
-    ctc_loss: float | None = None
 
 
 @dataclass
@@ -246,8 +242,7 @@ def stream_patches(model: UnifiedModel, requests: Sequence[TTSRequest], options:
     An item stops when the stop probability exceeds `eos_threshold` after its minimum length, or at its
     maximum length. Finished items keep riding along in the batch (their outputs are marked inactive).
     With use_cache=False every step recomputes the backbone (and, for Unite, the semantic encoder) over the
-    whole sequence: the reference the cached path must match. Every request is one draw (`options.candidates` is
-    generate_latents' business).
+    whole sequence: the reference the cached path must match.
     """
     if model.text_tokenizer is None:
         raise RuntimeError("TTS needs a model with a text tokenizer")
@@ -366,27 +361,13 @@ def _semantic_recompute(model, prep, generated_raw, raw):
 
 def generate_latents(model: UnifiedModel, requests: Sequence[TTSRequest], options: TTSOptions | None = None,
                      generator: torch.Generator | None = None) -> list[TTSResult]:
-    """Batched TTS at the latent level: one TTSResult per request (raw latents, prompt excluded). With
-    `options.candidates` N > 1 each request is drawn N times in the same batch and the draw its own ASR CTC reads
-    as its text best is kept (ended by the stop head first)."""
+    """Batched TTS at the latent level: one TTSResult per request (raw latents, prompt excluded)."""
     options = options or TTSOptions.from_model(model)
-    count = options.candidates
-    if count > 1 and model.config.flow.asr_ctc_weight <= 0:
-        raise InputError("candidates > 1 ranks samples with the model's ASR CTC output, which this model never "
-                         "trained (flow.asr_ctc_weight 0): use candidates 1")
-    drawn = [request for request in requests for _ in range(count)]
-    pieces = [[] for _ in drawn]
-    for patch, active in stream_patches(model, drawn, options, generator):
+    pieces = [[] for _ in requests]
+    for patch, active in stream_patches(model, requests, options, generator):
         for i in torch.nonzero(active).flatten().tolist():
             pieces[i].append(patch[i])
-    results = [tts_result(model, request, patches, options) for request, patches in zip(drawn, pieces)]
-    if count == 1:
-        return results
-    losses = text_ctc_losses(model, [r.latents for r in results], [r.text for r in drawn]).tolist()
-    for result, loss in zip(results, losses):
-        result.ctc_loss = loss
-    groups = [range(i * count, (i + 1) * count) for i in range(len(requests))]
-    return [results[min(group, key=lambda j: (not results[j].stopped_by_eos, losses[j]))] for group in groups]
+    return [tts_result(model, request, patches, options) for request, patches in zip(requests, pieces)]
 
 
 def tts_result(model: UnifiedModel, request: TTSRequest, patches: Sequence[torch.Tensor],
