@@ -275,3 +275,20 @@ def test_new_words_probe_on_the_smoke_model(tmp_path_factory, tmp_path):
     assert all(row["voice"] == "flite_slt" for row in data["asr"]) and 0 <= data["gt_new_word_recall"] <= 1
     with pytest.raises(SystemExit):
         new_words_probe.main(["--corpus", "x", "--tokenizer", "tiny", "--model", "m", "--asr_voices", "nobody"])
+
+
+@pytest.mark.slow
+def test_latent_pitch_probe_command_on_the_smoke_tokenizer(tmp_path_factory, tmp_path):
+    from eval import latent_pitch_probe
+
+    smoke = smoke_outputs(tmp_path_factory.getbasetemp())
+    out = tmp_path / "pitch.json"
+    assert latent_pitch_probe.main(["--corpus", str(smoke.corpus), "--tokenizer", str(smoke.tokenizer),
+                                    "--train_items", "6", "--test_items", "2", "--reference_spectrum",
+                                    "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    for features in ("latents", "spectrum"):
+        summary = data[features]
+        assert summary["frames"]["train"] >= 100 and summary["frames"]["test"] >= 10
+        for name in ("probe", "voice_mean"):
+            assert summary[name]["median_cents"] >= 0.0 and 0.0 <= summary[name]["within_50_cents"] <= 1.0

@@ -25,8 +25,9 @@ STAGE_LOSS_TERMS = {
 }
 # Terms any stage may add (not in the paper's recipe, so never in the defaults): the phase-derivative loss
 # (phase_loss.py), for decoders that predict phase themselves, and the linear-frequency log-magnitude loss
-# (spectrum_loss.py), which resolves the harmonics that the mel loss pools.
-OPTIONAL_LOSS_TERMS = ("phase", "spectrum")
+# (spectrum_loss.py), which resolves the harmonics that the mel loss pools, and the pitch head's error (pitch.py),
+# which makes the latents carry F0.
+OPTIONAL_LOSS_TERMS = ("phase", "spectrum", "pitch")
 # Table 7 of the paper; the KL weights are blank in our copy: 0.01 (Stage II, "weak") and 0.1 (Stage III, 10x) are
 # our defaults, on a KL measured in nats per latent element (see flow.py).
 DEFAULT_LOSS_WEIGHTS = {

@@ -19,6 +19,7 @@ from ..model import HoliTok
 from .config import TokenizerTrainConfig
 from .distill import FrameDistillHead, UtteranceDistillHead, frame_distill_loss, utterance_distill_loss
 from .flow import LatentFlow, flow_kl, sample_posterior
+from .pitch import PitchHead, pitch_loss, yin_track
 from .supervision import SupervisionNetwork
 from .teachers import TeacherTargets
 
@@ -49,6 +50,8 @@ class TokenizerTrainModel(torch.nn.Module):
             self.utterance_head = UtteranceDistillHead(latent_dim, config.distill.head_hidden, xvector_dim)
         if self.stage == 3:
             self.supervision = SupervisionNetwork(latent_dim, config.supervision)
+        # loss_weights.pitch: the latents must carry F0 (pitch.py says why); 0 or absent builds nothing.
+        self.pitch_head = PitchHead(latent_dim) if config.loss_weights.get("pitch") else None
         crop = config.stage_options.decode_crop_seconds
         if crop is not None and self.stage != 3:
             raise ValueError(f"stage_options.decode_crop_seconds applies to stage 3 only, not stage {self.stage}")
@@ -97,6 +100,9 @@ class TokenizerTrainModel(torch.nn.Module):
         else:
             z, _ = sample_posterior(mu, log_std)
             losses["kl"] = flow_kl(z, log_std, mask, self.flow)
+        if self.pitch_head is not None:
+            track = yin_track(audio, model.sample_rate, model.hop_size)
+            losses["pitch"] = pitch_loss(self.pitch_head(z), track, mask[:, 0])
         target = None
         if self.decode_crop_frames is not None:
             decoded, decoded_lengths, target = crop_for_decoding(z, frame_lengths, audio, self.decode_crop_frames,

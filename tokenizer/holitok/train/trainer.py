@@ -289,7 +289,7 @@ class StageTrainer:
                 reduced = self._reduce_for_logging(logs)
                 reduced["lr"] = self.sched_g.get_last_lr()[0]
                 accelerator.log({f"train/{k}": v for k, v in reduced.items()}, step=self.step)
-                shown = ("mel", "spectrum", "phase", "kl", "ce", "adv")
+                shown = ("mel", "spectrum", "phase", "pitch", "kl", "ce", "adv")
                 progress.set_postfix({k: f"{reduced[k]:.3g}" for k in shown if k in reduced})
             if accelerator.is_main_process and (self.step % loop.sample_every == 0 or self.step == loop.max_steps):
                 self._log_media(clips, painter)

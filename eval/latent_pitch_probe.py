@@ -1,0 +1,127 @@
+"""Do a tokenizer's latents carry pitch? A small probe network reads F0 from them, scored against each voice's mean.
+
+    python -m eval.latent_pitch_probe --corpus outputs/demo/corpus --tokenizer outputs/demo/tokenizer \
+        [--train_items 240] [--test_items 40] [--reference_spectrum] [--out outputs/pitch_probe.json]
+
+F0 per latent frame comes from the YIN tracker the pitch loss uses (holitok/train/pitch.py), voiced frames only. A
+two-layer network reads log2 F0 from +-2 frames of posterior means, fitted on training utterances and scored on
+held-out sentences of the training voices: the median error in cents and the share within 50 / 100 cents, next to
+the error of guessing each voice's mean F0 (what a latent space without pitch allows). `--reference_spectrum`
+fits the same probe on the audio's own low-frequency log spectrum, to show what the probe reads where pitch is
+present. docs/learning.md section 31 reads these numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+import torch
+
+from .report import SPLITS, write_json
+
+CONTEXT = 2  # frames either side
+
+
+def frame_features(codec, records, spectrum: bool = False) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Per voiced latent frame: the features (latents, or the audio's log spectrum below 1 kHz), log2 F0, voice."""
+    from holitok.audio import load_audio
+    from holitok.train.pitch import yin_track
+
+    features, targets, voices = [], [], []
+    for record in records:
+        audio = load_audio(record.audio, target_sample_rate=codec.sample_rate)
+        with torch.no_grad():
+            frames = codec.encode(audio[None, None])[0].T  # [T, D]
+        if spectrum:
+            window = torch.hann_window(4096)
+            magnitude = torch.stft(audio, 4096, codec.hop_size, window=window, return_complex=True).abs()
+            frames = torch.log(magnitude[: 4096 * 1000 // codec.sample_rate].T[: len(frames)] + 1e-4)
+        track = yin_track(audio[None], codec.sample_rate, codec.hop_size)
+        count = min(len(frames), track.voiced.shape[1])
+        padded = torch.cat([frames[:1].expand(CONTEXT, -1), frames, frames[-1:].expand(CONTEXT, -1)])
+        context = padded.unfold(0, 2 * CONTEXT + 1, 1)[:count].reshape(count, -1)  # [T, (2C+1) * D]
+        voiced = track.voiced[0, :count]
+        features.append(context[voiced])
+        targets.append(track.log2_f0[0, :count][voiced])
+        voices += [record.speaker or "?"] * int(voiced.sum())
+    return torch.cat(features), torch.cat(targets), voices
+
+
+def fit_probe(x: torch.Tensor, y: torch.Tensor, seed: int = 0, steps: int = 2000, batch: int = 512):
+    """A 2 x 256 network fitted with AdamW on standardised inputs (minibatches); returns inputs -> log2 F0."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 256), torch.nn.GELU(), torch.nn.Linear(256, 256),
+                              torch.nn.GELU(), torch.nn.Linear(256, 1))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+    centre = y.mean()
+    for _ in range(steps):
+        rows = torch.randint(len(y), (batch,), generator=generator)
+        loss = (net((x[rows] - mean) / std)[:, 0] + centre - y[rows]).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    net.eval()
+    return lambda inputs: net((inputs - mean) / std)[:, 0].detach() + centre
+
+
+def error_summary(predicted: torch.Tensor, target: torch.Tensor) -> dict:
+    cents = (predicted - target).abs() * 1200
+    return {"median_cents": float(cents.median()), "within_50_cents": float((cents < 50).float().mean()),
+            "within_100_cents": float((cents < 100).float().mean())}
+
+
+def probe(codec, train_records, test_records, spectrum: bool = False, seed: int = 0) -> dict:
+    x, y, voices = frame_features(codec, train_records, spectrum)
+    tx, ty, test_voices = frame_features(codec, test_records, spectrum)
+    if len(y) < 100 or len(ty) < 10:
+        raise ValueError(f"too few voiced frames to probe ({len(y)} training, {len(ty)} held-out)")
+    voice_mean = {v: y[[i for i, w in enumerate(voices) if w == v]].mean() for v in set(voices)}
+    baseline = torch.stack([voice_mean.get(v, y.mean()) for v in test_voices])
+    reader = fit_probe(x, y, seed)
+    with torch.no_grad():
+        predicted = reader(tx)
+    return {"frames": {"train": len(y), "test": len(ty)}, "voice_mean": error_summary(baseline, ty),
+            "probe": error_summary(predicted, ty)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.latent_pitch_probe", description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", required=True, help="a data_prep.synth_corpus folder")
+    parser.add_argument("--tokenizer", required=True, help="HoliTok dir, model.pt or preset name")
+    parser.add_argument("--train_items", type=int, default=240)
+    parser.add_argument("--test_items", type=int, default=40)
+    parser.add_argument("--reference_spectrum", action="store_true",
+                        help="also fit the probe on the audio's own log spectrum below 1 kHz")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    from data_prep.manifest import read_manifest
+    from holitok import HoliTok
+
+    corpus = Path(args.corpus)
+    train = read_manifest(corpus / "train.jsonl")
+    test = read_manifest(corpus / SPLITS["seen"])
+    rng = random.Random(args.seed)
+    train = rng.sample(train, min(args.train_items, len(train)))
+    test = test[:: max(1, len(test) // args.test_items)][: args.test_items]
+    codec = HoliTok.from_pretrained(args.tokenizer, device="cpu").eval()
+    report = {"tokenizer": str(args.tokenizer), "corpus": str(corpus), "latents": probe(codec, train, test,
+                                                                                        seed=args.seed)}
+    if args.reference_spectrum:
+        report["spectrum"] = probe(codec, train, test, spectrum=True, seed=args.seed)
+    for name in ("latents", "spectrum"):
+        if name in report:
+            r = report[name]
+            print(f"{name:9s} probe {r['probe']['median_cents']:6.1f} cents (within 50 c {r['probe']['within_50_cents']:.2f})"
+                  f" | each voice's mean F0 {r['voice_mean']['median_cents']:6.1f} cents"
+                  f" (within 50 c {r['voice_mean']['within_50_cents']:.2f}) | {r['frames']['test']} voiced frames")
+    if args.out:
+        write_json(args.out, report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
