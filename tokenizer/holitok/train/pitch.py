@@ -9,13 +9,14 @@ loss, so the encoder has to keep F0 where the head can read it. Training-only: n
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 TRACK_RATE = 16000  # the tracker runs on audio averaged down to 16 kHz: F0 lives far below 8 kHz
-REFERENCE_LOG2_F0 = 7.2288  # log2(150 Hz): the head predicts log2 F0 relative to this
+REFERENCE_LOG2_F0 = math.log2(150.0)  # the head predicts log2 F0 relative to 150 Hz
 
 
 @dataclass
@@ -53,9 +54,9 @@ def yin_track(audio: torch.Tensor, sample_rate: int, frame_hop: int, fmin: float
     count = frames * subframes
     segments = x.unfold(-1, length, hop)[:, :count]  # [B, S, length]
     n_fft = 1 << (2 * length - 1).bit_length()
-    head = torch.fft.rfft(segments[..., :window], n_fft)
+    leading = torch.fft.rfft(segments[..., :window], n_fft)
     full = torch.fft.rfft(segments, n_fft)
-    correlation = torch.fft.irfft(head.conj() * full, n_fft)[..., : tau_max + 1]  # r(tau) over the window
+    correlation = torch.fft.irfft(leading.conj() * full, n_fft)[..., : tau_max + 1]  # r(tau) over the window
     power = F.pad(segments.square().cumsum(-1), (1, 0))
     energy_lagged = power[..., window: window + tau_max + 1] - power[..., : tau_max + 1]  # sum of x[j+tau]^2
     difference = (power[..., window: window + 1] + energy_lagged - 2 * correlation).clamp(min=0)
