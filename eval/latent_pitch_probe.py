@@ -23,29 +23,32 @@ from .report import SPLITS, write_json
 CONTEXT = 2  # frames either side
 
 
-def frame_features(codec, records, spectrum: bool = False) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Per voiced latent frame: the features (latents, or the audio's log spectrum below 1 kHz), log2 F0, voice."""
+def frame_features(codec, records, spectrum: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[str]]:
+    """Per voiced latent frame, read once per utterance: the features by name ("latents", and with `spectrum` the
+    audio's log spectrum below 1 kHz, each with +-CONTEXT frames), log2 F0 and the voice."""
     from holitok.audio import load_audio
     from holitok.train.pitch import yin_track
 
-    features, targets, voices = [], [], []
+    features, targets, voices = {}, [], []
     for record in records:
         audio = load_audio(record.audio, target_sample_rate=codec.sample_rate)
         with torch.no_grad():
-            frames = codec.encode(audio[None, None])[0].T  # [T, D]
+            latents = codec.encode(audio[None, None])[0].T  # [T, D]
+        kinds = {"latents": latents}
         if spectrum:
             window = torch.hann_window(4096)
             magnitude = torch.stft(audio, 4096, codec.hop_size, window=window, return_complex=True).abs()
-            frames = torch.log(magnitude[: 4096 * 1000 // codec.sample_rate].T[: len(frames)] + 1e-4)
+            kinds["spectrum"] = torch.log(magnitude[: 4096 * 1000 // codec.sample_rate].T[: len(latents)] + 1e-4)
         track = yin_track(audio[None], codec.sample_rate, codec.hop_size)
-        count = min(len(frames), track.voiced.shape[1])
-        padded = torch.cat([frames[:1].expand(CONTEXT, -1), frames, frames[-1:].expand(CONTEXT, -1)])
-        context = padded.unfold(0, 2 * CONTEXT + 1, 1)[:count].reshape(count, -1)  # [T, (2C+1) * D]
+        count = min(len(latents), track.voiced.shape[1])
         voiced = track.voiced[0, :count]
-        features.append(context[voiced])
+        for name, frames in kinds.items():
+            padded = torch.cat([frames[:1].expand(CONTEXT, -1), frames, frames[-1:].expand(CONTEXT, -1)])
+            context = padded.unfold(0, 2 * CONTEXT + 1, 1)[:count].reshape(count, -1)  # [T, (2C+1) * D]
+            features.setdefault(name, []).append(context[voiced])
         targets.append(track.log2_f0[0, :count][voiced])
         voices += [record.speaker or "?"] * int(voiced.sum())
-    return torch.cat(features), torch.cat(targets), voices
+    return {name: torch.cat(parts) for name, parts in features.items()}, torch.cat(targets), voices
 
 
 def fit_probe(x: torch.Tensor, y: torch.Tensor, seed: int = 0, steps: int = 2000, batch: int = 512):
@@ -74,17 +77,21 @@ def error_summary(predicted: torch.Tensor, target: torch.Tensor) -> dict:
 
 
 def probe(codec, train_records, test_records, spectrum: bool = False, seed: int = 0) -> dict:
+    """{feature name: {frames, voice_mean, probe}} for the latents (and the spectrum with `spectrum`)."""
     x, y, voices = frame_features(codec, train_records, spectrum)
     tx, ty, test_voices = frame_features(codec, test_records, spectrum)
     if len(y) < 100 or len(ty) < 10:
         raise ValueError(f"too few voiced frames to probe ({len(y)} training, {len(ty)} held-out)")
     voice_mean = {v: y[[i for i, w in enumerate(voices) if w == v]].mean() for v in set(voices)}
-    baseline = torch.stack([voice_mean.get(v, y.mean()) for v in test_voices])
-    reader = fit_probe(x, y, seed)
-    with torch.no_grad():
-        predicted = reader(tx)
-    return {"frames": {"train": len(y), "test": len(ty)}, "voice_mean": error_summary(baseline, ty),
-            "probe": error_summary(predicted, ty)}
+    baseline = error_summary(torch.stack([voice_mean.get(v, y.mean()) for v in test_voices]), ty)
+    results = {}
+    for name in x:
+        reader = fit_probe(x[name], y, seed)
+        with torch.no_grad():
+            predicted = reader(tx[name])
+        results[name] = {"frames": {"train": len(y), "test": len(ty)}, "voice_mean": baseline,
+                         "probe": error_summary(predicted, ty)}
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,14 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     train = rng.sample(train, min(args.train_items, len(train)))
     test = test[:: max(1, len(test) // args.test_items)][: args.test_items]
     codec = HoliTok.from_pretrained(args.tokenizer, device="cpu").eval()
-    report = {"tokenizer": str(args.tokenizer), "corpus": str(corpus), "latents": probe(codec, train, test,
-                                                                                        seed=args.seed)}
-    if args.reference_spectrum:
-        report["spectrum"] = probe(codec, train, test, spectrum=True, seed=args.seed)
+    report = {"tokenizer": str(args.tokenizer), "corpus": str(corpus),
+              **probe(codec, train, test, spectrum=args.reference_spectrum, seed=args.seed)}
     for name in ("latents", "spectrum"):
         if name in report:
             r = report[name]
-            print(f"{name:9s} probe {r['probe']['median_cents']:6.1f} cents (within 50 c {r['probe']['within_50_cents']:.2f})"
+            print(f"{name:9s} probe {r['probe']['median_cents']:6.1f} cents"
+                  f" (within 50 c {r['probe']['within_50_cents']:.2f})"
                   f" | each voice's mean F0 {r['voice_mean']['median_cents']:6.1f} cents"
                   f" (within 50 c {r['voice_mean']['within_50_cents']:.2f}) | {r['frames']['test']} voiced frames")
     if args.out:

@@ -74,8 +74,10 @@ def yin_track(audio: torch.Tensor, sample_rate: int, frame_hop: int, fmin: float
     tau = candidates.gather(-1, values.argmin(-1, keepdim=True))[..., 0]
     inner = tau.clamp(1, tau_max - 1)
     a, b, c = (normalised.gather(-1, (inner + k)[..., None])[..., 0] for k in (-1, 0, 1))
-    shift = ((a - c) / (2 * (a - 2 * b + c)).where((a - 2 * b + c).abs() > 1e-9, torch.ones_like(b))).clamp(-1, 1)
-    shift = shift.where((a - 2 * b + c).abs() > 1e-9, torch.zeros_like(b))
+    curvature = a - 2 * b + c
+    curved = curvature.abs() > 1e-9
+    shift = ((a - c) / (2 * curvature.where(curved, torch.ones_like(b)))).clamp(-1, 1)
+    shift = shift.where(curved, torch.zeros_like(b))
     refined = inner.to(x.dtype) + shift
     rms = segments[..., :window].square().mean(-1).sqrt()
     voiced = (normalised.gather(-1, tau[..., None])[..., 0] < voiced_threshold) & (rms > silence_rms)
