@@ -8,7 +8,10 @@ two-layer network reads log2 F0 from +-2 frames of posterior means, fitted on tr
 held-out sentences of the training voices: the median error in cents and the share within 50 / 100 cents, next to
 the error of guessing each voice's mean F0 (what a latent space without pitch allows). `--reference_spectrum`
 fits the same probe on the audio's own low-frequency log spectrum, to show what the probe reads where pitch is
-present. docs/learning.md section 31 reads these numbers.
+present. Whatever the probe says, the listener hears the decoder: `resynthesis` tracks the held-out items'
+resynthesis (posterior mean) with the same tracker and scores its F0 against the original's on the frames both call
+voiced, and for a tokenizer with the harmonic decoder head (holitok/harmonic_head.py) `decoder_f0` scores the F0
+that head predicts. docs/learning.md sections 31-32 read these numbers.
 """
 from __future__ import annotations
 
@@ -94,6 +97,44 @@ def probe(codec, train_records, test_records, spectrum: bool = False, seed: int 
     return results
 
 
+def decoder_pitch(codec, records) -> dict:
+    """The resynthesis' F0 (and a harmonic head's predicted F0) against the original's, per tracker frame."""
+    from holitok.audio import load_audio
+    from holitok.harmonic_head import REFERENCE_LOG2_F0, HarmonicISTFTHead
+    from holitok.train.pitch import yin_track
+
+    harmonic = isinstance(getattr(codec.decoder, "head", None), HarmonicISTFTHead)
+    hop = codec.config.istft_hop if harmonic else codec.hop_size
+    errors = {"resynthesis": [], "decoder_f0": []}
+    agree = total = 0
+    for record in records:
+        audio = load_audio(record.audio, target_sample_rate=codec.sample_rate)
+        with torch.no_grad():
+            latents = codec.encode(audio[None, None])
+            decoded = codec.forward_decode(latents, with_pitch=harmonic)
+        resynthesis, predicted = decoded if harmonic else (decoded, None)
+        original = yin_track(audio[None], codec.sample_rate, hop)
+        copy = yin_track(resynthesis[0, :, : audio.shape[-1]], codec.sample_rate, hop)
+        count = min(original.voiced.shape[1], copy.voiced.shape[1])
+        voiced = original.voiced[0, :count]
+        both = voiced & copy.voiced[0, :count]
+        agree += int((voiced == copy.voiced[0, :count]).sum())
+        total += count
+        errors["resynthesis"].append((copy.log2_f0[0, :count] - original.log2_f0[0, :count])[both])
+        if predicted is not None:
+            head_log2_f0 = predicted[0, 0, :count] + REFERENCE_LOG2_F0
+            errors["decoder_f0"].append((head_log2_f0 - original.log2_f0[0, :count])[voiced])
+    results = {}
+    for name, parts in errors.items():
+        if parts:
+            error = torch.cat(parts)
+            summary = error_summary(error, torch.zeros_like(error)) if len(error) else {
+                "median_cents": None, "within_50_cents": None, "within_100_cents": None}
+            results[name] = {**summary, "frames": len(error)}
+    results["resynthesis"]["voicing_agreement"] = agree / max(total, 1)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.latent_pitch_probe", description=__doc__.split("\n")[0])
     parser.add_argument("--corpus", required=True, help="a data_prep.synth_corpus folder")
@@ -116,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     test = test[:: max(1, len(test) // args.test_items)][: args.test_items]
     codec = HoliTok.from_pretrained(args.tokenizer, device="cpu").eval()
     report = {"tokenizer": str(args.tokenizer), "corpus": str(corpus),
-              **probe(codec, train, test, spectrum=args.reference_spectrum, seed=args.seed)}
+              **probe(codec, train, test, spectrum=args.reference_spectrum, seed=args.seed),
+              **decoder_pitch(codec, test)}
     for name in ("latents", "spectrum"):
         if name in report:
             r = report[name]
@@ -124,6 +166,15 @@ def main(argv: list[str] | None = None) -> int:
                   f" (within 50 c {r['probe']['within_50_cents']:.2f})"
                   f" | each voice's mean F0 {r['voice_mean']['median_cents']:6.1f} cents"
                   f" (within 50 c {r['voice_mean']['within_50_cents']:.2f}) | {r['frames']['test']} voiced frames")
+    for name in ("resynthesis", "decoder_f0"):
+        if name in report:
+            r = report[name]
+            if r["median_cents"] is None:
+                print(f"{name:11s} F0: no frame voiced in both")
+                continue
+            print(f"{name:11s} F0 against the original's: {r['median_cents']:6.1f} cents median"
+                  f" (within 50 c {r['within_50_cents']:.2f}) | {r['frames']} voiced frames"
+                  + (f" | voicing agrees on {r['voicing_agreement']:.2f}" if "voicing_agreement" in r else ""))
     if args.out:
         write_json(args.out, report)
     return 0

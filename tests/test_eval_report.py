@@ -292,3 +292,6 @@ def test_latent_pitch_probe_command_on_the_smoke_tokenizer(tmp_path_factory, tmp
         assert summary["frames"]["train"] >= 100 and summary["frames"]["test"] >= 10
         for name in ("probe", "voice_mean"):
             assert summary[name]["median_cents"] >= 0.0 and 0.0 <= summary[name]["within_50_cents"] <= 1.0
+    # the resynthesis tracked like the original: every item's frames counted, voicing agreement a share
+    assert 0.0 <= data["resynthesis"]["voicing_agreement"] <= 1.0 and data["resynthesis"]["frames"] >= 0
+    assert "decoder_f0" not in data  # the smoke tokenizer's head predicts no F0

@@ -51,7 +51,8 @@ class HoliTokConfig:
     use_vq: bool = False
     # Ours, not the authors' (their files never carry these keys): "waveform" ends the decoder in conv_post at the
     # full sample rate, as every released model does; "istft" stops upsampling at hop_size / istft_hop frames per
-    # second and renders each frame's spectrum (istft_head.py), for the small CPU presets.
+    # second and renders each frame's spectrum (istft_head.py), for the small CPU presets; "harmonic" adds a pulse
+    # train at a predicted F0 to that spectrum (harmonic_head.py).
     decoder_head: str = "waveform"
     istft_n_fft: int = 0
     # Likewise for the encoder: "waveform" starts with the 12-channel conv stem at 48 kHz; "stft" starts with a fixed
@@ -84,14 +85,15 @@ class HoliTokConfig:
         if self.decoder_head == "waveform":
             if math.prod(self.upsample_rates) != self.hop_size:
                 problems.append("the product of upsample_rates must equal the hop size (the product of downsample_rates)")
-        elif self.decoder_head == "istft":
+        elif self.decoder_head in ("istft", "harmonic"):
             if self.hop_size % math.prod(self.upsample_rates):
                 problems.append("with decoder_head 'istft' the product of upsample_rates must divide the hop size")
             elif self.istft_n_fft < 2 * self.istft_hop or self.istft_n_fft % self.istft_hop:
                 problems.append(f"istft_n_fft must be a multiple (>= 2) of the head's hop {self.istft_hop}, "
                                 f"got {self.istft_n_fft}")
         else:
-            problems.append(f"decoder_head {self.decoder_head!r} is unknown (expected 'waveform' or 'istft')")
+            problems.append(f"decoder_head {self.decoder_head!r} is unknown (expected 'waveform', 'istft' or "
+                            f"'harmonic')")
         if self.resblock != "1":
             problems.append(f"resblock {self.resblock!r} is not supported (only AMPBlock1, '1')")
         if self.activation != "snakebeta":

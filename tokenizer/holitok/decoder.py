@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from .activations import Activation1d
 from .config import HoliTokConfig
+from .harmonic_head import HarmonicISTFTHead
 from .istft_head import ISTFTHead
 from .layers import Conv1d, ConvTranspose1d, inference_layout
 
@@ -54,6 +55,8 @@ class Decoder(nn.Module):
         self.activation_post = Activation1d(channels, learnable_filters=not config.fixed_filter1)
         if config.decoder_head == "istft":
             self.head = ISTFTHead(channels, config.istft_n_fft, config.istft_hop)
+        elif config.decoder_head == "harmonic":
+            self.head = HarmonicISTFTHead(channels, config.istft_n_fft, config.istft_hop, config.sample_rate)
         else:
             self.conv_post = Conv1d(channels, 1, 7, bias=config.use_bias_at_final)
         self.use_tanh = config.use_tanh_at_final
@@ -64,17 +67,24 @@ class Decoder(nn.Module):
     def _stage_blocks(self, i: int):
         return self.resblocks[i * self.num_kernels: (i + 1) * self.num_kernels]
 
-    def body(self, x: Tensor) -> Tensor:
-        """Everything after conv_pre: strictly causal."""
+    def body(self, x: Tensor, with_pitch: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Everything after conv_pre: strictly causal. `with_pitch` (harmonic head only): also its [B, 2, frames]
+        F0 and voicing prediction, for the training loss."""
         for i, up in enumerate(self.ups):
             x = up[0](x)
             blocks = self._stage_blocks(i)
             x = sum(block(x) for block in blocks) / self.num_kernels
         out = self.head if hasattr(self, "head") else self.conv_post
-        return self._finish(out(self.activation_post(x)))
+        x = self.activation_post(x)
+        audio = self._finish(out(x))
+        if not with_pitch:
+            return audio
+        if not isinstance(out, HarmonicISTFTHead):
+            raise ValueError("with_pitch needs decoder_head 'harmonic' (only that head predicts an F0)")
+        return audio, out.pitch(x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.body(self.conv_pre(inference_layout(x)))
+    def forward(self, x: Tensor, with_pitch: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        return self.body(self.conv_pre(inference_layout(x)), with_pitch)
 
     def _body_step(self, x: Tensor, state: dict) -> Tensor:
         for i, up in enumerate(self.ups):

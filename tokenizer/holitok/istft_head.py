@@ -41,14 +41,17 @@ class ISTFTHead(nn.Module):
         target = self.proj.weight_g if self.proj.has_weight_norm else self.proj.weight  # per output channel
         target.div_(scale.view(-1, *([1] * (target.dim() - 1))).to(target))
 
-    def _blocks(self, x: Tensor) -> Tensor:
-        """[B, C, F] features -> [B, F, overlap, hop]: each frame's windowed waveform cut into hop-sized blocks."""
+    def _spectrum(self, x: Tensor, state: dict | None) -> Tensor:
+        """[B, C, F] features -> [B, F, bins] complex spectrum of each frame (`state`: None offline, else the stream's)."""
         log_magnitude, phase = self.proj(x).float().chunk(2, dim=1)
         log_magnitude = log_magnitude * LOG_MAGNITUDE_SCALE + LOG_MAGNITUDE_OFFSET
         magnitude = log_magnitude.clamp(max=LOG_MAGNITUDE_CEILING).exp()
-        spectrum = torch.polar(magnitude, phase * PHASE_SCALE).transpose(1, 2)  # [B, F, bins]
+        return torch.polar(magnitude, phase * PHASE_SCALE).transpose(1, 2)
+
+    def _blocks(self, spectrum: Tensor) -> Tensor:
+        """[B, F, bins] spectra -> [B, F, overlap, hop]: each frame's windowed waveform cut into hop-sized blocks."""
         frames = torch.fft.irfft(spectrum, n=self.n_fft, dim=-1) * self.window
-        return frames.view(x.shape[0], x.shape[-1], self.overlap, self.hop)
+        return frames.view(spectrum.shape[0], spectrum.shape[1], self.overlap, self.hop)
 
     def _overlap_add(self, blocks: Tensor, carry: Tensor | None) -> tuple[Tensor, Tensor]:
         """Sums block k of frame t into output block t + k; returns (the F complete blocks, the carry into later ones)."""
@@ -62,10 +65,10 @@ class ISTFTHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """[B, C, F] -> [B, 1, F * hop]."""
-        return self._overlap_add(self._blocks(x), None)[0]
+        return self._overlap_add(self._blocks(self._spectrum(x, None)), None)[0]
 
     def step(self, x: Tensor, state: dict) -> Tensor:
         if x.shape[-1] == 0:
             return x.new_zeros(x.shape[0], 1, 0)
-        out, state[self] = self._overlap_add(self._blocks(x), state.get(self))
+        out, state[self] = self._overlap_add(self._blocks(self._spectrum(x, state)), state.get(self))
         return out

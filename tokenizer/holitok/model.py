@@ -129,14 +129,18 @@ class HoliTok(nn.Module):
             post = torch.cat([mu, 0.5 * log_var], dim=1)
         return post
 
-    def forward_decode(self, latents: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """[B, D, T] latents -> [B, 1, T*hop] waveform in [-1, 1]. `lengths` are in frames."""
+    def forward_decode(self, latents: Tensor, lengths: Tensor | None = None,
+                       with_pitch: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """[B, D, T] latents -> [B, 1, T*hop] waveform in [-1, 1]. `lengths` are in frames. `with_pitch` (decoder_head
+        'harmonic'): also the head's F0 and voicing prediction [B, 2, T * hop / istft_hop] (decoder.py)."""
         h = self.dec_mi_layer(self.post_proj(latents).transpose(1, 2)).transpose(1, 2)
         if lengths is not None:
-            mask = frame_mask(lengths.to(h.device), h.shape[-1])
-            h = h * mask
-            return self.decoder(h) * mask.repeat_interleave(self.hop_size, dim=-1)
-        return self.decoder(h)
+            h = h * frame_mask(lengths.to(h.device), h.shape[-1])
+        out = self.decoder(h, with_pitch)
+        audio, pitch = out if with_pitch else (out, None)
+        if lengths is not None:
+            audio = audio * frame_mask(lengths.to(h.device), h.shape[-1]).repeat_interleave(self.hop_size, dim=-1)
+        return (audio, pitch) if with_pitch else audio
 
     # ---- inference API (the authors' names and layouts) ----------------------------------------------------------
     def _audio_batch(self, audio: Any) -> Tensor:

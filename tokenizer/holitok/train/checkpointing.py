@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint import CheckpointError, file_sha256, load_holitok, load_state_dict_strict
+from ..harmonic_head import HarmonicISTFTHead, add_harmonic_branch
 from ..model import HoliTok
 from .config import TokenizerTrainConfig, save_config
 from .run_state import read_trainer_state
@@ -42,12 +43,23 @@ def find_stage_dir(path: str | Path) -> Path | None:
     return None
 
 
-def _load_child(child: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str, source: str) -> bool:
+def _load_child(child: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str, source: str,
+                notes: list[str]) -> bool:
     part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not part:
         return False
+    if isinstance(child, HoliTok):
+        _widen_head(child, part, source, notes)
     load_state_dict_strict(child, part, f"{source} [{prefix}*]")
     return True
+
+
+def _widen_head(model: HoliTok, state: dict[str, torch.Tensor], source: str, notes: list[str]) -> None:
+    """An istft head's weights into a harmonic head: the one change of architecture a stage may start from."""
+    head = getattr(model.decoder, "head", None)
+    if isinstance(head, HarmonicISTFTHead) and add_harmonic_branch(state, head, "decoder.head."):
+        notes.append(f"decoder.head.harmonic_proj added to the istft head of {source} (harmonic_head.py: gains from "
+                     f"its magnitudes, F0 and voicing freshly initialised)")
 
 
 def initialise_from(path: str | Path, model: torch.nn.Module, discriminators: torch.nn.Module) -> list[str]:
@@ -61,15 +73,17 @@ def initialise_from(path: str | Path, model: torch.nn.Module, discriminators: to
     if stage_dir is None:
         if not Path(path).exists():
             raise FileNotFoundError(f"init_from {path} does not exist")
-        source = load_holitok(HoliTok, str(path))
-        load_state_dict_strict(model.holitok, source.state_dict(), str(path))
-        return [f"HoliTok weights from {path}; everything else (flow, heads, discriminators) freshly initialised"]
+        state = load_holitok(HoliTok, str(path)).state_dict()
+        _widen_head(model.holitok, state, str(path), notes)
+        load_state_dict_strict(model.holitok, state, str(path))
+        return [f"HoliTok weights from {path}; everything else (flow, heads, discriminators) freshly initialised",
+                *notes]
     state = load_file(str(stage_dir / TRAIN_STATE))
     source = str(stage_dir / TRAIN_STATE)
     for name, child in model.named_children():
         if child is None:
             continue
-        if _load_child(child, state, f"{name}.", source):
+        if _load_child(child, state, f"{name}.", source, notes):
             notes.append(f"{name} from {stage_dir}")
         elif name == "holitok":
             raise CheckpointError(f"{source} has no holitok.* tensors")

@@ -9,14 +9,14 @@ loss, so the encoder has to keep F0 where the head can read it. Training-only: n
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ..harmonic_head import REFERENCE_LOG2_F0  # both heads predict log2 F0 relative to 150 Hz
+
 TRACK_RATE = 16000  # the tracker runs on audio averaged down to 16 kHz: F0 lives far below 8 kHz
-REFERENCE_LOG2_F0 = math.log2(150.0)  # the head predicts log2 F0 relative to 150 Hz
 
 
 @dataclass

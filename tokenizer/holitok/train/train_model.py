@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..harmonic_head import HarmonicISTFTHead
 from ..model import HoliTok
 from .config import TokenizerTrainConfig
 from .distill import FrameDistillHead, UtteranceDistillHead, frame_distill_loss, utterance_distill_loss
@@ -50,8 +51,12 @@ class TokenizerTrainModel(torch.nn.Module):
             self.utterance_head = UtteranceDistillHead(latent_dim, config.distill.head_hidden, xvector_dim)
         if self.stage == 3:
             self.supervision = SupervisionNetwork(latent_dim, config.supervision)
-        # loss_weights.pitch: the latents must carry F0 (pitch.py says why); 0 or absent builds nothing.
-        self.pitch_head = PitchHead(latent_dim) if config.loss_weights.get("pitch") else None
+        # loss_weights.pitch: the latents must carry F0 (pitch.py says why); 0 or absent builds nothing. A harmonic
+        # decoder head predicts the F0 its pulse train runs at, so the term supervises that prediction instead.
+        pitch_weight = config.loss_weights.get("pitch")
+        self.harmonic_decoder = isinstance(getattr(self.holitok.decoder, "head", None), HarmonicISTFTHead)
+        self.pitch_head = PitchHead(latent_dim) if pitch_weight and not self.harmonic_decoder else None
+        self.head_pitch_loss = bool(pitch_weight) and self.harmonic_decoder
         crop = config.stage_options.decode_crop_seconds
         if crop is not None and self.stage != 3:
             raise ValueError(f"stage_options.decode_crop_seconds applies to stage 3 only, not stage {self.stage}")
@@ -65,6 +70,11 @@ class TokenizerTrainModel(torch.nn.Module):
                 raise ValueError(f"stage_options.{option} applies to stage 2 only, not stage {self.stage}")
         if self.decoder_only and self.train_all:
             raise ValueError("stage_options.decoder_only and stage_options.train_all exclude each other")
+        self.decoder_trains = (self.stage == 1 or self.train_all or self.decoder_only
+                               or (self.stage == 3 and self.train_decoder))
+        if self.harmonic_decoder and self.decoder_trains and not pitch_weight:
+            raise ValueError("decoder_head 'harmonic' trains its F0 only through loss_weights.pitch: give it a weight "
+                             "> 0 (configs/tokenizer/demo_stage3_harmonic.yaml uses 20)")
         self.apply_freezing()
 
     def apply_freezing(self) -> None:
@@ -104,12 +114,19 @@ class TokenizerTrainModel(torch.nn.Module):
             track = yin_track(audio, model.sample_rate, model.hop_size)
             losses["pitch"] = pitch_loss(self.pitch_head(z), track, mask[:, 0])
         target = None
+        decoded, decoded_lengths = z, frame_lengths
         if self.decode_crop_frames is not None:
             decoded, decoded_lengths, target = crop_for_decoding(z, frame_lengths, audio, self.decode_crop_frames,
                                                                  model.hop_size)
-            reconstruction = model.forward_decode(decoded, decoded_lengths)
+        if self.head_pitch_loss:
+            reconstruction, pitch = model.forward_decode(decoded, decoded_lengths, with_pitch=True)
+            head_hop = model.config.istft_hop
+            track = yin_track(audio if target is None else target, model.sample_rate, head_hop)
+            per_frame = model.hop_size // head_hop
+            valid = torch.arange(pitch.shape[-1], device=pitch.device)[None] < decoded_lengths[:, None] * per_frame
+            losses["pitch"] = pitch_loss(pitch, track, valid)
         else:
-            reconstruction = model.forward_decode(z, frame_lengths)
+            reconstruction = model.forward_decode(decoded, decoded_lengths)
         if self.stage == 3:
             if supervision_targets is None or (self.distills and targets is None):
                 raise ValueError("stage 3 needs supervision targets (and teacher targets when it distills) for "
