@@ -115,3 +115,27 @@ def test_bad_cpu_configs_are_refused(changes, message):
 def test_waveform_frontend_refuses_a_frontend_hop():
     with pytest.raises(ValueError, match="frontend_hop only applies"):
         HoliTokConfig.from_dict({**get_preset_config("tiny").to_dict(), "frontend_hop": 4})
+
+
+def test_the_long_window_streams_exactly_and_starts_as_the_model_without_it(tmp_path):
+    torch.manual_seed(0)
+    long = HoliTok(_config(frontend_long_n_fft=3840)).eval()
+    long.reset_parameters()
+    stem = long.audio_encoder.generator[0]
+    assert stem.long_dft.bins == 161 and float(stem.long_proj.weight.detach().abs().sum()) == 0.0  # 2 kHz at 12.5 Hz bins
+    plain_state = {k: v for k, v in long.state_dict().items() if ".long_proj." not in k}
+    plain = HoliTok(_config()).eval()
+    plain.load_state_dict(plain_state, strict=True)
+    with torch.no_grad():
+        assert torch.equal(long.forward_posterior(_audio), plain.forward_posterior(_audio))
+        stem.long_proj.weight.normal_(0.0, 0.1)  # now it matters, and still streams exactly
+        posterior = long.forward_posterior(_audio)
+        assert not torch.equal(posterior, plain.forward_posterior(_audio))
+    for cuts in ([1000, 1001, 7000], [3 * 1920 + 5]):
+        enc = long.stream_encoder()
+        parts = [enc.step(_audio[..., a:b]) for a, b in _partition(_audio.shape[-1], cuts)]
+        assert (torch.cat(parts + [enc.flush()], dim=-1) - posterior).abs().max() <= TOL
+    with pytest.raises(ValueError, match="must exceed frontend_n_fft"):
+        HoliTok(_config(frontend_long_n_fft=960))
+    with pytest.raises(ValueError, match="frontend_long_n_fft only applies to encoder_frontend 'stft'"):
+        HoliTokConfig.from_dict({**get_preset_config("tiny").to_dict(), "frontend_long_n_fft": 3840})

@@ -130,3 +130,18 @@ def test_a_stage_can_start_a_harmonic_head_from_an_istft_tokenizer(tmp_path):
     notes = initialise_from(tmp_path / "istft", model, torch.nn.Module())
     assert any("harmonic_proj added" in note for note in notes)
     assert torch.equal(model.holitok.decoder.head.proj.get_weight(), istft.decoder.head.proj.get_weight())
+
+
+def test_a_stage_adds_the_long_window_to_a_tokenizer_without_one_at_zero(tmp_path):
+    plain = _model("istft", seed=6)
+    plain.save_pretrained(tmp_path / "plain")
+    config = load_config(CONFIGS / "tiny_stage1.yaml", [
+        f"data.train={write_clips(tmp_path / 'clips', count=1, seconds=0.8)}", f"output_dir={tmp_path / 'run'}",
+        "init_from=null", "model.preset=tiny",
+        *[f"model.overrides.{k}={v}" for k, v in {**SMALL, "decoder_head": "istft", "frontend_long_n_fft": 3840}.items()]])
+    model = TokenizerTrainModel(config)
+    notes = initialise_from(tmp_path / "plain", model, torch.nn.Module())
+    assert any("long_proj added at zero" in note for note in notes)
+    audio = torch.randn(1, 1, 4 * 1920, generator=torch.Generator().manual_seed(7)) * 0.1
+    with torch.no_grad():
+        assert torch.equal(model.holitok.forward_posterior(audio), plain.forward_posterior(audio))

@@ -60,6 +60,9 @@ class HoliTokConfig:
     encoder_frontend: str = "waveform"
     frontend_hop: int = 1
     frontend_n_fft: int = 0
+    # A second, longer window over the low bins, so the encoder sees each harmonic (stft_frontend.py); 0 = none.
+    frontend_long_n_fft: int = 0
+    frontend_long_max_hz: float = 2000.0
     # Training-only keys from the authors' files, kept verbatim so save/load round-trips them.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -70,6 +73,8 @@ class HoliTokConfig:
                 problems.append("downsample_channels[0] must be 12 (the encoder stem width is fixed at 12)")
             if self.frontend_hop != 1:
                 problems.append("frontend_hop only applies to encoder_frontend 'stft'")
+            if self.frontend_long_n_fft:
+                problems.append("frontend_long_n_fft only applies to encoder_frontend 'stft'")
         elif self.encoder_frontend == "stft":
             if self.frontend_n_fft < self.frontend_hop or self.frontend_hop < 1:
                 problems.append(f"encoder_frontend 'stft' needs frontend_n_fft >= frontend_hop >= 1, got "

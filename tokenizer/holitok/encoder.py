@@ -83,7 +83,8 @@ class AudioEncoder(nn.Module):
         super().__init__()
         channels = config.downsample_channels
         if config.encoder_frontend == "stft":
-            stem: nn.Module = STFTFrontend(config.frontend_n_fft, config.frontend_hop, channels[0])
+            stem: nn.Module = STFTFrontend(config.frontend_n_fft, config.frontend_hop, channels[0], config.sample_rate,
+                                           config.frontend_long_n_fft, config.frontend_long_max_hz)
         else:
             stem = ConvLayer(Conv1d(1, STEM_CHANNELS, 3))
         layers: list[nn.Module] = [stem, nn.LeakyReLU(0.2)]

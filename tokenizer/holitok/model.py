@@ -46,7 +46,7 @@ class HoliTok(nn.Module):
         """
         encoder_convs = {id(m) for m in self.audio_encoder.modules()}
         for module in self.modules():
-            if isinstance(module, (Conv1d, ConvTranspose1d)):
+            if isinstance(module, (Conv1d, ConvTranspose1d)) and not getattr(module, "zero_init", False):
                 # LeakyReLU(0.2) follows the encoder's convs; the decoder's are linear maps between snake activations
                 gain = math.sqrt(2.0 / (1 + 0.2 ** 2)) if id(module) in encoder_convs else 1.0
                 weight = module.get_weight().detach()

@@ -49,17 +49,26 @@ def _load_child(child: torch.nn.Module, state: dict[str, torch.Tensor], prefix: 
     if not part:
         return False
     if isinstance(child, HoliTok):
-        _widen_head(child, part, source, notes)
+        _widen(child, part, source, notes)
     load_state_dict_strict(child, part, f"{source} [{prefix}*]")
     return True
 
 
-def _widen_head(model: HoliTok, state: dict[str, torch.Tensor], source: str, notes: list[str]) -> None:
-    """An istft head's weights into a harmonic head: the one change of architecture a stage may start from."""
+def _widen(model: HoliTok, state: dict[str, torch.Tensor], source: str, notes: list[str]) -> None:
+    """The changes of architecture a stage may start from, each noted: an istft head's weights into a harmonic head,
+    and modules that start at zero (the front end's long window) added where `state` predates them."""
     head = getattr(model.decoder, "head", None)
     if isinstance(head, HarmonicISTFTHead) and add_harmonic_branch(state, head, "decoder.head."):
         notes.append(f"decoder.head.harmonic_proj added to the istft head of {source} (harmonic_head.py: gains from "
                      f"its magnitudes, F0 and voicing freshly initialised)")
+    for name, module in model.named_modules():
+        if not getattr(module, "zero_init", False):
+            continue
+        missing = {f"{name}.{key}": value.detach().clone() for key, value in module.state_dict().items()
+                   if f"{name}.{key}" not in state}
+        if missing and not any(key.startswith(name + ".") for key in state):
+            state.update(missing)
+            notes.append(f"{name} added at zero (not in {source})")
 
 
 def initialise_from(path: str | Path, model: torch.nn.Module, discriminators: torch.nn.Module) -> list[str]:
@@ -74,7 +83,7 @@ def initialise_from(path: str | Path, model: torch.nn.Module, discriminators: to
         if not Path(path).exists():
             raise FileNotFoundError(f"init_from {path} does not exist")
         state = load_holitok(HoliTok, str(path)).state_dict()
-        _widen_head(model.holitok, state, str(path), notes)
+        _widen(model.holitok, state, str(path), notes)
         load_state_dict_strict(model.holitok, state, str(path))
         return [f"HoliTok weights from {path}; everything else (flow, heads, discriminators) freshly initialised",
                 *notes]
