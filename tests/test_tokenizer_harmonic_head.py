@@ -67,7 +67,7 @@ def test_streaming_the_harmonic_decoder_equals_one_offline_pass():
             assert (torch.cat(parts, -1) - offline).abs().max() <= 1e-5
         audio, pitch = model.forward_decode(latents, with_pitch=True)
     assert torch.equal(audio, offline) and pitch.shape == (2, 2, 13 * 4)
-    with pytest.raises(ValueError, match="needs decoder_head 'harmonic'"):
+    with pytest.raises(ValueError, match="need decoder_head 'harmonic'"):
         _model("istft").forward_decode(latents, with_pitch=True)
 
 
@@ -117,6 +117,20 @@ def test_the_pitch_term_trains_the_heads_f0_through_the_encoder_and_is_required(
     assert any(g is not None and float(g.abs().sum()) > 0 for g in encoder_grads)
     # the F0 channel reads REFERENCE-relative log2 F0, like the latent pitch head's
     assert REFERENCE_LOG2_F0 == pytest.approx(math.log2(150.0))
+    # harmonic_f0 'tracker': the same weights, the pulse train at the glide's F0 instead of the head's guess
+    forced = TokenizerTrainModel(_harmonic_stage1(tmp_path, "loss_weights.pitch=10",
+                                                  "stage_options.harmonic_f0=tracker"))
+    forced.load_state_dict(model.state_dict())
+    torch.manual_seed(0)
+    with torch.no_grad():
+        own = model(audio, torch.tensor([audio.shape[-1]])).audio
+        driven = forced(audio, torch.tensor([audio.shape[-1]])).audio
+    assert not torch.allclose(own, driven, atol=1e-4)
+    with pytest.raises(ValueError, match="'predicted' or 'tracker'"):
+        TokenizerTrainModel(_harmonic_stage1(tmp_path, "loss_weights.pitch=10", "stage_options.harmonic_f0=yin"))
+    with pytest.raises(ValueError, match="needs decoder_head 'harmonic'"):
+        TokenizerTrainModel(_harmonic_stage1(tmp_path, "model.overrides.decoder_head=istft",
+                                             "stage_options.harmonic_f0=tracker"))
 
 
 def test_a_stage_can_start_a_harmonic_head_from_an_istft_tokenizer(tmp_path):

@@ -67,24 +67,24 @@ class Decoder(nn.Module):
     def _stage_blocks(self, i: int):
         return self.resblocks[i * self.num_kernels: (i + 1) * self.num_kernels]
 
-    def body(self, x: Tensor, with_pitch: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    def body(self, x: Tensor, with_pitch: bool = False,
+             log2_f0: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """Everything after conv_pre: strictly causal. `with_pitch` (harmonic head only): also its [B, 2, frames]
-        F0 and voicing prediction, for the training loss."""
+        F0 and voicing prediction, for the training loss; `log2_f0`: the F0 its pulse train runs at instead."""
         for i, up in enumerate(self.ups):
             x = up[0](x)
             blocks = self._stage_blocks(i)
             x = sum(block(x) for block in blocks) / self.num_kernels
         out = self.head if hasattr(self, "head") else self.conv_post
+        if (with_pitch or log2_f0 is not None) and not isinstance(out, HarmonicISTFTHead):
+            raise ValueError("with_pitch and log2_f0 need decoder_head 'harmonic' (only that head has an F0)")
         x = self.activation_post(x)
-        audio = self._finish(out(x))
-        if not with_pitch:
-            return audio
-        if not isinstance(out, HarmonicISTFTHead):
-            raise ValueError("with_pitch needs decoder_head 'harmonic' (only that head predicts an F0)")
-        return audio, out.pitch(x)
+        audio = self._finish(out(x) if log2_f0 is None else out(x, log2_f0))
+        return (audio, out.pitch(x)) if with_pitch else audio
 
-    def forward(self, x: Tensor, with_pitch: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        return self.body(self.conv_pre(inference_layout(x)), with_pitch)
+    def forward(self, x: Tensor, with_pitch: bool = False,
+                log2_f0: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
+        return self.body(self.conv_pre(inference_layout(x)), with_pitch, log2_f0)
 
     def _body_step(self, x: Tensor, state: dict) -> Tensor:
         for i, up in enumerate(self.ups):

@@ -69,7 +69,12 @@ class HarmonicISTFTHead(ISTFTHead):
         pulses = torch.sin((harmonics + 0.5) * theta) / (2 * half.where(~at_pulse, torch.ones_like(half))) - 0.5
         return pulses.where(~at_pulse, harmonics.expand_as(pulses)).float(), after
 
-    def _spectrum(self, x: Tensor, state: dict | None) -> Tensor:
+    def forward(self, x: Tensor, log2_f0: Tensor | None = None) -> Tensor:
+        """[B, C, F] -> [B, 1, F * hop]. `log2_f0` [B, F] (absolute, training only): drive the pulse train with this
+        F0 instead of the predicted one (stage_options.harmonic_f0 'tracker')."""
+        return self._overlap_add(self._blocks(self._spectrum(x, None, log2_f0)), None)[0]
+
+    def _spectrum(self, x: Tensor, state: dict | None, log2_f0: Tensor | None = None) -> Tensor:
         noise = super()._spectrum(x, state)
         raw = self.harmonic_proj(x).float()
         gain_log = raw[:, : self.bins] * LOG_MAGNITUDE_SCALE + self.gain_offset
@@ -79,7 +84,7 @@ class HarmonicISTFTHead(ISTFTHead):
         start = state.get(key) if state is not None else None
         if start is None:
             start = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        pulses, after = self.pulse_train(raw[:, self.bins] + REFERENCE_LOG2_F0, start)
+        pulses, after = self.pulse_train(raw[:, self.bins] + REFERENCE_LOG2_F0 if log2_f0 is None else log2_f0, start)
         if state is not None:
             state[key] = after
         return noise + gain.transpose(1, 2) * torch.fft.rfft(pulses, dim=-1)

@@ -129,14 +129,15 @@ class HoliTok(nn.Module):
             post = torch.cat([mu, 0.5 * log_var], dim=1)
         return post
 
-    def forward_decode(self, latents: Tensor, lengths: Tensor | None = None,
-                       with_pitch: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    def forward_decode(self, latents: Tensor, lengths: Tensor | None = None, with_pitch: bool = False,
+                       log2_f0: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """[B, D, T] latents -> [B, 1, T*hop] waveform in [-1, 1]. `lengths` are in frames. `with_pitch` (decoder_head
-        'harmonic'): also the head's F0 and voicing prediction [B, 2, T * hop / istft_hop] (decoder.py)."""
+        'harmonic'): also the head's F0 and voicing prediction [B, 2, T * hop / istft_hop]; `log2_f0` [B, T * hop /
+        istft_hop]: the F0 its pulse train runs at instead of the predicted one (training only; decoder.py)."""
         h = self.dec_mi_layer(self.post_proj(latents).transpose(1, 2)).transpose(1, 2)
         if lengths is not None:
             h = h * frame_mask(lengths.to(h.device), h.shape[-1])
-        out = self.decoder(h, with_pitch)
+        out = self.decoder(h, with_pitch, log2_f0)
         audio, pitch = out if with_pitch else (out, None)
         if lengths is not None:
             audio = audio * frame_mask(lengths.to(h.device), h.shape[-1]).repeat_interleave(self.hop_size, dim=-1)

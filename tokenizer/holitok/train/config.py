@@ -99,6 +99,10 @@ class StageOptions:
     # sampled latents (null: the whole utterance). The encoder, the KL and the supervision still see every frame;
     # the decoder, the dearest part at 48 kHz, runs on a crop as in Stages I-II (a CPU budget, not in the paper).
     decode_crop_seconds: float | None = None
+    # decoder_head 'harmonic' only: what the pulse train runs at while training. "predicted": the head's own F0, as
+    # at inference; "tracker": the pitch tracker's F0 on voiced frames (the head's F0 still learns from the pitch
+    # term), so the gains learn what a right pitch is worth before the head predicts one (docs/learning.md 32).
+    harmonic_f0: str = "predicted"
 
 
 @dataclass

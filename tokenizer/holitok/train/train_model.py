@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..harmonic_head import HarmonicISTFTHead
+from ..harmonic_head import REFERENCE_LOG2_F0, HarmonicISTFTHead
 from ..model import HoliTok
 from .config import TokenizerTrainConfig
 from .distill import FrameDistillHead, UtteranceDistillHead, frame_distill_loss, utterance_distill_loss
@@ -72,6 +72,12 @@ class TokenizerTrainModel(torch.nn.Module):
             raise ValueError("stage_options.decoder_only and stage_options.train_all exclude each other")
         self.decoder_trains = (self.stage == 1 or self.train_all or self.decoder_only
                                or (self.stage == 3 and self.train_decoder))
+        self.tracker_f0 = config.stage_options.harmonic_f0 == "tracker"
+        if config.stage_options.harmonic_f0 not in ("predicted", "tracker"):
+            raise ValueError(f"stage_options.harmonic_f0 must be 'predicted' or 'tracker', got "
+                             f"{config.stage_options.harmonic_f0!r}")
+        if self.tracker_f0 and not self.harmonic_decoder:
+            raise ValueError("stage_options.harmonic_f0 'tracker' needs decoder_head 'harmonic'")
         if self.harmonic_decoder and self.decoder_trains and not pitch_weight:
             raise ValueError("decoder_head 'harmonic' trains its F0 only through loss_weights.pitch: give it a weight "
                              "> 0 (configs/tokenizer/demo_stage3_harmonic.yaml uses 20)")
@@ -119,10 +125,16 @@ class TokenizerTrainModel(torch.nn.Module):
             decoded, decoded_lengths, target = crop_for_decoding(z, frame_lengths, audio, self.decode_crop_frames,
                                                                  model.hop_size)
         if self.head_pitch_loss:
-            reconstruction, pitch = model.forward_decode(decoded, decoded_lengths, with_pitch=True)
             head_hop = model.config.istft_hop
             track = yin_track(audio if target is None else target, model.sample_rate, head_hop)
             per_frame = model.hop_size // head_hop
+            log2_f0 = None
+            if self.tracker_f0:  # the tracker's F0 where voiced; elsewhere the reference (the voicing gate is shut)
+                frames = decoded.shape[-1] * per_frame
+                log2_f0 = torch.full((decoded.shape[0], frames), REFERENCE_LOG2_F0, device=decoded.device)
+                count = min(frames, track.voiced.shape[1])
+                log2_f0[:, :count] = track.log2_f0[:, :count].where(track.voiced[:, :count], log2_f0[:, :count])
+            reconstruction, pitch = model.forward_decode(decoded, decoded_lengths, with_pitch=True, log2_f0=log2_f0)
             valid = torch.arange(pitch.shape[-1], device=pitch.device)[None] < decoded_lengths[:, None] * per_frame
             losses["pitch"] = pitch_loss(pitch, track, valid)
         else:
