@@ -152,7 +152,8 @@ def test_a_stage_adds_the_long_window_to_a_tokenizer_without_one_at_zero(tmp_pat
     config = load_config(CONFIGS / "tiny_stage1.yaml", [
         f"data.train={write_clips(tmp_path / 'clips', count=1, seconds=0.8)}", f"output_dir={tmp_path / 'run'}",
         "init_from=null", "model.preset=tiny",
-        *[f"model.overrides.{k}={v}" for k, v in {**SMALL, "decoder_head": "istft", "frontend_long_n_fft": 3840}.items()]])
+        *[f"model.overrides.{k}={v}"
+          for k, v in {**SMALL, "decoder_head": "istft", "frontend_long_n_fft": 3840}.items()]])
     model = TokenizerTrainModel(config)
     notes = initialise_from(tmp_path / "plain", model, torch.nn.Module())
     assert any("long_proj added at zero" in note for note in notes)

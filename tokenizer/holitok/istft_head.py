@@ -42,7 +42,7 @@ class ISTFTHead(nn.Module):
         target.div_(scale.view(-1, *([1] * (target.dim() - 1))).to(target))
 
     def _spectrum(self, x: Tensor, state: dict | None) -> Tensor:
-        """[B, C, F] features -> [B, F, bins] complex spectrum of each frame (`state`: None offline, else the stream's)."""
+        """[B, C, F] features -> [B, F, bins] complex spectra (`state`: None offline, else the stream's)."""
         log_magnitude, phase = self.proj(x).float().chunk(2, dim=1)
         log_magnitude = log_magnitude * LOG_MAGNITUDE_SCALE + LOG_MAGNITUDE_OFFSET
         magnitude = log_magnitude.clamp(max=LOG_MAGNITUDE_CEILING).exp()

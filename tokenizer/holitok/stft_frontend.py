@@ -26,7 +26,7 @@ LOG_OFFSET, LOG_SCALE, POWER_FLOOR = 5.0, 1.0 / 3.0, 1e-8
 
 
 class CausalDFT(nn.Module):
-    """A Hann-windowed DFT every `hop` samples, frame j ending at sample j * hop: [B, 1, L] -> [B, bins, frames] log|X|."""
+    """A Hann-windowed DFT every `hop` samples, frame j ending at sample j * hop: [B, 1, L] -> [B, bins, T] log|X|."""
 
     def __init__(self, n_fft: int, hop: int, bins: int) -> None:
         super().__init__()

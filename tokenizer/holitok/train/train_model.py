@@ -129,7 +129,7 @@ class TokenizerTrainModel(torch.nn.Module):
             track = yin_track(audio if target is None else target, model.sample_rate, head_hop)
             per_frame = model.hop_size // head_hop
             log2_f0 = None
-            if self.tracker_f0:  # the tracker's F0 where voiced; elsewhere the reference (the voicing gate is shut)
+            if self.tracker_f0:  # the tracker's F0 where voiced; elsewhere 150 Hz (the voicing gate learns to close)
                 frames = decoded.shape[-1] * per_frame
                 log2_f0 = torch.full((decoded.shape[0], frames), REFERENCE_LOG2_F0, device=decoded.device)
                 count = min(frames, track.voiced.shape[1])
