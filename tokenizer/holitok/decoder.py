@@ -76,11 +76,13 @@ class Decoder(nn.Module):
             blocks = self._stage_blocks(i)
             x = sum(block(x) for block in blocks) / self.num_kernels
         out = self.head if hasattr(self, "head") else self.conv_post
-        if (with_pitch or log2_f0 is not None) and not isinstance(out, HarmonicISTFTHead):
-            raise ValueError("with_pitch and log2_f0 need decoder_head 'harmonic' (only that head has an F0)")
         x = self.activation_post(x)
-        audio = self._finish(out(x) if log2_f0 is None else out(x, log2_f0))
-        return (audio, out.pitch(x)) if with_pitch else audio
+        if not with_pitch and log2_f0 is None:
+            return self._finish(out(x))
+        if not isinstance(out, HarmonicISTFTHead):
+            raise ValueError("with_pitch and log2_f0 need decoder_head 'harmonic' (only that head has an F0)")
+        audio, pitch = out.render(x, log2_f0)
+        return (self._finish(audio), pitch) if with_pitch else self._finish(audio)
 
     def forward(self, x: Tensor, with_pitch: bool = False,
                 log2_f0: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:

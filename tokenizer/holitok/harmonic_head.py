@@ -46,10 +46,6 @@ class HarmonicISTFTHead(ISTFTHead):
         target = self.harmonic_proj.weight_g if self.harmonic_proj.has_weight_norm else self.harmonic_proj.weight
         target.div_(scale.view(-1, *([1] * (target.dim() - 1))).to(target))
 
-    def pitch(self, x: Tensor) -> Tensor:
-        """[B, C, F] features -> [B, 2, F]: log2 F0 relative to REFERENCE_LOG2_F0, and the voicing logit."""
-        return self.harmonic_proj(x)[:, self.bins:].float()
-
     def pulse_train(self, log2_f0: Tensor, start: Tensor) -> tuple[Tensor, Tensor]:
         """[B, F] absolute log2 F0, [B] int64 start phase -> ([B, F, n_fft] each frame's pulse train, the phase after).
 
@@ -69,14 +65,20 @@ class HarmonicISTFTHead(ISTFTHead):
         pulses = torch.sin((harmonics + 0.5) * theta) / (2 * half.where(~at_pulse, torch.ones_like(half))) - 0.5
         return pulses.where(~at_pulse, harmonics.expand_as(pulses)).float(), after
 
-    def forward(self, x: Tensor, log2_f0: Tensor | None = None) -> Tensor:
-        """[B, C, F] -> [B, 1, F * hop]. `log2_f0` [B, F] (absolute, training only): drive the pulse train with this
-        F0 instead of the predicted one (stage_options.harmonic_f0 'tracker')."""
-        return self._overlap_add(self._blocks(self._spectrum(x, None, log2_f0)), None)[0]
-
-    def _spectrum(self, x: Tensor, state: dict | None, log2_f0: Tensor | None = None) -> Tensor:
-        noise = super()._spectrum(x, state)
+    def render(self, x: Tensor, log2_f0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """[B, C, F] -> ([B, 1, F * hop] audio, [B, 2, F] log2 F0 relative to REFERENCE_LOG2_F0 and the voicing
+        logit). `log2_f0` [B, F] (absolute, training only): the F0 the pulse train runs at instead of the predicted
+        one (stage_options.harmonic_f0 'tracker')."""
         raw = self.harmonic_proj(x).float()
+        audio = self._overlap_add(self._blocks(self._mixed_spectrum(x, raw, None, log2_f0)), None)[0]
+        return audio, raw[:, self.bins:]
+
+    def _spectrum(self, x: Tensor, state: dict | None) -> Tensor:
+        return self._mixed_spectrum(x, self.harmonic_proj(x).float(), state, None)
+
+    def _mixed_spectrum(self, x: Tensor, raw: Tensor, state: dict | None, log2_f0: Tensor | None) -> Tensor:
+        """The istft head's spectrum plus the filtered pulse train; `raw` is harmonic_proj(x)."""
+        noise = super()._spectrum(x, state)
         gain_log = raw[:, : self.bins] * LOG_MAGNITUDE_SCALE + self.gain_offset
         gain = gain_log.clamp(max=LOG_MAGNITUDE_CEILING + math.log(2.0 / self.n_fft)).exp()
         gain = gain * torch.sigmoid(raw[:, self.bins + 1: self.bins + 2])  # unvoiced frames: noise only
