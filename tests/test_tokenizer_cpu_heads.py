@@ -136,6 +136,12 @@ def test_the_long_window_streams_exactly_and_starts_as_the_model_without_it(tmp_
         enc = long.stream_encoder()
         parts = [enc.step(_audio[..., a:b]) for a, b in _partition(_audio.shape[-1], cuts)]
         assert (torch.cat(parts + [enc.flush()], dim=-1) - posterior).abs().max() <= TOL
+    # the g/v layout of a projection that is still zero stays exact (g = 0), not 0 / 0
+    unfolded = HoliTok(_config(frontend_long_n_fft=3840)).eval()
+    unfolded.reset_parameters()
+    with torch.no_grad():
+        before = unfolded.forward_posterior(_audio)
+        assert torch.equal(unfolded.unfold_weight_norm().forward_posterior(_audio), before)
     with pytest.raises(ValueError, match="must exceed frontend_n_fft"):
         HoliTok(_config(frontend_long_n_fft=960))
     with pytest.raises(ValueError, match="frontend_long_n_fft only applies to encoder_frontend 'stft'"):

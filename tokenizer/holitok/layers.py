@@ -61,8 +61,11 @@ class WeightNormed(nn.Module):
             return
         w = self.weight.detach().clone()
         del self.weight
-        self.weight_g = nn.Parameter(_norm_except_dim0(w))
-        self.weight_v = nn.Parameter(w)
+        g = _norm_except_dim0(w)
+        # A zero row (a projection that starts at zero) keeps g = 0 with any nonzero v: v = w would make it 0 / 0.
+        v = torch.where(g == 0, torch.ones_like(w), w)
+        self.weight_g = nn.Parameter(g)
+        self.weight_v = nn.Parameter(v)
 
 
 # ---- time-major layout ------------------------------------------------------------------------------------------

@@ -6,10 +6,11 @@ scratch and, trained for minutes, only learns loudness (docs/learning.md); a fix
 on the first step. The DFT is a strided conv with a fixed kernel, so it is causal (frame j ends at sample j * hop)
 and streams through the same machinery as every other conv.
 
-A window short enough for timing (960 samples: 50 Hz bins, a Hann main lobe 200 Hz wide) merges the harmonics of
-every voice under ~200 Hz, so the encoder cannot see the pitch (docs/learning.md section 32). `long_n_fft` adds a
-second, longer window over the bins below `long_max_hz` (3840 samples: 12.5 Hz bins), ending at the same sample, so
-it costs no latency; its projection starts at zero, so a tokenizer trained without it starts from where it was.
+A window short enough for timing (960 samples: 50 Hz bins, a Hann main lobe 200 Hz wide) blurs the harmonics of
+low voices: a probe reads F0 from it to 32 cents, from a 3840-sample window to 18 (docs/learning.md section 32).
+`long_n_fft` adds a second, longer window over the bins below `long_max_hz` (3840 samples: 12.5 Hz bins), ending at
+the same sample, so it costs no latency; its projection starts at zero, so a tokenizer trained without it starts
+from where it was.
 """
 from __future__ import annotations
 
