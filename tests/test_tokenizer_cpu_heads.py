@@ -96,8 +96,11 @@ def test_round_trip_and_authors_layout(tmp_path):
     with pytest.raises(ValueError, match="authors' runtime has no 'istft'"):
         export_runtime_checkpoint(_model, tmp_path / "model.pt")
     # a released model's config never mentions our keys, so the authors' files and ours stay identical
-    assert not {"decoder_head", "istft_n_fft", "encoder_frontend", "frontend_hop"} & set(
-        get_preset_config("HoliTok-Base").to_dict())
+    ours = {"decoder_head", "istft_n_fft", "encoder_frontend", "frontend_hop", "frontend_long_n_fft",
+            "frontend_long_max_hz", "harmonic_mix"}
+    assert not ours & set(get_preset_config("HoliTok-Base").to_dict())
+    # and a cpu-small model saves only the keys it uses: the shipped tokenizer's config.json is unchanged by them
+    assert not {"frontend_long_n_fft", "frontend_long_max_hz", "harmonic_mix"} & set(_model.config.to_dict())
 
 
 @pytest.mark.parametrize("changes, message", [

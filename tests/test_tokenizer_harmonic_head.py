@@ -160,3 +160,23 @@ def test_a_stage_adds_the_long_window_to_a_tokenizer_without_one_at_zero(tmp_pat
     audio = torch.randn(1, 1, 4 * 1920, generator=torch.Generator().manual_seed(7)) * 0.1
     with torch.no_grad():
         assert torch.equal(model.holitok.forward_posterior(audio), plain.forward_posterior(audio))
+
+
+def test_the_voicing_mix_hands_voiced_frames_to_the_pulse_train():
+    added, mixed = _model("harmonic", seed=8), _model("harmonic", seed=8)
+    mixed.decoder.head.mix = "voicing"
+    config = HoliTokConfig.from_dict({**mixed.config.to_dict(), "harmonic_mix": "voicing"})
+    assert HoliTok(config).decoder.head.mix == "voicing" and config.to_dict()["harmonic_mix"] == "voicing"
+    latents = torch.randn(1, 8, 6, generator=torch.Generator().manual_seed(9))
+    head, bins = mixed.decoder.head, mixed.decoder.head.bins
+    with torch.no_grad():
+        for model in (added, mixed):
+            model.decoder.head.harmonic_proj.bias[bins + 1] = 1e4  # every frame voiced
+        pulses_only = mixed.forward_decode(latents)
+        head.proj.bias[: bins] = -1e3  # silence the istft path: with the voicing mix nothing changes
+        assert torch.allclose(mixed.forward_decode(latents), pulses_only, atol=1e-6)
+        added.decoder.head.proj.bias[: bins] = -1e3
+        assert torch.allclose(added.forward_decode(latents), pulses_only, atol=1e-6)  # ... the pulses alone
+    with pytest.raises(ValueError, match="harmonic_mix only applies to decoder_head 'harmonic'"):
+        HoliTokConfig.from_dict({**get_preset_config("tiny").to_dict(), **SMALL, "decoder_head": "istft",
+                                 "harmonic_mix": "voicing"})

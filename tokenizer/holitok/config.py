@@ -54,6 +54,9 @@ class HoliTokConfig:
     # second and renders each frame's spectrum (istft_head.py), for the small CPU presets; "harmonic" adds a pulse
     # train at a predicted F0 to that spectrum (harmonic_head.py).
     decoder_head: str = "waveform"
+    # decoder_head "harmonic" only: "add" puts the pulse train beside the istft spectrum; "voicing" also scales the
+    # istft spectrum by 1 - voicing, so voiced frames must come from the pulse train (harmonic_head.py).
+    harmonic_mix: str = "add"
     istft_n_fft: int = 0
     # Likewise for the encoder: "waveform" starts with the 12-channel conv stem at 48 kHz; "stft" starts with a fixed
     # causal DFT every frontend_hop samples (stft_frontend.py), then the downsample_rates ladder.
@@ -99,6 +102,10 @@ class HoliTokConfig:
         else:
             problems.append(f"decoder_head {self.decoder_head!r} is unknown (expected 'waveform', 'istft' or "
                             f"'harmonic')")
+        if self.harmonic_mix not in ("add", "voicing"):
+            problems.append(f"harmonic_mix {self.harmonic_mix!r} is unknown (expected 'add' or 'voicing')")
+        elif self.harmonic_mix != "add" and self.decoder_head != "harmonic":
+            problems.append("harmonic_mix only applies to decoder_head 'harmonic'")
         if self.resblock != "1":
             problems.append(f"resblock {self.resblock!r} is not supported (only AMPBlock1, '1')")
         if self.activation != "snakebeta":
@@ -151,8 +158,12 @@ class HoliTokConfig:
         # The authors' layout: their files (and runtime) know none of our keys, so they appear only when used.
         if self.decoder_head == "waveform":
             del d["decoder_head"], d["istft_n_fft"]
+        if self.decoder_head != "harmonic":
+            del d["harmonic_mix"]
         if self.encoder_frontend == "waveform":
             del d["encoder_frontend"], d["frontend_hop"], d["frontend_n_fft"]
+        if not self.frontend_long_n_fft:
+            del d["frontend_long_n_fft"], d["frontend_long_max_hz"]
         return {**extra, **d}
 
     @classmethod

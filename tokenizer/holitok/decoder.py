@@ -56,7 +56,8 @@ class Decoder(nn.Module):
         if config.decoder_head == "istft":
             self.head = ISTFTHead(channels, config.istft_n_fft, config.istft_hop)
         elif config.decoder_head == "harmonic":
-            self.head = HarmonicISTFTHead(channels, config.istft_n_fft, config.istft_hop, config.sample_rate)
+            self.head = HarmonicISTFTHead(channels, config.istft_n_fft, config.istft_hop, config.sample_rate,
+                                          config.harmonic_mix)
         else:
             self.conv_post = Conv1d(channels, 1, 7, bias=config.use_bias_at_final)
         self.use_tanh = config.use_tanh_at_final

@@ -30,9 +30,9 @@ PHASE_UNITS = 1 << 32
 
 
 class HarmonicISTFTHead(ISTFTHead):
-    def __init__(self, channels: int, n_fft: int, hop: int, sample_rate: int) -> None:
+    def __init__(self, channels: int, n_fft: int, hop: int, sample_rate: int, mix: str = "add") -> None:
         super().__init__(channels, n_fft, hop)
-        self.sample_rate = sample_rate
+        self.sample_rate, self.mix = sample_rate, mix
         # bins harmonic gains (log, scaled like the istft head's magnitudes), log2 F0 - REFERENCE, a voicing logit
         self.harmonic_proj = Conv1d(channels, self.bins + 2, 1)
         # A unit sinusoid filtered by gain g comes out with amplitude g; the istft head's bin of magnitude m gives a
@@ -81,7 +81,10 @@ class HarmonicISTFTHead(ISTFTHead):
         noise = super()._spectrum(x, state)
         gain_log = raw[:, : self.bins] * LOG_MAGNITUDE_SCALE + self.gain_offset
         gain = gain_log.clamp(max=LOG_MAGNITUDE_CEILING + math.log(2.0 / self.n_fft)).exp()
-        gain = gain * torch.sigmoid(raw[:, self.bins + 1: self.bins + 2])  # unvoiced frames: noise only
+        voicing = torch.sigmoid(raw[:, self.bins + 1: self.bins + 2])
+        gain = gain * voicing  # unvoiced frames: noise only
+        if self.mix == "voicing":  # voiced frames: the pulse train only (docs/learning.md section 32)
+            noise = noise * (1 - voicing).transpose(1, 2)
         key = (self, "phase")
         start = state.get(key) if state is not None else None
         if start is None:
