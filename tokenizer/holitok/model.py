@@ -135,12 +135,11 @@ class HoliTok(nn.Module):
         'harmonic'): also the head's F0 and voicing prediction [B, 2, T * hop / istft_hop]; `log2_f0` [B, T * hop /
         istft_hop]: the F0 its pulse train runs at instead of the predicted one (training only; decoder.py)."""
         h = self.dec_mi_layer(self.post_proj(latents).transpose(1, 2)).transpose(1, 2)
-        if lengths is not None:
-            h = h * frame_mask(lengths.to(h.device), h.shape[-1])
-        out = self.decoder(h, with_pitch, log2_f0)
+        mask = None if lengths is None else frame_mask(lengths.to(h.device), h.shape[-1])
+        out = self.decoder(h if mask is None else h * mask, with_pitch, log2_f0)
         audio, pitch = out if with_pitch else (out, None)
-        if lengths is not None:
-            audio = audio * frame_mask(lengths.to(h.device), h.shape[-1]).repeat_interleave(self.hop_size, dim=-1)
+        if mask is not None:
+            audio = audio * mask.repeat_interleave(self.hop_size, dim=-1)
         return (audio, pitch) if with_pitch else audio
 
     # ---- inference API (the authors' names and layouts) ----------------------------------------------------------
