@@ -16,6 +16,9 @@ item. Splits: `seen` = training voices x held-out sentences (`test_seen_voice.js
 WER is the corpus WER (total edits / total reference words, `eval.asr_wer` normaliser), SIM a cosine.
 Writes `report.json` (every utterance, the judges, pass/fail per target), `report.md` (the tables) and
 `spectrograms.png` (original | resynthesis | TTS for one item per voice, 0-12 kHz).
+`--resynth_f0 tracker` (tokenizers with the harmonic decoder head only) is a diagnostic, not a score of the
+tokenizer: the resynthesis' pulse train runs at the original's tracked F0, i.e. what the decoder would render from
+latents that carried the pitch exactly (docs/learning.md section 33).
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from .judges import make_asr_judge, make_speaker_judge
 
 SPLITS = {"seen": "test_seen_voice.jsonl", "unseen": "test_unseen_voice.jsonl"}
 PARTS = ("resynth", "asr", "tts")
+RESYNTH_F0 = ("predicted", "tracker")  # what a harmonic decoder head's pulse train runs at in the resynthesis
 
 
 @dataclass(frozen=True)
@@ -143,9 +147,15 @@ class Reporter:
     """Scores items of one split; heavy objects (codec, pipeline, judges) are built once by the caller."""
 
     def __init__(self, codec, pipeline, asr_judge, sim_judge, parts: tuple[str, ...], seed: int = 0,
-                 tts_options: dict | None = None):
+                 tts_options: dict | None = None, resynth_f0: str = "predicted"):
         self.codec, self.pipeline, self.asr, self.sim = codec, pipeline, asr_judge, sim_judge
         self.parts, self.seed = parts, seed
+        if resynth_f0 not in RESYNTH_F0:
+            raise ValueError(f"resynth_f0 must be one of {RESYNTH_F0}, got {resynth_f0!r}")
+        if resynth_f0 == "tracker" and getattr(codec.config, "decoder_head", None) != "harmonic":
+            raise ValueError("resynth_f0 'tracker' drives a harmonic head's pulse train; this tokenizer's decoder "
+                             f"head is {getattr(codec.config, 'decoder_head', None)!r}")
+        self.resynth_f0 = resynth_f0
         self.tts_options = dict(tts_options or {})  # TTSOptions overrides (eval/tts_sweep.py); none: the model's
         self.sample_rate = codec.sample_rate
 
@@ -164,7 +174,7 @@ class Reporter:
         resynth = tts = None
         if "resynth" in self.parts:
             latents = self.codec.encode(audio[None, None])
-            resynth = self.codec.decode(latents)[0, 0, : len(wav)].numpy()
+            resynth = self._resynthesise(audio, latents)[0, 0, : len(wav)].numpy()
             row["resynth_hyp"] = self.asr.transcribe(resynth, sr)
             row["resynth_pesq_wb"] = _safe(pesq_score, wav, resynth, sr, "wb")
             row["resynth_stoi"] = _safe(stoi_score, wav, resynth, sr)
@@ -183,6 +193,20 @@ class Reporter:
             if self.sim is not None:
                 row["tts_sim"] = _sim(self.sim, tts, prompt_audio.numpy(), sr) if len(tts) else 0.0
         return row, (record.speaker, wav, resynth, tts)
+
+
+    def _resynthesise(self, audio: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """The tokenizer's decode, or with resynth_f0 'tracker' a diagnostic oracle: one offline pass whose pulse
+        train runs at the original's tracked F0 on the frames the tracker calls voiced (the head's own voicing
+        and spectrum unchanged), i.e. what the decoder would render from latents that carried the pitch exactly."""
+        if self.resynth_f0 == "predicted":
+            return self.codec.decode(latents)
+        from holitok.train.pitch import yin_track
+
+        head_hop = self.codec.config.istft_hop
+        track = yin_track(audio[None], self.codec.sample_rate, head_hop)
+        frames = latents.shape[-1] * (self.codec.hop_size // head_hop)
+        return self.codec.forward_decode(latents, log2_f0=track.pulse_f0(frames))
 
 
 def _safe(fn, *args):
@@ -334,13 +358,13 @@ def open_judge_and_model(parser: argparse.ArgumentParser, args: argparse.Namespa
 def build_report(corpus: str | Path, codec, pipeline, asr_judge, sim_judge, parts=PARTS, per_voice: int = 8,
                  seed: int = 0, progress: bool = True, per_unseen_voice: int | None = None,
                  splits: tuple[str, ...] = tuple(SPLITS), tts_options: dict | None = None,
-                 skip: dict[str, int] | None = None) -> tuple[dict, list]:
+                 skip: dict[str, int] | None = None, resynth_f0: str = "predicted") -> tuple[dict, list]:
     """`per_voice` utterances of each training voice, `per_unseen_voice` (default: the same) of each held-out voice;
     `skip` ({split: n}) passes over each voice's first n utterances of that split."""
     from data_prep.manifest import read_manifest
 
     corpus = Path(corpus)
-    reporter = Reporter(codec, pipeline, asr_judge, sim_judge, tuple(parts), seed, tts_options)
+    reporter = Reporter(codec, pipeline, asr_judge, sim_judge, tuple(parts), seed, tts_options, resynth_f0)
     chosen, splits, pictures = splits, {}, []
     for split, name in SPLITS.items():
         if split not in chosen:
@@ -381,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
                              "data_prep.asterisk_prompts writes the held-out-voice split)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--resynth_f0", default="predicted", choices=RESYNTH_F0,
+                        help="tracker: a diagnostic for harmonic decoder heads, the resynthesis' pulse train at the "
+                             "original's tracked F0 (an oracle, not the tokenizer's own output)")
     args = parser.parse_args(argv)
     parts = tuple(p for p in args.parts.split(",") if p)
     unknown = sorted(set(parts) - set(PARTS))
@@ -414,10 +441,11 @@ def main(argv: list[str] | None = None) -> int:
         codec = pipeline.codec
     started = time.time()
     report, pictures = build_report(args.corpus, codec, pipeline, asr_judge, sim_judge, parts, args.per_voice,
-                                    args.seed, per_unseen_voice=args.per_unseen_voice, splits=splits)
+                                    args.seed, per_unseen_voice=args.per_unseen_voice, splits=splits,
+                                    resynth_f0=args.resynth_f0)
     report = {"tokenizer": str(args.tokenizer), "model": args.model, "corpus": str(args.corpus),
               "per_voice": args.per_voice, "per_unseen_voice": args.per_unseen_voice or args.per_voice,
-              "parts": list(parts), "seed": args.seed,
+              "parts": list(parts), "seed": args.seed, "resynth_f0": args.resynth_f0,
               "judges": {"asr": asr_judge.name, "sim": sim_judge.name if sim_judge else "none"},
               "seconds": round(time.time() - started, 1), **report}
     out = Path(args.out)

@@ -180,3 +180,31 @@ def test_the_voicing_mix_hands_voiced_frames_to_the_pulse_train():
     with pytest.raises(ValueError, match="harmonic_mix only applies to decoder_head 'harmonic'"):
         HoliTokConfig.from_dict({**get_preset_config("tiny").to_dict(), **SMALL, "decoder_head": "istft",
                                  "harmonic_mix": "voicing"})
+
+
+def test_the_reports_f0_oracle_drives_the_pulse_train_with_the_originals_tracked_f0():
+    from eval.report import Reporter
+    from holitok.train.pitch import yin_track
+
+    model = _model("harmonic", seed=7)
+    with torch.no_grad():  # voicing open, so the pulse train is heard
+        model.decoder.head.harmonic_proj.bias[model.decoder.head.bins + 1] = 4.0
+    n = torch.arange(int(0.8 * 48000), dtype=torch.float64) / 48000
+    phase = 2 * math.pi * torch.cumsum(140 * 2 ** (n / 0.8) / 48000, 0)
+    audio = (0.3 * sum(torch.sin(k * phase) / k for k in range(1, 12))).float()
+    reporter = Reporter(model, None, None, None, ("resynth",), resynth_f0="tracker")
+    with torch.no_grad():
+        latents = model.encode(audio[None, None])
+        oracle = reporter._resynthesise(audio, latents)
+        track = yin_track(audio[None], model.sample_rate, model.config.istft_hop)
+        frames = latents.shape[-1] * (model.hop_size // model.config.istft_hop)
+        expected = model.forward_decode(latents, log2_f0=track.pulse_f0(frames))
+        own = Reporter(model, None, None, None, ("resynth",))._resynthesise(audio, latents)
+    assert bool(track.voiced.any())  # the glide is tracked, so the oracle has an F0 to impose
+    assert torch.equal(oracle, expected) and not torch.allclose(oracle, own, atol=1e-4)
+    pulse, count = track.pulse_f0(frames), min(frames, track.voiced.shape[1])
+    voiced = track.voiced[:, :count]
+    assert torch.equal(pulse[:, :count][voiced], track.log2_f0[:, :count][voiced])
+    assert torch.all(pulse[:, :count][~voiced] == REFERENCE_LOG2_F0) and torch.all(pulse[:, count:] == REFERENCE_LOG2_F0)
+    with pytest.raises(ValueError, match="drives a harmonic head"):
+        Reporter(_model("istft"), None, None, None, ("resynth",), resynth_f0="tracker")

@@ -24,6 +24,15 @@ class PitchTrack:
     log2_f0: torch.Tensor  # [B, T] log2 Hz (meaningful where voiced)
     voiced: torch.Tensor   # [B, T] bool
 
+    def pulse_f0(self, frames: int) -> torch.Tensor:
+        """[B, frames] absolute log2 F0 to drive a harmonic head's pulse train with (stage_options.harmonic_f0
+        'tracker', eval.report --resynth_f0 tracker): the tracked F0 where voiced, 150 Hz elsewhere (the head's
+        voicing gate closes there); frames past the track's end are 150 Hz too."""
+        out = torch.full((self.log2_f0.shape[0], frames), REFERENCE_LOG2_F0, device=self.log2_f0.device)
+        count = min(frames, self.voiced.shape[1])
+        out[:, :count] = self.log2_f0[:, :count].where(self.voiced[:, :count], out[:, :count])
+        return out
+
 
 @torch.no_grad()
 def yin_track(audio: torch.Tensor, sample_rate: int, frame_hop: int, fmin: float = 60.0, fmax: float = 500.0,

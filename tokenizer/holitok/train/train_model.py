@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..harmonic_head import REFERENCE_LOG2_F0, HarmonicISTFTHead
+from ..harmonic_head import HarmonicISTFTHead
 from ..model import HoliTok
 from .config import TokenizerTrainConfig
 from .distill import FrameDistillHead, UtteranceDistillHead, frame_distill_loss, utterance_distill_loss
@@ -128,12 +128,7 @@ class TokenizerTrainModel(torch.nn.Module):
             head_hop = model.config.istft_hop
             track = yin_track(audio if target is None else target, model.sample_rate, head_hop)
             per_frame = model.hop_size // head_hop
-            log2_f0 = None
-            if self.tracker_f0:  # the tracker's F0 where voiced; elsewhere 150 Hz (the voicing gate learns to close)
-                frames = decoded.shape[-1] * per_frame
-                log2_f0 = torch.full((decoded.shape[0], frames), REFERENCE_LOG2_F0, device=decoded.device)
-                count = min(frames, track.voiced.shape[1])
-                log2_f0[:, :count] = track.log2_f0[:, :count].where(track.voiced[:, :count], log2_f0[:, :count])
+            log2_f0 = track.pulse_f0(decoded.shape[-1] * per_frame) if self.tracker_f0 else None
             reconstruction, pitch = model.forward_decode(decoded, decoded_lengths, with_pitch=True, log2_f0=log2_f0)
             valid = torch.arange(pitch.shape[-1], device=pitch.device)[None] < decoded_lengths[:, None] * per_frame
             losses["pitch"] = pitch_loss(pitch, track, valid)
