@@ -11,7 +11,7 @@ fits the same probe on the audio's own low-frequency log spectrum, to show what 
 present. Whatever the probe says, the listener hears the decoder: `resynthesis` tracks the held-out items'
 resynthesis (posterior mean) with the same tracker and scores its F0 against the original's on the frames both call
 voiced, and for a tokenizer with the harmonic decoder head (holitok/harmonic_head.py) `decoder_f0` scores the F0
-that head predicts. docs/learning.md sections 31-32 read these numbers.
+that head predicts and says what share of the output's spectral energy its pulse train carries. docs/learning.md sections 31-32 read these numbers.
 """
 from __future__ import annotations
 
@@ -107,6 +107,13 @@ def decoder_pitch(codec, records) -> dict:
     hop = codec.config.istft_hop if harmonic else codec.hop_size
     errors = {"resynthesis": [], "decoder_f0": []}
     agree = total = 0
+    energy = [0.0, 0.0]  # a harmonic head's pulse train, its noise part
+
+    def add_energy(module, inputs, output):  # activation_post's output is the head's input
+        for i, value in enumerate(codec.decoder.head.pulse_energy(output)):
+            energy[i] += value
+
+    hook = codec.decoder.activation_post.register_forward_hook(add_energy) if harmonic else None
     for record in records:
         audio = load_audio(record.audio, target_sample_rate=codec.sample_rate)
         with torch.no_grad():
@@ -124,6 +131,8 @@ def decoder_pitch(codec, records) -> dict:
         if predicted is not None:
             head_log2_f0 = predicted[0, 0, :count] + REFERENCE_LOG2_F0
             errors["decoder_f0"].append((head_log2_f0 - original.log2_f0[0, :count])[voiced])
+    if hook is not None:
+        hook.remove()
     results = {}
     for name, parts in errors.items():
         if parts:
@@ -132,6 +141,8 @@ def decoder_pitch(codec, records) -> dict:
                 "median_cents": None, "within_50_cents": None, "within_100_cents": None}
             results[name] = {**summary, "frames": len(error)}
     results["resynthesis"]["voicing_agreement"] = agree / max(total, 1)
+    if harmonic:
+        results["decoder_f0"]["pulse_energy_share"] = energy[0] / max(sum(energy), 1e-30)
     return results
 
 
@@ -174,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"{name:11s} F0 against the original's: {r['median_cents']:6.1f} cents median"
                   f" (within 50 c {r['within_50_cents']:.2f}) | {r['frames']} voiced frames"
-                  + (f" | voicing agrees on {r['voicing_agreement']:.2f}" if "voicing_agreement" in r else ""))
+                  + (f" | voicing agrees on {r['voicing_agreement']:.2f}" if "voicing_agreement" in r else "")
+                  + (f" | pulse train {100 * r['pulse_energy_share']:.2f} % of the spectral energy"
+                     if "pulse_energy_share" in r else ""))
     if args.out:
         write_json(args.out, report)
     return 0

@@ -208,3 +208,25 @@ def test_the_reports_f0_oracle_drives_the_pulse_train_with_the_originals_tracked
     assert torch.all(pulse[:, :count][~voiced] == REFERENCE_LOG2_F0) and torch.all(pulse[:, count:] == REFERENCE_LOG2_F0)
     with pytest.raises(ValueError, match="drives a harmonic head"):
         Reporter(_model("istft"), None, None, None, ("resynth",), resynth_f0="tracker")
+
+
+def test_the_pitch_probe_reports_the_pulse_trains_share_of_the_output(tmp_path):
+    import soundfile as sf
+
+    from data_prep.manifest import ManifestRecord
+    from eval.latent_pitch_probe import decoder_pitch
+
+    n = torch.arange(int(0.8 * 48000), dtype=torch.float64) / 48000
+    phase = 2 * math.pi * torch.cumsum(140 * 2 ** (n / 0.8) / 48000, 0)
+    sf.write(tmp_path / "a.wav", (0.3 * sum(torch.sin(k * phase) / k for k in range(1, 12))).numpy(), 48000)
+    records = [ManifestRecord("a", str(tmp_path / "a.wav"), 0.8, "a", "en", "v")]
+    model = _model("harmonic", seed=8)
+    bias = model.decoder.head.harmonic_proj.bias
+    shares = []
+    for voicing_logit in (-1e4, 4.0):  # shut, then open
+        with torch.no_grad():
+            bias[model.decoder.head.bins + 1] = voicing_logit
+        shares.append(decoder_pitch(model, records)["decoder_f0"]["pulse_energy_share"])
+    assert shares[0] == 0.0 and 0.0 < shares[1] < 1.0
+    # the hook is removed afterwards: decoding again leaves the head untouched
+    assert not model.decoder.activation_post._forward_hooks

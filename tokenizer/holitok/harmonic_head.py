@@ -78,6 +78,18 @@ class HarmonicISTFTHead(ISTFTHead):
 
     def _mixed_spectrum(self, x: Tensor, raw: Tensor, state: dict | None, log2_f0: Tensor | None) -> Tensor:
         """The istft head's spectrum plus the filtered pulse train; `raw` is harmonic_proj(x)."""
+        noise, harmonic = self._parts(x, raw, state, log2_f0)
+        return noise + harmonic
+
+    @torch.no_grad()
+    def pulse_energy(self, x: Tensor) -> tuple[float, float]:
+        """[B, C, F] head input (offline) -> (spectral energy of the filtered pulse train, of the noise part): a
+        diagnostic of how much of the output the pulse train carries (docs/learning.md section 32)."""
+        noise, harmonic = self._parts(x, self.harmonic_proj(x).float(), None, None)
+        return float(harmonic.abs().square().sum()), float(noise.abs().square().sum())
+
+    def _parts(self, x: Tensor, raw: Tensor, state: dict | None, log2_f0: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(the istft spectrum as the mix weighs it, the filtered pulse train's spectrum), [B, frames, bins] each."""
         noise = super()._spectrum(x, state)
         gain_log = raw[:, : self.bins] * LOG_MAGNITUDE_SCALE + self.gain_offset
         gain = gain_log.clamp(max=LOG_MAGNITUDE_CEILING + math.log(2.0 / self.n_fft)).exp()
@@ -92,7 +104,7 @@ class HarmonicISTFTHead(ISTFTHead):
         pulses, after = self.pulse_train(raw[:, self.bins] + REFERENCE_LOG2_F0 if log2_f0 is None else log2_f0, start)
         if state is not None:
             state[key] = after
-        return noise + gain.transpose(1, 2) * torch.fft.rfft(pulses, dim=-1)
+        return noise, gain.transpose(1, 2) * torch.fft.rfft(pulses, dim=-1)
 
 
 def add_harmonic_branch(state: dict[str, Tensor], head: HarmonicISTFTHead, prefix: str) -> bool:
