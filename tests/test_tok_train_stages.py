@@ -180,8 +180,42 @@ def test_stage3_without_distillation_needs_no_teachers_and_decodes_a_crop(assets
     logs = trainer.train_step(batch)
     assert {"mel", "kl", "ce"} <= set(logs) and not {"wavlm", "xvector"} & set(logs)
     assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
-    with pytest.raises(ValueError, match="stage 3 only"):
-        TokenizerTrainModel(tiny_config(2, assets, tmp_path / "bad", "stage_options.decode_crop_seconds=0.2"))
+    with pytest.raises(ValueError, match="not stage 1"):
+        TokenizerTrainModel(tiny_config(1, assets, tmp_path / "bad", "stage_options.decode_crop_seconds=0.2"))
+    with pytest.raises(ValueError, match="needs decode_crop_seconds"):
+        TokenizerTrainModel(tiny_config(2, assets, tmp_path / "bad", "stage_options.decode_context_seconds=0.2"))
+    # a decoder-only Stage II with the crop and its context: the losses see the window only
+    warm = make_trainer(tiny_config(2, assets, tmp_path / "warm", "stage_options.decoder_only=true",
+                                    "stage_options.decode_crop_seconds=0.2", "stage_options.decode_context_seconds=0.2"))
+    model = warm.unwrapped
+    assert model.decode_context_frames == model.decode_crop_frames > 0
+    batch = first_batch(warm)
+    output = model(batch["audio"], batch["lengths"])
+    assert output.audio.shape[-1] == output.target.shape[-1] == model.decode_crop_frames * hop
+    logs = warm.train_step(batch)
+    assert torch.isfinite(torch.tensor(logs["mel"]))
+
+
+def test_a_decode_crop_keeps_its_context_and_the_loss_window_is_the_crop():
+    from holitok.train.train_model import crop_for_decoding, loss_window
+
+    torch.manual_seed(0)
+    hop, frames, context = 3, 4, 6
+    lengths = torch.tensor([20, 12, 3])
+    z = torch.randn(3, 2, 20)
+    audio = z[:, :1].repeat_interleave(hop, -1)  # frame t's audio is its first latent channel, hop times
+    for _ in range(5):
+        windows, valid, target, offsets = crop_for_decoding(z, lengths, audio, frames, hop, context)
+        assert windows.shape == (3, 2, context + frames)
+        keeps = lengths.clamp(max=frames)
+        assert torch.equal(valid, offsets + keeps) and bool((offsets <= context).all())
+        decoded = windows[:, :1].repeat_interleave(hop, -1)  # a stand-in decoder that reproduces its input frames
+        cut = loss_window(decoded, offsets, frames, hop)
+        for row in range(3):  # the window under the loss is the target's stretch, the context precedes it
+            n = int(keeps[row]) * hop
+            assert torch.equal(cut[row, :, :n], target[row, :, :n])
+        plain = crop_for_decoding(z, lengths, audio, frames, hop)
+        assert plain[0].shape[-1] == frames and not bool(plain[3].any())  # no context: the window alone
 
 
 def test_a_later_stage_refuses_to_resume_onto_a_retrained_earlier_stage(assets, tmp_path, make_trainer):

@@ -95,10 +95,15 @@ class StageOptions:
     # in the paper's Stage II, for small models: the decoder learns to read through the posterior's noise and the
     # encoder to keep the words above it, so a small generator's errors decode (docs/learning.md section 11).
     train_all: bool = False
-    # Stage III only: the mel (and GAN) losses decode a random window of this many seconds of each utterance's
+    # Stages II-III: the mel (and GAN) losses decode a random window of this many seconds of each utterance's
     # sampled latents (null: the whole utterance). The encoder, the KL and the supervision still see every frame;
     # the decoder, the dearest part at 48 kHz, runs on a crop as in Stages I-II (a CPU budget, not in the paper).
     decode_crop_seconds: float | None = None
+    # With decode_crop_seconds: the decoder also decodes up to this many seconds of the latents before the window
+    # (as many as the utterance has), and the losses skip them. Why: the decoder is causal with ~0.45 s of
+    # receptive field, so a crop decoded from nothing trains it on a history it never has at inference; the
+    # shipped decoder reads 0.4 s windows worse with their real history than from nothing (docs/learning.md 33).
+    decode_context_seconds: float = 0.0
     # decoder_head 'harmonic' only: what the pulse train runs at while training. "predicted": the head's own F0, as
     # at inference; "tracker": the pitch tracker's F0 on voiced frames (the head's F0 still learns from the pitch
     # term), so the gains learn what a right pitch is worth before the head predicts one (docs/learning.md 32).

@@ -57,11 +57,17 @@ class TokenizerTrainModel(torch.nn.Module):
         self.harmonic_decoder = isinstance(getattr(self.holitok.decoder, "head", None), HarmonicISTFTHead)
         self.pitch_head = PitchHead(latent_dim) if pitch_weight and not self.harmonic_decoder else None
         self.head_pitch_loss = bool(pitch_weight) and self.harmonic_decoder
-        crop = config.stage_options.decode_crop_seconds
-        if crop is not None and self.stage != 3:
-            raise ValueError(f"stage_options.decode_crop_seconds applies to stage 3 only, not stage {self.stage}")
-        self.decode_crop_frames = (max(1, round(crop * self.holitok.sample_rate / self.holitok.hop_size))
-                                   if crop is not None else None)
+        crop, context = config.stage_options.decode_crop_seconds, config.stage_options.decode_context_seconds
+        if crop is not None and self.stage == 1:
+            raise ValueError("stage_options.decode_crop_seconds applies to stages 2 and 3, not stage 1 (its "
+                             "segments are the crop)")
+        if context and crop is None:
+            raise ValueError("stage_options.decode_context_seconds needs decode_crop_seconds (the window it precedes)")
+        if context < 0:
+            raise ValueError(f"stage_options.decode_context_seconds must be >= 0, got {context}")
+        frames_per_second = self.holitok.sample_rate / self.holitok.hop_size
+        self.decode_crop_frames = max(1, round(crop * frames_per_second)) if crop is not None else None
+        self.decode_context_frames = round(context * frames_per_second)
         self.train_decoder = config.stage_options.train_decoder
         self.decoder_only = config.stage_options.decoder_only
         self.train_all = config.stage_options.train_all
@@ -119,11 +125,14 @@ class TokenizerTrainModel(torch.nn.Module):
         if self.pitch_head is not None:
             track = yin_track(audio, model.sample_rate, model.hop_size)
             losses["pitch"] = pitch_loss(self.pitch_head(z), track, mask[:, 0])
-        target = None
+        target = offsets = None
         decoded, decoded_lengths = z, frame_lengths
         if self.decode_crop_frames is not None:
-            decoded, decoded_lengths, target = crop_for_decoding(z, frame_lengths, audio, self.decode_crop_frames,
-                                                                 model.hop_size)
+            decoded, decoded_lengths, target, offsets = crop_for_decoding(
+                z, frame_lengths, audio, self.decode_crop_frames, model.hop_size, self.decode_context_frames)
+        if self.head_pitch_loss and self.decode_context_frames:
+            raise ValueError("stage_options.decode_context_seconds is not supported with the harmonic head's pitch "
+                             "term yet (its F0 frames would need the same window)")
         if self.head_pitch_loss:
             head_hop = model.config.istft_hop
             track = yin_track(audio if target is None else target, model.sample_rate, head_hop)
@@ -134,6 +143,8 @@ class TokenizerTrainModel(torch.nn.Module):
             losses["pitch"] = pitch_loss(pitch, track, valid)
         else:
             reconstruction = model.forward_decode(decoded, decoded_lengths)
+        if self.decode_context_frames:
+            reconstruction = loss_window(reconstruction, offsets, self.decode_crop_frames, model.hop_size)
         if self.stage == 3:
             if supervision_targets is None or (self.distills and targets is None):
                 raise ValueError("stage 3 needs supervision targets (and teacher targets when it distills) for "
@@ -145,18 +156,28 @@ class TokenizerTrainModel(torch.nn.Module):
         return GeneratorOutput(reconstruction, losses, target)
 
 
-def crop_for_decoding(z: torch.Tensor, frame_lengths: torch.Tensor, audio: torch.Tensor, frames: int,
-                      hop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A random window of at most `frames` valid latent frames per item: the latents [B, D, frames], their valid
-    lengths and the input audio under them [B, 1, frames * hop] (zeros past an item's end)."""
+def crop_for_decoding(z: torch.Tensor, frame_lengths: torch.Tensor, audio: torch.Tensor, frames: int, hop: int,
+                      context: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A random window of at most `frames` valid latent frames per item, preceded by up to `context` of the item's
+    own earlier frames: the latents [B, D, context + frames] (each item's from its first column on), their valid
+    lengths, the input audio under the window alone [B, 1, frames * hop] (zeros past an item's end) and where the
+    window starts in each row [B] (the context that item had; `loss_window` cuts the decoded window out)."""
     batch = z.shape[0]
-    windows = z.new_zeros(batch, z.shape[1], frames)
+    windows = z.new_zeros(batch, z.shape[1], context + frames)
     target = audio.new_zeros(batch, audio.shape[1], frames * hop)
-    lengths = frame_lengths.clamp(max=frames)
+    keeps = frame_lengths.clamp(max=frames)
+    offsets = torch.zeros_like(frame_lengths)
     for row in range(batch):
-        valid, keep = int(frame_lengths[row]), int(lengths[row])
+        valid, keep = int(frame_lengths[row]), int(keeps[row])
         start = int(torch.randint(valid - keep + 1, (1,)))
-        windows[row, :, :keep] = z[row, :, start:start + keep]
+        before = min(context, start)
+        windows[row, :, :before + keep] = z[row, :, start - before:start + keep]
+        offsets[row] = before
         piece = audio[row, :, start * hop:(start + keep) * hop]
         target[row, :, :piece.shape[-1]] = piece
-    return windows, lengths, target
+    return windows, offsets + keeps, target, offsets
+
+
+def loss_window(decoded: torch.Tensor, offsets: torch.Tensor, frames: int, hop: int) -> torch.Tensor:
+    """[B, 1, (context + frames) * hop] decoded crops -> [B, 1, frames * hop]: each row from its window's start."""
+    return torch.stack([decoded[row, :, int(o) * hop:(int(o) + frames) * hop] for row, o in enumerate(offsets)])
