@@ -261,3 +261,23 @@ def test_nonfinite_loss_skips_the_step_and_a_run_of_them_stops_with_a_checkpoint
     assert checkpoint.name == "step-00000003"
     assert read_trainer_state(checkpoint)["counters"] == {"nonfinite_steps": 2, "consecutive_nonfinite": 2}
     assert not (tmp_path / "stop" / "final").exists()  # a broken stage hands nothing over
+
+
+def test_a_warm_decoder_only_step_after_stage3_keeps_the_latents(assets, tmp_path, make_trainer):
+    """The supervised preset's fourth tokenizer step: a stage-2 decoder-only config started from a Stage III run."""
+    from accelerate.state import AcceleratorState
+
+    no_teachers = ["loss_weights.wavlm=0", "loss_weights.xvector=0", "train.max_steps=1"]
+    third = make_trainer(tiny_config(3, assets, tmp_path / "s3", *no_teachers)).run()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    trainer = make_trainer(tiny_config(2, assets, tmp_path / "s4", "train.max_steps=2", "stage_options.decoder_only=true",
+                                       "stage_options.init_log_std=null", "data.segment_seconds=null",
+                                       "stage_options.decode_crop_seconds=0.2",
+                                       "stage_options.decode_context_seconds=0.4", init_from=str(tmp_path / "s3")))
+    fourth = trainer.run()
+    clip = torch.from_numpy(__import__("soundfile").read(assets["manifest"].parent / "clip0.wav",
+                                                        dtype="float32")[0])[None, None]
+    before = HoliTok.from_pretrained(third.final_dir / "holitok", device="cpu")
+    after = HoliTok.from_pretrained(fourth.final_dir / "holitok", device="cpu")
+    assert torch.equal(before.encode(clip), after.encode(clip))  # what the unified model reads is unchanged
+    assert not torch.equal(before.decode(before.encode(clip)), after.decode(after.encode(clip)))  # the decoder trained
