@@ -11,7 +11,8 @@ fits the same probe on the audio's own low-frequency log spectrum, to show what 
 present. Whatever the probe says, the listener hears the decoder: `resynthesis` tracks the held-out items'
 resynthesis (posterior mean) with the same tracker and scores its F0 against the original's on the frames both call
 voiced, and for a tokenizer with the harmonic decoder head (holitok/harmonic_head.py) `decoder_f0` scores the F0
-that head predicts and says what share of the output's spectral energy its pulse train carries. docs/learning.md sections 31-32 read these numbers.
+that head predicts and says what share of the output's spectral energy its pulse train carries. docs/learning.md
+sections 31-33 read these numbers.
 """
 from __future__ import annotations
 

@@ -194,7 +194,6 @@ class Reporter:
                 row["tts_sim"] = _sim(self.sim, tts, prompt_audio.numpy(), sr) if len(tts) else 0.0
         return row, (record.speaker, wav, resynth, tts)
 
-
     def _resynthesise(self, audio: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """The tokenizer's decode, or with resynth_f0 'tracker' a diagnostic oracle: one offline pass whose pulse
         train runs at the original's tracked F0 on the frames the tracker calls voiced (the head's own voicing

@@ -186,7 +186,8 @@ def test_stage3_without_distillation_needs_no_teachers_and_decodes_a_crop(assets
         TokenizerTrainModel(tiny_config(2, assets, tmp_path / "bad", "stage_options.decode_context_seconds=0.2"))
     # a decoder-only Stage II with the crop and its context: the losses see the window only
     warm = make_trainer(tiny_config(2, assets, tmp_path / "warm", "stage_options.decoder_only=true",
-                                    "stage_options.decode_crop_seconds=0.2", "stage_options.decode_context_seconds=0.2"))
+                                    "stage_options.decode_crop_seconds=0.2",
+                                    "stage_options.decode_context_seconds=0.2"))
     model = warm.unwrapped
     assert model.decode_context_frames == model.decode_crop_frames > 0
     batch = first_batch(warm)
@@ -270,7 +271,8 @@ def test_a_warm_decoder_only_step_after_stage3_keeps_the_latents(assets, tmp_pat
     no_teachers = ["loss_weights.wavlm=0", "loss_weights.xvector=0", "train.max_steps=1"]
     third = make_trainer(tiny_config(3, assets, tmp_path / "s3", *no_teachers)).run()
     AcceleratorState._reset_state(reset_partial_state=True)
-    trainer = make_trainer(tiny_config(2, assets, tmp_path / "s4", "train.max_steps=2", "stage_options.decoder_only=true",
+    trainer = make_trainer(tiny_config(2, assets, tmp_path / "s4", "train.max_steps=2",
+                                       "stage_options.decoder_only=true",
                                        "stage_options.init_log_std=null", "data.segment_seconds=null",
                                        "stage_options.decode_crop_seconds=0.2",
                                        "stage_options.decode_context_seconds=0.4", init_from=str(tmp_path / "s3")))

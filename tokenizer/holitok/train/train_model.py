@@ -68,6 +68,9 @@ class TokenizerTrainModel(torch.nn.Module):
         frames_per_second = self.holitok.sample_rate / self.holitok.hop_size
         self.decode_crop_frames = max(1, round(crop * frames_per_second)) if crop is not None else None
         self.decode_context_frames = round(context * frames_per_second)
+        if self.head_pitch_loss and self.decode_context_frames:
+            raise ValueError("stage_options.decode_context_seconds is not supported with the harmonic head's pitch "
+                             "term yet (its F0 frames would need the same window)")
         self.train_decoder = config.stage_options.train_decoder
         self.decoder_only = config.stage_options.decoder_only
         self.train_all = config.stage_options.train_all
@@ -130,9 +133,6 @@ class TokenizerTrainModel(torch.nn.Module):
         if self.decode_crop_frames is not None:
             decoded, decoded_lengths, target, offsets = crop_for_decoding(
                 z, frame_lengths, audio, self.decode_crop_frames, model.hop_size, self.decode_context_frames)
-        if self.head_pitch_loss and self.decode_context_frames:
-            raise ValueError("stage_options.decode_context_seconds is not supported with the harmonic head's pitch "
-                             "term yet (its F0 frames would need the same window)")
         if self.head_pitch_loss:
             head_hop = model.config.istft_hop
             track = yin_track(audio if target is None else target, model.sample_rate, head_hop)
