@@ -102,7 +102,8 @@ class StageOptions:
     # With decode_crop_seconds: the decoder also decodes up to this many seconds of the latents before the window
     # (as many as the utterance has), and the losses skip them. Why: the decoder is causal with ~0.45 s of
     # receptive field, so a crop decoded from nothing trains it on a history it never has at inference; the
-    # shipped decoder reads 0.4 s windows worse with their real history than from nothing (docs/learning.md 33).
+    # shipped decoder read 0.4 s windows worse with their real history than from nothing. Measured: a decoder-only
+    # fine-tune with cold crops fixed that as well as one with context did (docs/learning.md section 33).
     decode_context_seconds: float = 0.0
     # decoder_head 'harmonic' only: what the pulse train runs at while training. "predicted": the head's own F0, as
     # at inference; "tracker": the pitch tracker's F0 on voiced frames (the head's F0 still learns from the pitch
