@@ -67,19 +67,14 @@ class HarmonicISTFTHead(ISTFTHead):
 
     def render(self, x: Tensor, log2_f0: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """[B, C, F] -> ([B, 1, F * hop] audio, [B, 2, F] log2 F0 relative to REFERENCE_LOG2_F0 and the voicing
-        logit). `log2_f0` [B, F] (absolute, training only): the F0 the pulse train runs at instead of the predicted
-        one (stage_options.harmonic_f0 'tracker')."""
+        logit). `log2_f0` [B, F] (absolute): the F0 the pulse train runs at instead of the predicted one
+        (stage_options.harmonic_f0 'tracker' in training, eval.report --resynth_f0 tracker as an oracle)."""
         raw = self.harmonic_proj(x).float()
-        audio = self._overlap_add(self._blocks(self._mixed_spectrum(x, raw, None, log2_f0)), None)[0]
+        audio = self._overlap_add(self._blocks(sum(self._parts(x, raw, None, log2_f0))), None)[0]
         return audio, raw[:, self.bins:]
 
     def _spectrum(self, x: Tensor, state: dict | None) -> Tensor:
-        return self._mixed_spectrum(x, self.harmonic_proj(x).float(), state, None)
-
-    def _mixed_spectrum(self, x: Tensor, raw: Tensor, state: dict | None, log2_f0: Tensor | None) -> Tensor:
-        """The istft head's spectrum plus the filtered pulse train; `raw` is harmonic_proj(x)."""
-        noise, harmonic = self._parts(x, raw, state, log2_f0)
-        return noise + harmonic
+        return sum(self._parts(x, self.harmonic_proj(x).float(), state, None))
 
     @torch.no_grad()
     def pulse_energy(self, x: Tensor) -> tuple[float, float]:
@@ -89,7 +84,8 @@ class HarmonicISTFTHead(ISTFTHead):
         return float(harmonic.abs().square().sum()), float(noise.abs().square().sum())
 
     def _parts(self, x: Tensor, raw: Tensor, state: dict | None, log2_f0: Tensor | None) -> tuple[Tensor, Tensor]:
-        """(the istft spectrum as the mix weighs it, the filtered pulse train's spectrum), [B, frames, bins] each."""
+        """(the istft spectrum as the mix weighs it, the filtered pulse train's spectrum), [B, frames, bins] each;
+        the head's output spectrum is their sum. `raw` is harmonic_proj(x)."""
         noise = super()._spectrum(x, state)
         gain_log = raw[:, : self.bins] * LOG_MAGNITUDE_SCALE + self.gain_offset
         gain = gain_log.clamp(max=LOG_MAGNITUDE_CEILING + math.log(2.0 / self.n_fft)).exp()
