@@ -97,7 +97,7 @@ def test_round_trip_and_authors_layout(tmp_path):
         export_runtime_checkpoint(_model, tmp_path / "model.pt")
     # a released model's config never mentions our keys, so the authors' files and ours stay identical
     ours = {"decoder_head", "istft_n_fft", "encoder_frontend", "frontend_hop", "frontend_long_n_fft",
-            "frontend_long_max_hz", "harmonic_mix"}
+            "frontend_long_max_hz", "harmonic_mix", "istft_hidden"}
     assert not ours & set(get_preset_config("HoliTok-Base").to_dict())
     # and a cpu-small model saves only the keys it uses: the shipped tokenizer's config.json is unchanged by them
     assert not {"frontend_long_n_fft", "frontend_long_max_hz", "harmonic_mix"} & set(_model.config.to_dict())
@@ -149,3 +149,31 @@ def test_the_long_window_streams_exactly_and_starts_as_the_model_without_it(tmp_
         HoliTok(_config(frontend_long_n_fft=960))
     with pytest.raises(ValueError, match="frontend_long_n_fft only applies to encoder_frontend 'stft'"):
         HoliTokConfig.from_dict({**get_preset_config("tiny").to_dict(), "frontend_long_n_fft": 3840})
+
+
+def test_the_head_branch_starts_at_zero_streams_exactly_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    wide = HoliTok(_config(istft_hidden=16)).eval()
+    wide.reset_parameters()
+    branch = wide.decoder.head.branch
+    assert float(branch.outer.weight.detach().abs().sum()) == 0.0  # reset_parameters keeps the output layer at zero
+    plain_state = {k: v for k, v in wide.state_dict().items() if ".head.branch." not in k}
+    plain = HoliTok(_config()).eval()
+    plain.load_state_dict(plain_state, strict=True)
+    with torch.no_grad():
+        assert torch.equal(wide.forward_decode(_latents), plain.forward_decode(_latents))
+        branch.outer.weight.normal_(0.0, 0.1)  # now it matters, and still streams exactly
+        wave = wide.forward_decode(_latents)
+        assert not torch.equal(wave, plain.forward_decode(_latents))
+    for cuts in ([1, 2, 7], [5]):
+        dec = wide.stream_decoder()
+        parts = [dec.step(_latents[..., a:b]) for a, b in _partition(_latents.shape[-1], cuts)]
+        assert (torch.cat(parts + [dec.flush()], dim=-1) - wave).abs().max() <= TOL
+    wide.save_pretrained(tmp_path / "wide")
+    loaded = HoliTok.from_pretrained(tmp_path / "wide", device="cpu").eval()
+    assert loaded.config.istft_hidden == 16
+    with torch.no_grad():
+        assert torch.equal(loaded.forward_decode(_latents), wave)
+    assert "istft_hidden" not in _model.config.to_dict()  # a tokenizer without the branch saves the same config
+    with pytest.raises(ValueError, match="istft_hidden must be >= 0 and needs decoder_head"):
+        HoliTokConfig.from_dict({**get_preset_config("tiny").to_dict(), "istft_hidden": 16})

@@ -231,3 +231,18 @@ def test_the_pitch_probe_reports_the_pulse_trains_share_of_the_output(tmp_path):
     assert shares[0] == 0.0 and 0.0 < shares[1] < 1.0
     # the hook is removed afterwards: decoding again leaves the head untouched
     assert not model.decoder.activation_post._forward_hooks
+
+
+def test_a_stage_adds_the_head_branch_to_a_tokenizer_without_one_at_zero(tmp_path):
+    plain = _model("istft", seed=10)
+    plain.save_pretrained(tmp_path / "plain")
+    config = load_config(CONFIGS / "tiny_stage1.yaml", [
+        f"data.train={write_clips(tmp_path / 'clips', count=1, seconds=0.8)}", f"output_dir={tmp_path / 'run'}",
+        "init_from=null", "model.preset=tiny",
+        *[f"model.overrides.{k}={v}" for k, v in {**SMALL, "decoder_head": "istft", "istft_hidden": 16}.items()]])
+    model = TokenizerTrainModel(config)
+    notes = initialise_from(tmp_path / "plain", model, torch.nn.Module())
+    assert any("decoder.head.branch added at zero" in note for note in notes)
+    latents = torch.randn(1, 8, 6, generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        assert torch.equal(model.holitok.eval().forward_decode(latents), plain.forward_decode(latents))

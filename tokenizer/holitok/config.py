@@ -58,6 +58,9 @@ class HoliTokConfig:
     # istft spectrum by 1 - voicing, so voiced frames must come from the pulse train (harmonic_head.py).
     harmonic_mix: str = "add"
     istft_n_fft: int = 0
+    # decoder_head "istft"/"harmonic": the width of a two-layer branch beside the head's linear projection, which
+    # starts at zero (istft_head.py, HiddenBranch); 0 = none, the linear head alone.
+    istft_hidden: int = 0
     # Likewise for the encoder: "waveform" starts with the 12-channel conv stem at 48 kHz; "stft" starts with a fixed
     # causal DFT every frontend_hop samples (stft_frontend.py), then the downsample_rates ladder.
     encoder_frontend: str = "waveform"
@@ -102,6 +105,9 @@ class HoliTokConfig:
         else:
             problems.append(f"decoder_head {self.decoder_head!r} is unknown (expected 'waveform', 'istft' or "
                             f"'harmonic')")
+        if self.istft_hidden < 0 or (self.istft_hidden and self.decoder_head == "waveform"):
+            problems.append(f"istft_hidden must be >= 0 and needs decoder_head 'istft' or 'harmonic', got "
+                            f"{self.istft_hidden} with {self.decoder_head!r}")
         if self.harmonic_mix not in ("add", "voicing"):
             problems.append(f"harmonic_mix {self.harmonic_mix!r} is unknown (expected 'add' or 'voicing')")
         elif self.harmonic_mix != "add" and self.decoder_head != "harmonic":
@@ -164,6 +170,8 @@ class HoliTokConfig:
             del d["encoder_frontend"], d["frontend_hop"], d["frontend_n_fft"]
         if not self.frontend_long_n_fft:
             del d["frontend_long_n_fft"], d["frontend_long_max_hz"]
+        if not self.istft_hidden:
+            del d["istft_hidden"]
         return {**extra, **d}
 
     @classmethod
