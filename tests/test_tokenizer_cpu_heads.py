@@ -177,3 +177,63 @@ def test_the_head_branch_starts_at_zero_streams_exactly_and_round_trips(tmp_path
     assert "istft_hidden" not in _model.config.to_dict()  # a tokenizer without the branch saves the same config
     with pytest.raises(ValueError, match="istft_hidden must be >= 0 and needs decoder_head"):
         HoliTokConfig.from_dict({**get_preset_config("tiny").to_dict(), "istft_hidden": 16})
+
+
+def _steady_bin_head(phase: str) -> ISTFTHead:
+    """A head whose every frame is one bin (k = 1 of n_fft 64, hop 16) at magnitude n_fft / 2 and raw phase 0."""
+    head = ISTFTHead(channels=4, n_fft=64, hop=16, phase=phase)
+    with torch.no_grad():
+        head.proj.weight_g.zero_()
+        head.proj.bias.zero_()
+        raw = lambda log_magnitude: (log_magnitude - LOG_MAGNITUDE_OFFSET) / LOG_MAGNITUDE_SCALE
+        head.proj.bias[: head.bins] = raw(-30.0)
+        head.proj.bias[1] = raw(math.log(32.0))
+    return head
+
+
+def test_summed_advances_continue_a_sinusoid_that_absolute_phases_cancel():
+    n = torch.arange(16 * 40, dtype=torch.float64)
+    with torch.no_grad():
+        advancing = _steady_bin_head("advance")(torch.zeros(1, 4, 40))[0, 0].double()
+        absolute = _steady_bin_head("absolute")(torch.zeros(1, 4, 40))[0, 0].double()
+    # every frame starts where the last one's sinusoid had got to: a steady cosine at the bin's centre frequency
+    expected = torch.cos(2 * math.pi * (n + 16) / 64)
+    assert torch.allclose(advancing[64:], expected[64:], atol=1e-5)
+    # the same phase every frame: the sinusoid restarts every hop, so the output repeats every hop (energy only at
+    # multiples of the frame rate) and none of it is left at the bin's own frequency
+    steady = absolute[64:]
+    assert torch.allclose(steady[16:], steady[:-16], atol=1e-6) and steady.abs().max() > 0.1
+    at_bin = (steady * torch.exp(-2j * math.pi * n[64:] / 64)).mean().abs()
+    assert at_bin < 1e-6 and (advancing[64:] * torch.exp(-2j * math.pi * n[64:] / 64)).mean().abs() > 0.49
+
+
+def test_the_advance_head_streams_exactly_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = HoliTok(_config(istft_phase="advance")).eval()
+    model.reset_parameters()
+    with torch.no_grad():
+        wave = model.forward_decode(_latents)
+    assert torch.isfinite(wave).all() and wave.abs().max() > 0
+    for cuts in ([1, 2, 7], [5], [3, 4, 9, 10]):
+        dec = model.stream_decoder()
+        parts = [dec.step(_latents[..., a:b]) for a, b in _partition(_latents.shape[-1], cuts)]
+        assert (torch.cat(parts + [dec.flush()], dim=-1) - wave).abs().max() <= TOL
+    model.save_pretrained(tmp_path / "advance")
+    loaded = HoliTok.from_pretrained(tmp_path / "advance", device="cpu").eval()
+    assert loaded.config.istft_phase == "advance" and "istft_phase" not in _model.config.to_dict()
+    with torch.no_grad():
+        assert torch.equal(loaded.forward_decode(_latents), wave)
+    with pytest.raises(ValueError, match="istft_phase 'clock' is unknown"):
+        _config(istft_phase="clock")
+    with pytest.raises(ValueError, match="istft_phase only applies"):
+        HoliTokConfig.from_dict({**get_preset_config("tiny").to_dict(), "istft_phase": "advance"})
+
+
+def test_a_folded_checkpoint_with_a_zero_row_loads_finite(tmp_path):
+    folded = HoliTok(_config()).eval().fold_weight_norm()
+    with torch.no_grad():
+        folded.decoder.head.proj.weight[folded.decoder.head.bins:] = 0  # e.g. phase rows reset at zero
+    folded.save_pretrained(tmp_path / "folded")
+    loaded = HoliTok.from_pretrained(tmp_path / "folded", device="cpu")
+    assert torch.isfinite(loaded.decoder.head.proj.weight).all()
+    assert torch.equal(loaded.decoder.head.proj.weight, folded.decoder.head.proj.weight)

@@ -246,3 +246,23 @@ def test_a_stage_adds_the_head_branch_to_a_tokenizer_without_one_at_zero(tmp_pat
     latents = torch.randn(1, 8, 6, generator=torch.Generator().manual_seed(11))
     with torch.no_grad():
         assert torch.equal(model.holitok.eval().forward_decode(latents), plain.forward_decode(latents))
+
+
+def test_a_stage_turns_an_absolute_phase_head_into_a_summed_advance_one(tmp_path):
+    absolute = _model("istft", seed=12)
+    absolute.save_pretrained(tmp_path / "absolute")
+    overrides = {**SMALL, "decoder_head": "istft", "istft_phase": "advance"}
+    config = load_config(CONFIGS / "tiny_stage1.yaml", [
+        f"data.train={write_clips(tmp_path / 'clips', count=1, seconds=0.8)}", f"output_dir={tmp_path / 'run'}",
+        "init_from=null", "model.preset=tiny", *[f"model.overrides.{k}={v}" for k, v in overrides.items()]])
+    model = TokenizerTrainModel(config)
+    notes = initialise_from(tmp_path / "absolute", model, torch.nn.Module())
+    assert any("phase rows zeroed" in note for note in notes)
+    head, source = model.holitok.decoder.head, absolute.decoder.head
+    assert float(head.proj.get_weight().detach()[head.bins:].abs().sum()) == 0.0  # each bin starts at its centre
+    assert torch.equal(head.proj.get_weight()[: head.bins], source.proj.get_weight()[: head.bins])
+    # a stage started from an advance tokenizer keeps its phase rows
+    model.holitok.save_pretrained(tmp_path / "advance")
+    again = TokenizerTrainModel(config)
+    assert not any("phase rows zeroed" in note for note in initialise_from(tmp_path / "advance", again,
+                                                                           torch.nn.Module()))

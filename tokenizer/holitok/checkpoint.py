@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import HoliTokConfig, SemanticConfig, load_model_config, resolve_preset_name
+from .layers import weight_norm_parts
 
 RUNTIME_FORMAT = "holitok-runtime-state-dict-v1"
 SAFETENSORS_FORMAT = "holitok-safetensors-v1"
@@ -70,9 +71,7 @@ def _adapt_weight_norm_layout(sd: dict[str, Tensor], expected: dict[str, Tensor]
             continue
         base = key[: -len("weight")]
         if key not in expected and base + "weight_v" in expected and base + "weight_v" not in sd:
-            w = out.pop(key)
-            out[base + "weight_v"] = w
-            out[base + "weight_g"] = w.norm(dim=tuple(range(1, w.dim())), keepdim=True)
+            out[base + "weight_g"], out[base + "weight_v"] = weight_norm_parts(out.pop(key))
     return out
 
 

@@ -61,6 +61,9 @@ class HoliTokConfig:
     # decoder_head "istft"/"harmonic": the width of a two-layer branch beside the head's linear projection, which
     # starts at zero (istft_head.py, HiddenBranch); 0 = none, the linear head alone.
     istft_hidden: int = 0
+    # decoder_head "istft"/"harmonic": "absolute" reads each frame's phase from the head, "advance" sums per-frame
+    # phase advances over the frames (istft_head.py says why).
+    istft_phase: str = "absolute"
     # Likewise for the encoder: "waveform" starts with the 12-channel conv stem at 48 kHz; "stft" starts with a fixed
     # causal DFT every frontend_hop samples (stft_frontend.py), then the downsample_rates ladder.
     encoder_frontend: str = "waveform"
@@ -108,6 +111,10 @@ class HoliTokConfig:
         if self.istft_hidden < 0 or (self.istft_hidden and self.decoder_head == "waveform"):
             problems.append(f"istft_hidden must be >= 0 and needs decoder_head 'istft' or 'harmonic', got "
                             f"{self.istft_hidden} with {self.decoder_head!r}")
+        if self.istft_phase not in ("absolute", "advance"):
+            problems.append(f"istft_phase {self.istft_phase!r} is unknown (expected 'absolute' or 'advance')")
+        elif self.istft_phase != "absolute" and self.decoder_head == "waveform":
+            problems.append("istft_phase only applies to decoder_head 'istft' or 'harmonic'")
         if self.harmonic_mix not in ("add", "voicing"):
             problems.append(f"harmonic_mix {self.harmonic_mix!r} is unknown (expected 'add' or 'voicing')")
         elif self.harmonic_mix != "add" and self.decoder_head != "harmonic":
@@ -172,6 +179,8 @@ class HoliTokConfig:
             del d["frontend_long_n_fft"], d["frontend_long_max_hz"]
         if not self.istft_hidden:
             del d["istft_hidden"]
+        if self.istft_phase == "absolute":
+            del d["istft_phase"]
         return {**extra, **d}
 
     @classmethod

@@ -54,10 +54,11 @@ class Decoder(nn.Module):
             channels = out
         self.activation_post = Activation1d(channels, learnable_filters=not config.fixed_filter1)
         if config.decoder_head == "istft":
-            self.head = ISTFTHead(channels, config.istft_n_fft, config.istft_hop, config.istft_hidden)
+            self.head = ISTFTHead(channels, config.istft_n_fft, config.istft_hop, config.istft_hidden,
+                                  config.istft_phase)
         elif config.decoder_head == "harmonic":
             self.head = HarmonicISTFTHead(channels, config.istft_n_fft, config.istft_hop, config.sample_rate,
-                                          config.harmonic_mix, config.istft_hidden)
+                                          config.harmonic_mix, config.istft_hidden, config.istft_phase)
         else:
             self.conv_post = Conv1d(channels, 1, 7, bias=config.use_bias_at_final)
         self.use_tanh = config.use_tanh_at_final

@@ -31,8 +31,8 @@ PHASE_UNITS = 1 << 32
 
 class HarmonicISTFTHead(ISTFTHead):
     def __init__(self, channels: int, n_fft: int, hop: int, sample_rate: int, mix: str = "add",
-                 hidden: int = 0) -> None:
-        super().__init__(channels, n_fft, hop, hidden)
+                 hidden: int = 0, phase: str = "absolute") -> None:
+        super().__init__(channels, n_fft, hop, hidden, phase)
         self.sample_rate, self.mix = sample_rate, mix
         # bins harmonic gains (log, scaled like the istft head's magnitudes), log2 F0 - REFERENCE, a voicing logit
         self.harmonic_proj = Conv1d(channels, self.bins + 2, 1)

@@ -5,8 +5,17 @@ CPU presets (`config.decoder_head = "istft"`): the decoder stops upsampling at h
 and this head renders each frame's spectrum, so the expensive layers at 48 kHz disappear and the channels that are
 left sit where they are cheap. Causality: frame t's windowed irfft starts at sample t * hop and reaches n_fft samples
 into the future, so output sample s only depends on frames <= s // hop (no lookahead beyond the decoder's own).
+
+Phase: "absolute" (`config.istft_phase`) reads each frame's phase from the projection; "advance" reads how far each
+bin's phase moves from one frame to the next (its bin-centre advance plus a bounded deviation) and sums those
+advances over the frames, as a phase vocoder does. Why: an absolute phase has to follow a clock the causal features
+do not carry, and the shipped cpu-small decoder settled on phases that repeat every frame, so its output repeats
+every hop (a 100 Hz comb at hop 480, whatever the voice's pitch; docs/learning.md section 34). Summed advances make a
+sinusoid between bin centres continue from frame to frame.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -48,17 +57,22 @@ class HiddenBranch(nn.Module):
 
 
 class ISTFTHead(nn.Module):
-    def __init__(self, channels: int, n_fft: int, hop: int, hidden: int = 0) -> None:
+    def __init__(self, channels: int, n_fft: int, hop: int, hidden: int = 0, phase: str = "absolute") -> None:
         super().__init__()
         if n_fft % hop or n_fft < 2 * hop:
             raise ValueError(f"istft head needs n_fft to be a multiple (>= 2) of the hop, got n_fft={n_fft}, hop={hop}")
-        self.n_fft, self.hop, self.overlap = n_fft, hop, n_fft // hop
+        if phase not in ("absolute", "advance"):
+            raise ValueError(f"istft head phase must be 'absolute' or 'advance', got {phase!r}")
+        self.n_fft, self.hop, self.overlap, self.phase = n_fft, hop, n_fft // hop, phase
         self.bins = n_fft // 2 + 1
         self.proj = Conv1d(channels, 2 * self.bins, 1)
         self.branch = HiddenBranch(channels, hidden, 2 * self.bins) if hidden else None
         # Periodic Hann windows `overlap` apart sum to overlap / 2 everywhere: scaled to sum to one.
         window = torch.hann_window(n_fft, periodic=True) * (2.0 / self.overlap)
         self.register_buffer("window", window, persistent=False)
+        # A sinusoid at bin k's centre frequency advances 2 pi k hop / n_fft per frame (float64: summed over frames).
+        centre = (2 * math.pi * torch.arange(self.bins, dtype=torch.float64) * hop / n_fft) % (2 * math.pi)
+        self.register_buffer("centre_advance", centre, persistent=False)
 
     @torch.no_grad()
     def shrink_init(self) -> None:
@@ -73,7 +87,21 @@ class ISTFTHead(nn.Module):
         log_magnitude, phase = raw.float().chunk(2, dim=1)
         log_magnitude = log_magnitude * LOG_MAGNITUDE_SCALE + LOG_MAGNITUDE_OFFSET
         magnitude = log_magnitude.clamp(max=LOG_MAGNITUDE_CEILING).exp()
-        return torch.polar(magnitude, phase * PHASE_SCALE).transpose(1, 2)
+        phase = phase * PHASE_SCALE if self.phase == "absolute" else self._summed_advances(phase, state)
+        return torch.polar(magnitude, phase).transpose(1, 2)
+
+    def _summed_advances(self, raw: Tensor, state: dict | None) -> Tensor:
+        """[B, bins, F] raw deviations -> each frame's phase: the previous frame's plus the bin-centre advance plus a
+        deviation within +-pi (+-sr / hop / 2 Hz around the centre). The running phase is float64 and wrapped, so a
+        stream cut anywhere sums to the offline phases; the stream keeps the last frame's phase."""
+        deviation = math.pi * torch.tanh(raw.double() * (PHASE_SCALE / math.pi))
+        advance = self.centre_advance[:, None] + deviation
+        start = state.get((self, "advance")) if state is not None else None
+        phase = advance.cumsum(-1) if start is None else start[..., None] + advance.cumsum(-1)
+        phase = torch.remainder(phase, 2 * math.pi)
+        if state is not None and phase.shape[-1]:
+            state[(self, "advance")] = phase[..., -1]
+        return phase.float()
 
     def _blocks(self, spectrum: Tensor) -> Tensor:
         """[B, F, bins] spectra -> [B, F, overlap, hop]: each frame's windowed waveform cut into hop-sized blocks."""

@@ -26,6 +26,13 @@ def _norm_except_dim0(v: Tensor) -> Tensor:
     return v.norm(dim=tuple(range(1, v.dim())), keepdim=True)
 
 
+def weight_norm_parts(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """(g, v) with g * v / ||v|| == weight: g = ||w|| per output channel, v = w. A zero row (a projection that starts
+    or was reset at zero) keeps g = 0 with v = 1: v = w would make it 0 / 0."""
+    g = _norm_except_dim0(weight)
+    return g, torch.where(g == 0, torch.ones_like(weight), weight)
+
+
 class WeightNormed(nn.Module):
     """A layer whose weight is `weight_g * weight_v / ||weight_v||` until folded."""
 
@@ -61,9 +68,7 @@ class WeightNormed(nn.Module):
             return
         w = self.weight.detach().clone()
         del self.weight
-        g = _norm_except_dim0(w)
-        # A zero row (a projection that starts at zero) keeps g = 0 with any nonzero v: v = w would make it 0 / 0.
-        v = torch.where(g == 0, torch.ones_like(w), w)
+        g, v = weight_norm_parts(w)
         self.weight_g = nn.Parameter(g)
         self.weight_v = nn.Parameter(v)
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from ..checkpoint import CheckpointError, file_sha256, load_holitok, load_state_dict_strict
 from ..harmonic_head import HarmonicISTFTHead, add_harmonic_branch
 from ..model import HoliTok
-from .config import TokenizerTrainConfig, save_config
+from .config import TokenizerTrainConfig, load_config, save_config
 from .run_state import read_trainer_state
 
 logger = logging.getLogger(__name__)
@@ -44,20 +44,31 @@ def find_stage_dir(path: str | Path) -> Path | None:
 
 
 def _load_child(child: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str, source: str,
-                notes: list[str]) -> bool:
+                notes: list[str], source_phase: str) -> bool:
     part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not part:
         return False
     if isinstance(child, HoliTok):
-        _widen(child, part, source, notes)
+        _widen(child, part, source, notes, source_phase)
     load_state_dict_strict(child, part, f"{source} [{prefix}*]")
     return True
 
 
-def _widen(model: HoliTok, state: dict[str, torch.Tensor], source: str, notes: list[str]) -> None:
+def _widen(model: HoliTok, state: dict[str, torch.Tensor], source: str, notes: list[str],
+           source_phase: str = "absolute") -> None:
     """The changes of architecture a stage may start from, each noted: an istft head's weights into a harmonic head,
-    and modules that start at zero (the front end's long window) added where `state` predates them."""
+    modules that start at zero (the front end's long window, the head's branch) added where `state` predates them,
+    and an absolute-phase head turned into a summed-advance one (`source_phase`: the checkpoint's istft_phase)."""
     head = getattr(model.decoder, "head", None)
+    if getattr(head, "phase", "absolute") == "advance" and source_phase == "absolute":
+        # The phase rows meant absolute phases; as deviations they would detune every bin. Zeroed, each bin starts
+        # at its centre frequency and the magnitudes stay as trained.
+        for key in ("decoder.head.proj.weight_g", "decoder.head.proj.weight", "decoder.head.proj.bias"):
+            if key in state:
+                state[key] = state[key].clone()
+                state[key][head.bins:] = 0
+        notes.append(f"decoder.head.proj's phase rows zeroed: {source} reads absolute phases, this head sums "
+                     f"advances (istft_head.py)")
     if isinstance(head, HarmonicISTFTHead) and add_harmonic_branch(state, head, "decoder.head."):
         notes.append(f"decoder.head.harmonic_proj added to the istft head of {source} (harmonic_head.py: gains from "
                      f"its magnitudes, F0 and voicing freshly initialised)")
@@ -82,17 +93,19 @@ def initialise_from(path: str | Path, model: torch.nn.Module, discriminators: to
     if stage_dir is None:
         if not Path(path).exists():
             raise FileNotFoundError(f"init_from {path} does not exist")
-        state = load_holitok(HoliTok, str(path)).state_dict()
-        _widen(model.holitok, state, str(path), notes)
+        source_model = load_holitok(HoliTok, str(path))
+        state = source_model.state_dict()
+        _widen(model.holitok, state, str(path), notes, source_model.config.istft_phase)
         load_state_dict_strict(model.holitok, state, str(path))
         return [f"HoliTok weights from {path}; everything else (flow, heads, discriminators) freshly initialised",
                 *notes]
     state = load_file(str(stage_dir / TRAIN_STATE))
     source = str(stage_dir / TRAIN_STATE)
+    source_phase = load_config(stage_dir / CONFIG_YAML).model.build().istft_phase
     for name, child in model.named_children():
         if child is None:
             continue
-        if _load_child(child, state, f"{name}.", source, notes):
+        if _load_child(child, state, f"{name}.", source, notes, source_phase):
             notes.append(f"{name} from {stage_dir}")
         elif name == "holitok":
             raise CheckpointError(f"{source} has no holitok.* tensors")
