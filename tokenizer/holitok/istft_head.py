@@ -34,9 +34,10 @@ LOG_MAGNITUDE_SCALE, LOG_MAGNITUDE_OFFSET, PHASE_SCALE = 8.0, -3.0, 3.0
 class HiddenBranch(nn.Module):
     """A per-frame two-layer branch beside the head's linear projection; its output layer starts at zero.
 
-    Why: one linear map from ~200 channels cannot draw a voice's harmonic comb at every F0. Measured on the shipped
+    Why: one linear map from ~200 channels may not draw a voice's harmonic comb at every F0. Measured on the shipped
     cpu-small decoder's features (docs/learning.md section 34): a refitted linear map reads the original's harmonic-
-    resolving log spectrum at held-out L1 0.78, a 1024-wide two-layer network at 0.62. Starting at zero, the branch
+    resolving log spectrum at held-out L1 0.78, a 1024-wide two-layer network at 0.62 (yet trained under the mel loss
+    on those latents, which carry no pitch, a 512-wide branch gained nothing). Starting at zero, the branch
     leaves a trained head's output unchanged, so a decoder-only fine-tune can add it to a shipped tokenizer
     (holitok/train/checkpointing.py adds `zero_init` modules that a checkpoint predates).
     """
