@@ -55,7 +55,7 @@ def _load_child(child: torch.nn.Module, state: dict[str, torch.Tensor], prefix: 
 
 
 def _widen(model: HoliTok, state: dict[str, torch.Tensor], source: str, notes: list[str],
-           source_phase: str = "absolute") -> None:
+           source_phase: str) -> None:
     """The changes of architecture a stage may start from, each noted: an istft head's weights into a harmonic head,
     modules that start at zero (the front end's long window, the head's branch) added where `state` predates them,
     and an absolute-phase head turned into a summed-advance one (`source_phase`: the checkpoint's istft_phase)."""
