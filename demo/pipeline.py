@@ -320,7 +320,8 @@ class DemoPipeline:
         # The unified model reads the tokenizer's latents: their width is the tokenizer's, never a second setting.
         from holitok.train.config import load_config
 
-        doc["model"]["latent_dim"] = load_config(self.tokenizer_stage_configs()[-1]).model.build().latent_dim
+        tokenizer = load_config(self.tokenizer_stage_configs()[-1]).model.build()
+        doc["model"]["latent_dim"] = tokenizer.latent_dim + tokenizer.pitch_channels  # pitch latents come after
         doc.setdefault("data", {})["datasets"] = [
             {"name": "synth", "latents": str(self.latents_dir), "tasks": ["tts", "asr"]}]
         if self.second_latents_dir is not None:  # each store weighs by its size, so the two corpora share evenly

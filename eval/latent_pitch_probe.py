@@ -31,7 +31,7 @@ def frame_features(codec, records, spectrum: bool = False) -> tuple[dict[str, to
     """Per voiced latent frame, read once per utterance: the features by name ("latents", and with `spectrum` the
     audio's log spectrum below 1 kHz, each with +-CONTEXT frames), log2 F0 and the voice."""
     from holitok.audio import load_audio
-    from holitok.train.pitch import yin_track
+    from holitok.pitch_track import yin_track
 
     features, targets, voices = {}, [], []
     for record in records:
@@ -102,7 +102,7 @@ def decoder_pitch(codec, records) -> dict:
     """The resynthesis' F0 (and a harmonic head's predicted F0) against the original's, per tracker frame."""
     from holitok.audio import load_audio
     from holitok.harmonic_head import REFERENCE_LOG2_F0, HarmonicISTFTHead
-    from holitok.train.pitch import yin_track
+    from holitok.pitch_track import yin_track
 
     harmonic = isinstance(getattr(codec.decoder, "head", None), HarmonicISTFTHead)
     hop = codec.config.istft_hop if harmonic else codec.hop_size

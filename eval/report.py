@@ -200,7 +200,7 @@ class Reporter:
         and spectrum unchanged), i.e. what the decoder would render from latents that carried the pitch exactly."""
         if self.resynth_f0 == "predicted":
             return self.codec.decode(latents)
-        from holitok.train.pitch import yin_track
+        from holitok.pitch_track import yin_track
 
         head_hop = self.codec.config.istft_hop
         track = yin_track(audio[None], self.codec.sample_rate, head_hop)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from holitok.train.config import load_config
-from holitok.train.pitch import REFERENCE_LOG2_F0, PitchHead, PitchTrack, pitch_loss, yin_track
+from holitok.pitch_track import PitchTrack, yin_track
+from holitok.train.pitch import REFERENCE_LOG2_F0, PitchHead, pitch_loss
 from holitok.train.toy_assets import write_clips
 from holitok.train.train_model import TokenizerTrainModel
 

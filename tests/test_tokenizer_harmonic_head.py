@@ -184,7 +184,7 @@ def test_the_voicing_mix_hands_voiced_frames_to_the_pulse_train():
 
 def test_the_reports_f0_oracle_drives_the_pulse_train_with_the_originals_tracked_f0():
     from eval.report import Reporter
-    from holitok.train.pitch import yin_track
+    from holitok.pitch_track import yin_track
 
     model = _model("harmonic", seed=7)
     with torch.no_grad():  # voicing open, so the pulse train is heard

@@ -103,6 +103,9 @@ class TrainConfig:
     init_dit_from: str | None = None   # a TTS-only run's checkpoint or save_pretrained dir: copy its DiT head weights
     init_dit_prefixes: list[str] = field(default_factory=lambda: ["dit."])
     freeze_semantic_encoder: bool | None = None  # None keeps model.semantic_input.trainable
+    # Train only the parameters whose names start with one of these (e.g. ["dit."]: a flow head learning new latent
+    # channels after holitok_slm/widen.py, with everything that reads audio or writes text frozen); None = all.
+    trainable_prefixes: list[str] | None = None
     # Robustness.
     max_consecutive_nonfinite: int = 20  # stop (with a checkpoint) after this many skipped non-finite steps in a row
     inject_nonfinite_at_steps: list[int] = field(default_factory=list)  # fault injection for tests only

@@ -115,6 +115,20 @@ def init_submodules_from(model: torch.nn.Module, source: str | Path, prefixes: l
     return sorted(wanted)
 
 
+def freeze_all_but(model: torch.nn.Module, prefixes: list[str]) -> int:
+    """requires_grad only for the parameters under `prefixes` (train.trainable_prefixes); returns how many train.
+    A prefix that matches nothing is an error (a typo would otherwise train nothing, or not what was meant)."""
+    names = [name for name, _ in model.named_parameters()]
+    unmatched = [p for p in prefixes if not any(name.startswith(p) for name in names)]
+    if unmatched or not prefixes:
+        raise ValueError(f"train.trainable_prefixes {prefixes}: no parameter starts with {unmatched or prefixes}")
+    count = 0
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith(tuple(prefixes)))
+        count += int(param.requires_grad)
+    return count
+
+
 def apply_semantic_freeze(cfg: UnifiedConfig, freeze: bool | None) -> None:
     """train.freeze_semantic_encoder (paper Table 8) -> model.semantic_input.trainable, saved with the model."""
     if freeze is None:

@@ -31,8 +31,8 @@ from holitok_slm.train.config import EXPORT_DTYPES, TrainingRun
 from holitok_slm.train.data import make_batcher, open_streams
 from holitok_slm.train.distributed import accelerator_kwargs_handlers
 from holitok_slm.train.model_setup import (apply_semantic_freeze, check_semantic_source, check_text_points,
-                                           ensure_sentencepiece, init_submodules_from, note_trained_characters,
-                                           statistics_items, store_aligner)
+                                           ensure_sentencepiece, freeze_all_but, init_submodules_from,
+                                           note_trained_characters, statistics_items, store_aligner)
 from holitok_slm.train.optim import build_optimizer, build_scheduler
 
 STATISTICS_ITEMS_PER_STREAM = 64
@@ -155,6 +155,10 @@ class UnifiedTrainer:
                 copied = init_submodules_from(model, cfg.init_dit_from, cfg.init_dit_prefixes)
                 accelerator.print(f"initialised {len(copied)} tensors under {cfg.init_dit_prefixes} "
                                   f"from {cfg.init_dit_from}")
+        if cfg.trainable_prefixes is not None:
+            trained = freeze_all_but(model, cfg.trainable_prefixes)
+            accelerator.print(f"train.trainable_prefixes {cfg.trainable_prefixes}: {trained} parameter tensors "
+                              f"train, the rest is frozen")
         optimizer = build_optimizer(model, cfg)
         self.scheduler = build_scheduler(optimizer, cfg)  # stepped by hand once per optimizer step (docs/training.md)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)

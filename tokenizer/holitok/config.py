@@ -64,6 +64,9 @@ class HoliTokConfig:
     # decoder_head "istft"/"harmonic": "absolute" reads each frame's phase from the head, "advance" sums per-frame
     # phase advances over the frames (istft_head.py says why).
     istft_phase: str = "absolute"
+    # decoder_head "istft": F0 and voicing from a pitch tracker as extra latent channels after the learnt ones, and
+    # voiced frames drawn on a harmonic comb at that F0 (pitch_latents.py says why and the layout).
+    pitch_latents: bool = False
     # Likewise for the encoder: "waveform" starts with the 12-channel conv stem at 48 kHz; "stft" starts with a fixed
     # causal DFT every frontend_hop samples (stft_frontend.py), then the downsample_rates ladder.
     encoder_frontend: str = "waveform"
@@ -115,6 +118,10 @@ class HoliTokConfig:
             problems.append(f"istft_phase {self.istft_phase!r} is unknown (expected 'absolute' or 'advance')")
         elif self.istft_phase != "absolute" and self.decoder_head == "waveform":
             problems.append("istft_phase only applies to decoder_head 'istft' or 'harmonic'")
+        if self.pitch_latents and (self.decoder_head != "istft" or self.hop_size % self.istft_hop
+                                   or self.sample_rate % 16000):
+            problems.append("pitch_latents needs decoder_head 'istft' (whole head frames per latent frame) and a "
+                            "sample rate that is a multiple of 16 kHz (the pitch tracker's rate)")
         if self.harmonic_mix not in ("add", "voicing"):
             problems.append(f"harmonic_mix {self.harmonic_mix!r} is unknown (expected 'add' or 'voicing')")
         elif self.harmonic_mix != "add" and self.decoder_head != "harmonic":
@@ -142,6 +149,11 @@ class HoliTokConfig:
     def istft_hop(self) -> int:
         """Samples per output frame of the istft head (the upsampling the decoder's stages leave to it)."""
         return self.hop_size // math.prod(self.upsample_rates)
+
+    @property
+    def pitch_channels(self) -> int:
+        """Latent channels after the learnt latent_dim ones that carry F0 and voicing (0 without pitch_latents)."""
+        return 2 * (self.hop_size // self.istft_hop) if self.pitch_latents else 0
 
     @property
     def bottleneck_dim(self) -> int:
@@ -181,6 +193,8 @@ class HoliTokConfig:
             del d["istft_hidden"]
         if self.istft_phase == "absolute":
             del d["istft_phase"]
+        if not self.pitch_latents:
+            del d["pitch_latents"]
         return {**extra, **d}
 
     @classmethod

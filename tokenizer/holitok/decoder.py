@@ -55,7 +55,7 @@ class Decoder(nn.Module):
         self.activation_post = Activation1d(channels, learnable_filters=not config.fixed_filter1)
         if config.decoder_head == "istft":
             self.head = ISTFTHead(channels, config.istft_n_fft, config.istft_hop, config.istft_hidden,
-                                  config.istft_phase)
+                                  config.istft_phase, config.sample_rate)
         elif config.decoder_head == "harmonic":
             self.head = HarmonicISTFTHead(channels, config.istft_n_fft, config.istft_hop, config.sample_rate,
                                           config.harmonic_mix, config.istft_hidden, config.istft_phase)
@@ -69,16 +69,19 @@ class Decoder(nn.Module):
     def _stage_blocks(self, i: int):
         return self.resblocks[i * self.num_kernels: (i + 1) * self.num_kernels]
 
-    def body(self, x: Tensor, with_pitch: bool = False,
-             log2_f0: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
+    def body(self, x: Tensor, with_pitch: bool = False, log2_f0: Tensor | None = None,
+             track: tuple[Tensor, Tensor] | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """Everything after conv_pre: strictly causal. `with_pitch` (harmonic head only): also its [B, 2, frames]
-        F0 and voicing prediction, for the training loss; `log2_f0`: the F0 its pulse train runs at instead."""
+        F0 and voicing prediction, for the training loss; `log2_f0`: the F0 its pulse train runs at instead.
+        `track`: the pitch latents' (log2 F0, voiced) per head frame, for the istft head's comb (pitch_latents.py)."""
         for i, up in enumerate(self.ups):
             x = up[0](x)
             blocks = self._stage_blocks(i)
             x = sum(block(x) for block in blocks) / self.num_kernels
         out = self.head if hasattr(self, "head") else self.conv_post
         x = self.activation_post(x)
+        if track is not None:
+            return self._finish(out(x, track))
         if not with_pitch and log2_f0 is None:
             return self._finish(out(x))
         if not isinstance(out, HarmonicISTFTHead):
@@ -86,18 +89,32 @@ class Decoder(nn.Module):
         audio, pitch = out.render(x, log2_f0)
         return (self._finish(audio), pitch) if with_pitch else self._finish(audio)
 
-    def forward(self, x: Tensor, with_pitch: bool = False,
-                log2_f0: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
-        return self.body(self.conv_pre(inference_layout(x)), with_pitch, log2_f0)
+    def forward(self, x: Tensor, with_pitch: bool = False, log2_f0: Tensor | None = None,
+                track: tuple[Tensor, Tensor] | None = None) -> Tensor | tuple[Tensor, Tensor]:
+        return self.body(self.conv_pre(inference_layout(x)), with_pitch, log2_f0, track)
 
     def _body_step(self, x: Tensor, state: dict) -> Tensor:
         for i, up in enumerate(self.ups):
             x = up[0].step(x, state)
             x = sum(block.step(x, state) for block in self._stage_blocks(i)) / self.num_kernels
         out = self.head if hasattr(self, "head") else self.conv_post
-        return self._finish(out.step(self.activation_post.step(x, state), state))
+        x = self.activation_post.step(x, state)
+        queue = state.get((self, "track"))
+        if queue is None:
+            return self._finish(out.step(x, state))
+        # conv_pre holds frames back for its lookahead; the track waits in the queue for the frames that come out
+        frames = x.shape[-1]
+        state[(self, "track")] = tuple(part[:, frames:] for part in queue)
+        return self._finish(out.step(x, state, tuple(part[:, :frames] for part in queue)))
 
-    def step(self, x: Tensor, state: dict) -> Tensor:
+    def _queue_track(self, state: dict, track: tuple[Tensor, Tensor] | None) -> None:
+        if track is None:
+            return
+        queue = state.get((self, "track"))
+        state[(self, "track")] = track if queue is None else tuple(torch.cat(p, -1) for p in zip(queue, track))
+
+    def step(self, x: Tensor, state: dict, track: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        self._queue_track(state, track)
         return self._body_step(self.conv_pre.step(inference_layout(x), state), state)
 
     def flush(self, state: dict) -> Tensor:

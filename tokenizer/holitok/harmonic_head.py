@@ -22,8 +22,8 @@ from torch import Tensor
 
 from .istft_head import LOG_MAGNITUDE_CEILING, LOG_MAGNITUDE_OFFSET, LOG_MAGNITUDE_SCALE, ISTFTHead
 from .layers import Conv1d
+from .pitch_track import REFERENCE_LOG2_F0  # the F0 channel is log2 F0 relative to 150 Hz
 
-REFERENCE_LOG2_F0 = math.log2(150.0)  # the F0 channel is log2 F0 relative to 150 Hz
 LOG2_F0_BOUNDS = (math.log2(50.0), math.log2(1000.0))  # what the pulse train is driven with, whatever the head says
 HARMONIC_CEILING = 0.45  # harmonics up to 0.45 x the sample rate (no aliasing at the top)
 PHASE_UNITS = 1 << 32
@@ -74,7 +74,9 @@ class HarmonicISTFTHead(ISTFTHead):
         audio = self._overlap_add(self._blocks(sum(self._parts(x, raw, None, log2_f0))), None)[0]
         return audio, raw[:, self.bins:]
 
-    def _spectrum(self, x: Tensor, state: dict | None) -> Tensor:
+    def _spectrum(self, x: Tensor, state: dict | None, track: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        if track is not None:  # config.py refuses pitch_latents with this head; this guards direct use
+            raise ValueError("the harmonic head predicts its own F0; a pitch track needs the istft head")
         return sum(self._parts(x, self.harmonic_proj(x).float(), state, None))
 
     @torch.no_grad()

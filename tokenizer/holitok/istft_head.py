@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .layers import Conv1d
+from .pitch_latents import comb_and_phase
 
 LOG_MAGNITUDE_CEILING = 6.0  # exp(6) ~ 400 per bin: a finite bound keeps an untrained head from overflowing
 # The projection's raw outputs are scaled before use. Speech spans ~10 nats of log-magnitude (harmonics near
@@ -29,6 +30,10 @@ LOG_MAGNITUDE_CEILING = 6.0  # exp(6) ~ 400 per bin: a finite bound keeps an unt
 # (docs/learning.md: 4 fixed segments, 150 steps, mel loss 0.53 unscaled vs 0.17 scaled). The weights start
 # 1/scale smaller, so the initial output statistics are those of an unscaled head.
 LOG_MAGNITUDE_SCALE, LOG_MAGNITUDE_OFFSET, PHASE_SCALE = 8.0, -3.0, 3.0
+# With pitch latents a voiced frame's magnitude is the head's times floor + (1 - floor) x the comb, times the gain.
+# Measured as oracles on the shipped decoder's magnitudes at the tracked F0 (docs/learning.md section 35): floor 0.05
+# read PESQ-WB well above floor 0.3; gain 2 roughly keeps the frame's energy (the comb's mean square is ~1/4 to 1/2).
+COMB_FLOOR, COMB_GAIN = 0.05, 2.0
 
 
 class HiddenBranch(nn.Module):
@@ -58,8 +63,10 @@ class HiddenBranch(nn.Module):
 
 
 class ISTFTHead(nn.Module):
-    def __init__(self, channels: int, n_fft: int, hop: int, hidden: int = 0, phase: str = "absolute") -> None:
+    def __init__(self, channels: int, n_fft: int, hop: int, hidden: int = 0, phase: str = "absolute",
+                 sample_rate: int = 0) -> None:
         super().__init__()
+        self.sample_rate = sample_rate  # only a pitch track (pitch_latents.py) needs it
         if n_fft % hop or n_fft < 2 * hop:
             raise ValueError(f"istft head needs n_fft to be a multiple (>= 2) of the hop, got n_fft={n_fft}, hop={hop}")
         if phase not in ("absolute", "advance"):
@@ -82,14 +89,37 @@ class ISTFTHead(nn.Module):
         target = self.proj.weight_g if self.proj.has_weight_norm else self.proj.weight  # per output channel
         target.div_(scale.view(-1, *([1] * (target.dim() - 1))).to(target))
 
-    def _spectrum(self, x: Tensor, state: dict | None) -> Tensor:
-        """[B, C, F] features -> [B, F, bins] complex spectra (`state`: None offline, else the stream's)."""
+    def _spectrum(self, x: Tensor, state: dict | None, track: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """[B, C, F] features -> [B, F, bins] complex spectra (`state`: None offline, else the stream's; `track`: the
+        pitch latents' (log2 F0, voiced) per frame [B, F], which put voiced frames on a harmonic comb)."""
         raw = self.proj(x) if self.branch is None else self.proj(x) + self.branch(x)
         log_magnitude, phase = raw.float().chunk(2, dim=1)
         log_magnitude = log_magnitude * LOG_MAGNITUDE_SCALE + LOG_MAGNITUDE_OFFSET
         magnitude = log_magnitude.clamp(max=LOG_MAGNITUDE_CEILING).exp()
         phase = phase * PHASE_SCALE if self.phase == "absolute" else self._summed_advances(phase, state)
+        if track is not None:
+            magnitude, phase = self._on_comb(magnitude, phase, track, state)
         return torch.polar(magnitude, phase).transpose(1, 2)
+
+    def _on_comb(self, magnitude: Tensor, phase: Tensor, track: tuple[Tensor, Tensor],
+                 state: dict | None) -> tuple[Tensor, Tensor]:
+        """Voiced frames: the head's magnitude under the comb at the track's F0, with the harmonics' own phases (the
+        fundamental's running phase is float64 and carried by a stream, so a cut stream sums to the offline phases)."""
+        log2_f0, voiced = track
+        if not self.sample_rate:
+            raise ValueError("a pitch track needs the head's sample_rate (ISTFTHead(..., sample_rate=...))")
+        if log2_f0.shape != magnitude.shape[::2] or voiced.shape != log2_f0.shape:
+            raise ValueError(f"pitch track {tuple(log2_f0.shape)} / {tuple(voiced.shape)} does not match the head's "
+                             f"{magnitude.shape[-1]} frames")
+        running = state.get((self, "fundamental")) if state is not None else None
+        if running is None:
+            running = torch.zeros(magnitude.shape[0], dtype=torch.float64, device=magnitude.device)
+        comb, harmonic_phase, after = comb_and_phase(log2_f0, running, self.n_fft, self.hop, self.sample_rate)
+        if state is not None:
+            state[(self, "fundamental")] = after
+        on = voiced[:, None, :]
+        return (torch.where(on, magnitude * (COMB_FLOOR + (1 - COMB_FLOOR) * comb) * COMB_GAIN, magnitude),
+                torch.where(on, harmonic_phase, phase))
 
     def _summed_advances(self, raw: Tensor, state: dict | None) -> Tensor:
         """[B, bins, F] raw deviations -> each frame's phase: the previous frame's plus the bin-centre advance plus a
@@ -119,12 +149,12 @@ class ISTFTHead(nn.Module):
             total[:, i: i + f] += blocks[:, :, i]
         return total[:, :f].reshape(b, 1, f * hop), total[:, f:]
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, track: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """[B, C, F] -> [B, 1, F * hop]."""
-        return self._overlap_add(self._blocks(self._spectrum(x, None)), None)[0]
+        return self._overlap_add(self._blocks(self._spectrum(x, None, track)), None)[0]
 
-    def step(self, x: Tensor, state: dict) -> Tensor:
+    def step(self, x: Tensor, state: dict, track: tuple[Tensor, Tensor] | None = None) -> Tensor:
         if x.shape[-1] == 0:
             return x.new_zeros(x.shape[0], 1, 0)
-        out, state[self] = self._overlap_add(self._blocks(self._spectrum(x, state)), state.get(self))
+        out, state[self] = self._overlap_add(self._blocks(self._spectrum(x, state, track)), state.get(self))
         return out

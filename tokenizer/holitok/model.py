@@ -15,6 +15,7 @@ from .decoder import AMPBlock1, Decoder
 from .encoder import AudioEncoder, ResidualUnit
 from .istft_head import ISTFTHead
 from .layers import Conv1d, ConvTranspose1d, fold_weight_norm, frame_mask, unfold_weight_norm
+from .pitch_latents import PITCH_LOG_STD, from_channels, measure, to_channels
 
 # Inference decodes/encodes in chunks of this many latent frames (2 s) through the streaming path: identical output,
 # flat memory, and much faster on CPU than one giant pass whose activations fall out of cache.
@@ -88,7 +89,12 @@ class HoliTok(nn.Module):
 
     @property
     def latent_dim(self) -> int:
-        return self.config.latent_dim
+        """Channels per latent frame: the learnt ones, then any pitch channels (config.pitch_latents)."""
+        return self.config.latent_dim + self.config.pitch_channels
+
+    @property
+    def pitch_channels(self) -> int:
+        return self.config.pitch_channels
 
     @property
     def frame_rate(self) -> float:
@@ -121,7 +127,27 @@ class HoliTok(nn.Module):
             h = h * frame_mask(self.num_frames(lengths.to(h.device)), h.shape[-1])
         h = self.audio_encoder.lookahead_conv(h)
         h = self.enc_mi_layer(h.transpose(1, 2)).transpose(1, 2)
-        return self._posterior_layout(self.pre_proj(h))
+        posterior = self._posterior_layout(self.pre_proj(h))
+        if not self.pitch_channels:
+            return posterior
+        per_frame = self.pitch_channels // 2
+        log2_f0, voiced, _ = measure(audio, self.sample_rate, self.config.istft_hop, self.config.istft_n_fft, 0,
+                                     posterior.shape[-1] * per_frame)
+        return self.with_pitch_channels(posterior, to_channels(log2_f0, voiced, per_frame))
+
+    @staticmethod
+    def with_pitch_channels(posterior: Tensor, channels: Tensor) -> Tensor:
+        """[B, 2D, T] learnt posterior + [B, P, T] pitch channels -> [B, 2(D + P), T]: the pitch as means whose log
+        sigma is PITCH_LOG_STD, so sampling the posterior leaves it as measured."""
+        mu, log_std = posterior.chunk(2, dim=1)
+        return torch.cat([mu, channels.to(mu), log_std, torch.full_like(channels, PITCH_LOG_STD).to(mu)], dim=1)
+
+    def split_latents(self, latents: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """[B, latent_dim, T] -> (the learnt channels, the pitch track (log2 F0, voiced) per head frame or None)."""
+        if not self.pitch_channels:
+            return latents, None
+        learnt = self.config.latent_dim
+        return latents[:, :learnt], from_channels(latents[:, learnt:])
 
     def _posterior_layout(self, post: Tensor) -> Tensor:
         if self.config.vae_type == "gq":  # that variant predicts log-variance; expose log_std everywhere
@@ -134,9 +160,10 @@ class HoliTok(nn.Module):
         """[B, D, T] latents -> [B, 1, T*hop] waveform in [-1, 1]. `lengths` are in frames. `with_pitch` (decoder_head
         'harmonic'): also the head's F0 and voicing prediction [B, 2, T * hop / istft_hop]; `log2_f0` [B, T * hop /
         istft_hop]: the F0 its pulse train runs at instead of the predicted one (training only; decoder.py)."""
+        latents, track = self.split_latents(latents)
         h = self.dec_mi_layer(self.post_proj(latents).transpose(1, 2)).transpose(1, 2)
         mask = None if lengths is None else frame_mask(lengths.to(h.device), h.shape[-1])
-        out = self.decoder(h if mask is None else h * mask, with_pitch, log2_f0)
+        out = self.decoder(h if mask is None else h * mask, with_pitch, log2_f0, track)
         audio, pitch = out if with_pitch else (out, None)
         if mask is not None:
             audio = audio * mask.repeat_interleave(self.hop_size, dim=-1)

@@ -20,7 +20,8 @@ from ..model import HoliTok
 from .config import TokenizerTrainConfig
 from .distill import FrameDistillHead, UtteranceDistillHead, frame_distill_loss, utterance_distill_loss
 from .flow import LatentFlow, flow_kl, sample_posterior
-from .pitch import PitchHead, pitch_loss, yin_track
+from ..pitch_track import yin_track
+from .pitch import PitchHead, pitch_loss
 from .supervision import SupervisionNetwork
 from .teachers import TeacherTargets
 
@@ -41,7 +42,9 @@ class TokenizerTrainModel(torch.nn.Module):
         self.stage = config.stage
         self.holitok = HoliTok(config.model.build())
         latent_dim = self.holitok.latent_dim
-        self.flow = LatentFlow(latent_dim, config.flow) if self.stage >= 2 else None
+        # The KL (through the flow) covers the learnt channels only: pitch channels (model.pitch_latents) are measured
+        self.learnt_dim = self.holitok.config.latent_dim
+        self.flow = LatentFlow(self.learnt_dim, config.flow) if self.stage >= 2 else None
         self.distills = config.distills
         if self.distills:
             if teacher_dims is None:
@@ -107,7 +110,7 @@ class TokenizerTrainModel(torch.nn.Module):
 
     def reset_log_std_head(self, value: float) -> None:
         """Make pre_proj predict log_std = value everywhere (weights 0), leaving the mean half untouched."""
-        dim = self.holitok.latent_dim
+        dim = self.learnt_dim
         with torch.no_grad():
             self.holitok.pre_proj.weight[dim:].zero_()
             self.holitok.pre_proj.bias[dim:].fill_(value)
@@ -124,7 +127,8 @@ class TokenizerTrainModel(torch.nn.Module):
             z = mu
         else:
             z, _ = sample_posterior(mu, log_std)
-            losses["kl"] = flow_kl(z, log_std, mask, self.flow)
+            learnt = self.learnt_dim
+            losses["kl"] = flow_kl(z[:, :learnt], log_std[:, :learnt], mask, self.flow)
         if self.pitch_head is not None:
             track = yin_track(audio, model.sample_rate, model.hop_size)
             losses["pitch"] = pitch_loss(self.pitch_head(z), track, mask[:, 0])
