@@ -247,7 +247,8 @@ def test_every_preset_writes_configs_the_trainers_accept(preset, tmp_path):
     run = load_training_run(pipeline.unified_config())
     assert run.data.datasets[0].latents == str(pipeline.latents_dir)
     assert run.train.output_dir == str(pipeline.unified_dir)
-    assert run.model.latent_dim == stages[-1].model.build().latent_dim  # the tokenizer's, whatever the YAML said
+    tokenizer = stages[-1].model.build()  # the tokenizer's width (learnt + pitch channels), whatever the YAML said
+    assert run.model.latent_dim == tokenizer.latent_dim + tokenizer.pitch_channels
     if pipeline.config.refine.enabled:  # continues step 4's model: needs its weights to list what it copies
         from holitok_slm import UnifiedModel
         from holitok_slm.text_tokenizer import train_sentencepiece

@@ -50,7 +50,7 @@ class StreamingEncoder:
         m, per_frame = self.model, self.model.pitch_channels // 2
         hop, n_fft = m.config.istft_hop, m.config.istft_n_fft
         first, count = self.frames_out * per_frame, frames * per_frame
-        start, stop = needed_span(first, count, hop, n_fft)
+        _, stop = needed_span(first, count, hop, n_fft)
         if not self.finished and stop > self.origin + self.audio.shape[-1]:
             raise RuntimeError(f"internal: the pitch tracker needs audio up to sample {stop}, the stream has "
                                f"{self.origin + self.audio.shape[-1]}")
