@@ -59,15 +59,16 @@ def widen_state(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], ol
 
 def widen_aligner(aligner: CTCAligner, new_dim: int) -> CTCAligner:
     """The same alignments from wider latents: the new channels are normalised to themselves and read by zeros."""
+    if aligner.config.latent_dim >= new_dim:
+        raise ValueError(f"the aligner already reads {aligner.config.latent_dim} latent channels; widening needs "
+                         "more than that")
     cfg = copy.deepcopy(aligner.config)
-    old_dim, cfg.latent_dim = cfg.latent_dim, new_dim
+    cfg.latent_dim = new_dim
     wide = CTCAligner(cfg, aligner.text_tokenizer)
     state = dict(aligner.state_dict())
     state["inp.weight"] = _pad(state["inp.weight"], -1, new_dim)
     state["latent_mean"] = _pad(state["latent_mean"], 0, new_dim, 0.0)
     state["latent_std"] = _pad(state["latent_std"], 0, new_dim, 1.0)
-    if old_dim >= new_dim:
-        raise ValueError(f"the aligner already reads {old_dim} latent channels; widening needs more than that")
     wide.load_state_dict(state, strict=True)
     return wide.eval()
 
