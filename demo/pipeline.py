@@ -322,6 +322,7 @@ class DemoPipeline:
 
         tokenizer = load_config(self.tokenizer_stage_configs()[-1]).model.build()
         doc["model"]["latent_dim"] = tokenizer.latent_dim + tokenizer.pitch_channels  # pitch latents come after
+        doc["model"]["pitch_channels"] = tokenizer.pitch_channels
         doc.setdefault("data", {})["datasets"] = [
             {"name": "synth", "latents": str(self.latents_dir), "tasks": ["tts", "asr"]}]
         if self.second_latents_dir is not None:  # each store weighs by its size, so the two corpora share evenly

@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", "--euler-steps", type=int, default=None, dest="steps",
                    help="Euler steps of the flow head per patch (default: the model's)")
     p.add_argument("--temperature", type=float, default=None, help="initial noise scale (default: the model's)")
+    p.add_argument("--pitch-temperature", type=float, default=None, dest="pitch_temperature",
+                   help="initial noise scale of a pitch-latent model's pitch channels (default: the model's)")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="hard cap on each sentence's length (on top of the text-length bound)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed; every sentence is generated with it (0)")
@@ -285,7 +287,8 @@ def _tts_options(args) -> dict:
     if args.max_seconds is not None and not args.max_seconds > 0:
         raise CliError(f"--max-seconds must be positive, got {args.max_seconds}")
     options = {k: v for k, v in (("steps", args.steps), ("cfg_strength", args.cfg_strength),
-                                 ("temperature", args.temperature)) if v is not None}
+                                 ("temperature", args.temperature),
+                                 ("pitch_temperature", args.pitch_temperature)) if v is not None}
     try:
         check_options(options)
     except ValueError as err:  # the message starts with the option's name: name it as its flag

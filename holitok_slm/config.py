@@ -160,6 +160,11 @@ class GenerationDefaults:
     cfg_strength: float = 2.0
     sway_coef: float = -1.0
     temperature: float = 1.0
+    # The starting noise of the pitch channels (UnifiedConfig.pitch_channels) is scaled by this instead of the
+    # temperature. At the full temperature every patch draws its pitch afresh and the voice jumps by more than a
+    # semitone every 10 ms; from zero noise the flow writes a contour close to real speech's (docs/learning.md
+    # section 36). No effect on a model without pitch channels.
+    pitch_temperature: float = 0.0
     eos_threshold: float = 0.5
     # Length bounds in units of the expected length (text tokens x the model's patches-per-token statistic).
     min_length_ratio: float = 0.3
@@ -190,6 +195,10 @@ class UnifiedConfig:
     """Whole model: latent geometry, audio input path (`patch` = Base, `semantic` = Unite) and sub-configs."""
 
     latent_dim: int = 128
+    # The last `pitch_channels` of the latent_dim channels are measured, not learnt: the speech tokenizer's pitch
+    # latents (F0 and voicing per decoder frame, tokenizer/holitok/pitch_latents.py). 0 for a tokenizer without
+    # them. Not in the paper (0 there). TTS starts them from generation.pitch_temperature x noise.
+    pitch_channels: int = 0
     patch_size: int = 4
     audio_input: str = "patch"
     # Add to every audio position's input embedding its share of the utterance (position / expected length:
@@ -234,6 +243,8 @@ class UnifiedConfig:
             raise ValueError(f"audio_input must be 'patch' (Base) or 'semantic' (Unite), got {self.audio_input!r}")
         if self.patch_size < 1 or self.latent_dim < 1:
             raise ValueError(f"patch_size and latent_dim must be positive, got {self.patch_size}, {self.latent_dim}")
+        if not 0 <= self.pitch_channels < self.latent_dim:
+            raise ValueError(f"pitch_channels must be in [0, latent_dim={self.latent_dim}), got {self.pitch_channels}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

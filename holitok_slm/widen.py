@@ -73,11 +73,18 @@ def widen_aligner(aligner: CTCAligner, new_dim: int) -> CTCAligner:
     return wide.eval()
 
 
-def widen_model(model: UnifiedModel, new_dim: int) -> UnifiedModel:
+def widen_model(model: UnifiedModel, new_dim: int, pitch_channels: int | None = None) -> UnifiedModel:
+    """`pitch_channels`: how many of the (new, last) channels are the tokenizer's pitch latents; None = all the new
+    ones (holitok's pitch_latents is how a tokenizer gains channels)."""
     cfg = copy.deepcopy(model.config)
     old_dim = cfg.latent_dim
     if new_dim <= old_dim:
         raise ValueError(f"the model already has {old_dim} latent channels; widening needs more than that")
+    pitch_channels = new_dim - old_dim if pitch_channels is None else pitch_channels
+    if cfg.pitch_channels or not 0 <= pitch_channels <= new_dim - old_dim:
+        raise ValueError(f"the pitch channels must be among the {new_dim - old_dim} new ones (the model has "
+                         f"{cfg.pitch_channels} already; asked for {pitch_channels})")
+    cfg.pitch_channels = pitch_channels
     if cfg.audio_input != "patch":
         raise ValueError(f"widening supports the patch encoder's audio input only, not {cfg.audio_input!r} (a "
                          "semantic encoder's input width is its own pretrained model's)")
@@ -95,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a UnifiedModel save_pretrained folder")
     parser.add_argument("--latent_dim", type=int, required=True, help="the new number of latent channels")
+    parser.add_argument("--pitch_channels", type=int, default=None,
+                        help="how many of the new (last) channels are the tokenizer's pitch latents (default: all)")
     parser.add_argument("--out", required=True, help="where the widened model is saved (float32)")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -102,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{out} exists and is not empty; choose another --out")
     model = UnifiedModel.from_pretrained(args.model)
     old_dim = model.config.latent_dim
-    widen_model(model, args.latent_dim).save_pretrained(out)
+    widen_model(model, args.latent_dim, args.pitch_channels).save_pretrained(out)
     print(f"widened {args.model} from {old_dim} to {args.latent_dim} latent channels -> {out}"
           f"{' (with its aligner)' if model.aligner is not None else ''}")
 

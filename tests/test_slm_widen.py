@@ -1,11 +1,13 @@
 """holitok_slm/widen.py: a unified model (and its aligner) widened to more latent channels reads and writes the old
-channels exactly as before; train.trainable_prefixes freezes the rest."""
+channels exactly as before and knows the new ones as pitch channels (their own sampling temperature in TTS);
+train.trainable_prefixes freezes the rest."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from holitok_slm.model.ctc_aligner import CTCAligner, CTCAlignerConfig
+from holitok_slm.infer.tts import TTSOptions, TTSRequest, generate_latents
 from holitok_slm.model.unified import UnifiedModel
 from holitok_slm.tiny import build_tiny_model, randomize_heads, tiny_config
 from holitok_slm.train.model_setup import freeze_all_but
@@ -55,6 +57,52 @@ def test_cli_saves_a_loadable_model_and_refuses_a_used_folder(tmp_path):
         main(["--model", str(tmp_path / "src"), "--latent_dim", "24", "--out", str(tmp_path / "wide")])
     with pytest.raises(ValueError, match="already has 16"):
         widen_model(model, 16)
+    assert loaded.config.pitch_channels == 8  # all the new channels, unless told otherwise
+    assert widen_model(model, 24, pitch_channels=2).config.pitch_channels == 2
+    with pytest.raises(ValueError, match="among the 8 new ones"):
+        widen_model(model, 24, pitch_channels=9)
+    with pytest.raises(ValueError, match="has 8 already"):
+        widen_model(loaded, 30)
+
+
+def _generate(model, seed, **options):
+    requests = [TTSRequest("the cat sat"), TTSRequest("hello world", prompt_latents=torch.randn(
+        8, model.config.latent_dim, generator=torch.Generator().manual_seed(5)), prompt_text="a dog ran")]
+    options = TTSOptions.from_model(model, max_patches=3, eos_threshold=2.0, **options)
+    return torch.cat([r.latents for r in generate_latents(model, requests, options, torch.Generator().manual_seed(seed))])
+
+
+def test_pitch_channels_start_from_their_own_temperature(tmp_path):
+    model = _model(tmp_path / "m")
+    cfg = model.config
+    assert cfg.generation.pitch_temperature == 0.0 and cfg.pitch_channels == 0
+    plain = _generate(model, 1, temperature=0.8, pitch_temperature=0.0)  # no pitch channels: no effect
+    cfg.pitch_channels = 4
+    scale = model.noise_scale(0.8, 0.1)
+    assert torch.allclose(scale, torch.tensor([0.8] * 12 + [0.1] * 4))
+    assert torch.equal(_generate(model, 1, temperature=0.8, pitch_temperature=0.8), plain)
+    assert not torch.allclose(_generate(model, 1, temperature=0.8, pitch_temperature=0.0), plain, atol=1e-4)
+    # with no noise anywhere the draw is the same for every seed; noise on the pitch channels alone changes it
+    assert torch.equal(_generate(model, 1, temperature=0.0), _generate(model, 2, temperature=0.0))
+    assert not torch.allclose(_generate(model, 1, temperature=0.0, pitch_temperature=1.0),
+                              _generate(model, 2, temperature=0.0, pitch_temperature=1.0), atol=1e-4)
+    with pytest.raises(ValueError, match="pitch_temperature"):
+        TTSOptions.from_model(model, pitch_temperature=-1.0)
+    with pytest.raises(ValueError, match="pitch_channels must be in"):
+        type(cfg)(latent_dim=16, pitch_channels=16)
+
+
+def test_pipeline_refuses_a_tokenizer_with_other_pitch_channels(tmp_path):
+    from holitok import HoliTok, get_preset_config
+    from holitok_slm.infer.pipeline import SpeechPipeline
+
+    model = _model(tmp_path / "m")
+    codec = HoliTok(get_preset_config("tiny"))
+    assert codec.latent_dim == model.config.latent_dim and codec.pitch_channels == 0
+    SpeechPipeline(model, codec)
+    model.config.pitch_channels = 4
+    with pytest.raises(ValueError, match="ends its latents with 0 pitch channels but the model was told 4"):
+        SpeechPipeline(model, codec)
 
 
 def test_widen_state_names_every_other_difference(tmp_path):

@@ -38,6 +38,10 @@ class SpeechPipeline:
             raise ValueError(f"the tokenizer (codec) makes {codec.latent_dim}-dim latents but the model expects "
                              f"{model.config.latent_dim}-dim latents: load the HoliTok tokenizer the model was "
                              "trained with")
+        if getattr(codec, "pitch_channels", 0) != model.config.pitch_channels:
+            raise ValueError(f"the tokenizer (codec) ends its latents with {getattr(codec, 'pitch_channels', 0)} pitch "
+                             f"channels but the model was told {model.config.pitch_channels} (model.pitch_channels "
+                             "in its config.json): load the HoliTok tokenizer the model was trained with")
         if max_audio_seconds is not None and not max_audio_seconds > 0:
             raise ValueError(f"max_audio_seconds must be positive or None, got {max_audio_seconds}")
         self.model = model.eval()

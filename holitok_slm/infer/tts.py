@@ -62,9 +62,8 @@ class TTSOptions(GenerationDefaults):
 
 _WHOLE_OPTIONS = {"steps": 1, "max_length_margin_patches": 0, "min_patches": 0, "max_patches": 1, "patch_cap": 1}
 _REAL_OPTIONS = {"cfg_strength": None, "text_cfg_strength": 0.0, "sway_coef": None, "temperature": 0.0,
-                 "eos_threshold": None, "prompt_trailing_silence_db": None, "min_length_ratio": 0.0,
-                 "max_length_ratio": 0.0,
-                 "asr_max_tokens_per_patch": 0.0}
+                 "pitch_temperature": 0.0, "eos_threshold": None, "prompt_trailing_silence_db": None,
+                 "min_length_ratio": 0.0, "max_length_ratio": 0.0, "asr_max_tokens_per_patch": 0.0}
 
 
 def check_options(options: dict) -> None:
@@ -276,6 +275,7 @@ def _run(model, requests, options, generator):
     points, centre_before = prep.start_points, prep.before_start_points
     generated_raw = [[] for _ in range(size)]
     finished = torch.zeros(size, dtype=torch.bool, device=device)
+    noise_scale = model.noise_scale(options.temperature, options.pitch_temperature)
     step = 0
     while True:
         check_time()
@@ -291,14 +291,14 @@ def _run(model, requests, options, generator):
                 frame_text = model.frame_text(prep.text_ids, prep.text_lengths,
                                               frame_points(centre_before, centre, points, cfg.patch_size))
             centre_before = centre
-        noise = torch.randn(size, cfg.patch_size, cfg.latent_dim, generator=generator, device=device)
+        noise = torch.randn(size, cfg.patch_size, cfg.latent_dim, generator=generator, device=device) * noise_scale
         condition = model.bridge(hidden)
         if options.cuda_graph:
             patch = graphed_sampler(model, condition, history, options, frame_text)(
-                condition, history, noise * options.temperature, frame_text)
+                condition, history, noise, frame_text)
         else:
             text_free = model.bridge(text_free_hidden) if options.text_cfg_strength else None
-            patch = sample_patch(model.dit, condition, history, noise * options.temperature,
+            patch = sample_patch(model.dit, condition, history, noise,
                                  options.steps, options.cfg_strength, options.sway_coef, text_free,
                                  options.text_cfg_strength, frame_text)
         raw = model.denormalize_latents(patch)

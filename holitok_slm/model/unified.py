@@ -202,6 +202,14 @@ class UnifiedModel(nn.Module):
         self.load_state_dict(state, strict=True)
 
     # ---- latent normalisation and data statistics ------------------------------------------------------------
+    def noise_scale(self, temperature: float, pitch_temperature: float) -> torch.Tensor:
+        """[latent_dim] scale of the flow's starting noise: `temperature`, and `pitch_temperature` on the pitch
+        channels (config.pitch_channels, the last ones)."""
+        scale = torch.full((self.config.latent_dim,), float(temperature), device=self.latent_scale.device)
+        if self.config.pitch_channels:
+            scale[-self.config.pitch_channels:] = float(pitch_temperature)
+        return scale
+
     def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
         return (latents - self.latent_bias) * self.latent_scale
 
@@ -482,7 +490,7 @@ class UnifiedModel(nn.Module):
         chosen = torch.rand(rows.shape, device=latents.device) < flow.self_feed_share
         if not bool(chosen.any()):
             return latents
-        noise = torch.randn_like(history[chosen]) * options.temperature
+        noise = torch.randn_like(history[chosen]) * self.noise_scale(options.temperature, options.pitch_temperature)
         frame_text = self.flow_frame_text(input_ids, audio_offset, num_patches, is_tts, text_points, latents.shape[1])
         own = sample_patch(self.dit, condition[chosen], history[chosen], noise, flow.self_feed_steps,
                            options.cfg_strength, options.sway_coef,
