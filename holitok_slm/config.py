@@ -138,6 +138,10 @@ class FlowConfig:
     # Weight of the pace head's loss (model.text_pointer_alignment "forced" only): the L1 distance, in text tokens,
     # between the predicted and the aligned move of the pointer from one audio position to the next.
     pace_weight: float = 1.0
+    # Weight of the pitch channels (UnifiedConfig.pitch_channels) in the flow loss, each learnt channel weighing 1
+    # (not in the paper, which has no pitch channels). The decoder renders them literally where it smooths what the
+    # learnt channels get wrong, and 8 of 72 channels are otherwise 11 % of the loss (docs/learning.md section 37).
+    pitch_weight: float = 1.0
 
 
 @dataclass
@@ -245,6 +249,8 @@ class UnifiedConfig:
             raise ValueError(f"patch_size and latent_dim must be positive, got {self.patch_size}, {self.latent_dim}")
         if not 0 <= self.pitch_channels < self.latent_dim:
             raise ValueError(f"pitch_channels must be in [0, latent_dim={self.latent_dim}), got {self.pitch_channels}")
+        if self.flow.pitch_weight <= 0:
+            raise ValueError(f"flow.pitch_weight must be positive, got {self.flow.pitch_weight}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -122,3 +122,39 @@ def test_trainable_prefixes_freeze_everything_else(tmp_path):
     assert count == len(trained) > 0 and all(name.startswith("dit.") for name in trained)
     with pytest.raises(ValueError, match="no parameter starts with"):
         freeze_all_but(model, ["dit.", "ditt."])
+
+
+def test_flow_loss_weighs_the_pitch_channels_by_pitch_weight(tmp_path):
+    model = _model(tmp_path / "m").train()
+    dit, channels = model.dit, model.config.latent_dim
+    torch.manual_seed(0)
+    target, history = torch.randn(3, 4, channels), torch.randn(3, 4, channels)
+    condition = torch.randn(3, model.config.dit.hidden_size)
+
+    def errors(weights=None):
+        torch.manual_seed(5)  # the same time, noise and CFG dropout each call
+        return dit.flow_matching_errors(target, condition, history, 0.0, 1.0, 0.1, None, weights)
+
+    per_channel = torch.stack([errors(torch.eye(channels)[c] * channels) for c in range(channels)], -1)
+    assert torch.allclose(per_channel.mean(-1), errors(), atol=1e-6)
+    weights = torch.ones(channels)
+    weights[-4:] = 3.0
+    assert torch.allclose(errors(weights), (per_channel * weights).mean(-1), atol=1e-6)
+    # in the model: pitch_weight 1 is the plain loss, another weight changes it only where pitch channels exist
+    model = randomize_heads(build_tiny_model(TEXTS, tmp_path / "plain", tiny_config("patch"))).train()
+    batch = model.collate([dict(id=f"t{i}", task="tts", text=TEXTS[i], latents=torch.randn(
+        24, channels, generator=torch.Generator().manual_seed(i))) for i in range(2)])
+
+    def flow_loss():
+        torch.manual_seed(7)
+        return float(model(**batch)["flow_loss"])
+
+    plain = flow_loss()
+    model.config.flow.pitch_weight = 4.0
+    assert flow_loss() == plain  # no pitch channels yet
+    model.config.pitch_channels = 4
+    weighted = flow_loss()
+    model.config.flow.pitch_weight = 1.0
+    assert flow_loss() == plain and weighted > plain
+    with pytest.raises(ValueError, match="pitch_weight must be positive"):
+        type(model.config)(latent_dim=16, flow=type(model.config.flow)(pitch_weight=0.0))

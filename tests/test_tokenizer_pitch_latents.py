@@ -11,7 +11,8 @@ from hypothesis import given, settings, strategies as st
 from holitok import HoliTok, get_preset_config
 from holitok.config import HoliTokConfig
 from holitok.istft_head import ISTFTHead
-from holitok.pitch_latents import F0_SCALE, PITCH_LOG_STD, REFERENCE_LOG2_F0, from_channels, measure
+from holitok.pitch_latents import (F0_SCALE, PITCH_LOG_STD, REFERENCE_LOG2_F0, from_channels, measure, to_channels,
+                                   widen_voicing)
 
 TOL = 1e-5
 SR = 48000
@@ -194,3 +195,49 @@ def test_a_decoder_only_stage_trains_through_the_comb_and_keeps_the_kl_off_the_p
     mask = torch.ones(1, 1, mu.shape[-1])
     assert torch.allclose(kl, flow_kl(z[:, :learnt], log_std[:, :learnt], mask, model.flow), atol=1e-5)
     assert float(flow_kl(z, log_std, mask, None)) > float(flow_kl(z[:, :learnt], log_std[:, :learnt], mask, None)) + 1
+
+
+def test_widen_voicing_takes_the_nearest_voiced_frames_f0():
+    voiced = torch.tensor([[False, False, True, False, False, False, True, True, False]])
+    log2_f0 = torch.arange(9, dtype=torch.float64)[None] + 7.0
+    f0, wide = widen_voicing(log2_f0, voiced, 1)
+    assert wide.tolist() == [[False, True, True, True, False, True, True, True, True]]
+    assert (f0 - 7.0).tolist() == [[0, 2, 2, 2, 4, 6, 6, 7, 7]]  # unvoiced frames keep their own value
+    f0, wide = widen_voicing(log2_f0, voiced, 2)
+    assert wide.all() and (f0 - 7.0).tolist() == [[2, 2, 2, 2, 2, 6, 6, 7, 7]]  # a tie takes the earlier one
+    assert torch.equal(widen_voicing(log2_f0, voiced, 0)[1], voiced)
+
+
+_wide = HoliTok(_config(pitch_latents=True, pitch_voicing_dilation=2)).eval()
+_wide.load_state_dict(_model.state_dict())
+
+
+def test_voicing_dilation_draws_the_widened_track():
+    """The dilated decoder renders what the plain one renders from latents whose voicing channels were widened."""
+    log2_f0, voiced = from_channels(_latents[:, 8:])
+    widened = _latents.clone()
+    widened[:, 8:] = to_channels(*widen_voicing(log2_f0, voiced, 2), 4)
+    assert int(from_channels(widened[:, 8:])[1].sum()) > int(voiced.sum())  # the test audio has voicing edges
+    with torch.no_grad():
+        wave = _wide.forward_decode(_latents)
+        assert (wave - _model.forward_decode(widened)).abs().max() <= TOL
+        assert (wave - _wave).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="needs pitch_latents"):
+        _config(pitch_voicing_dilation=1)
+    with pytest.raises(ValueError, match="lookahead"):
+        _config(pitch_latents=True, pitch_voicing_dilation=100)
+
+
+def test_stream_decoder_with_voicing_dilation_equals_offline():
+    """Voicing edges at every head frame of a latent frame, cut at every latent frame and frame by frame."""
+    latents = _latents.clone()
+    head = torch.arange(latents.shape[-1] * 4)
+    latents[:, 12:] = torch.where((head // 5) % 2 == 0, 1.0, -1.0).view(-1, 4).T
+    with torch.no_grad():
+        offline = _wide.forward_decode(latents)
+    frames = latents.shape[-1]
+    for cuts in [[c] for c in range(1, frames)] + [list(range(1, frames))]:
+        dec = _wide.stream_decoder()
+        parts = [dec.step(latents[..., a:b]) for a, b in _partition(frames, cuts)]
+        streamed = torch.cat(parts + [dec.flush()], dim=-1)
+        assert streamed.shape == offline.shape and (streamed - offline).abs().max() <= TOL, cuts

@@ -94,9 +94,11 @@ class DiTHead(nn.Module):
 
     def flow_matching_errors(self, target: torch.Tensor, condition: torch.Tensor, history: torch.Tensor,
                              time_mu: float, time_sigma: float, cfg_dropout: float = 0.0,
-                             frame_text: torch.Tensor | None = None) -> torch.Tensor:
+                             frame_text: torch.Tensor | None = None,
+                             channel_weights: torch.Tensor | None = None) -> torch.Tensor:
         """The training objective (the sampler's counterpart: sample_patch below): squared error
-        per frame [M, P] of the predicted velocity at a logit-normal t, on the path noise -> target. In training,
+        per frame [M, P] of the predicted velocity at a logit-normal t, on the path noise -> target, averaged over the
+        channels (each weighed by `channel_weights` [C] where given). In training,
         a `cfg_dropout` share of the conditions (and their frame_text) is zeroed (the unconditional branch of
         classifier-free guidance)."""
         if self.training and cfg_dropout > 0:
@@ -108,7 +110,8 @@ class DiTHead(nn.Module):
         noise = torch.randn_like(target)
         noisy = (1 - t)[:, None, None] * noise + t[:, None, None] * target
         predicted = self(noisy, t, condition, history, frame_text)
-        return (predicted.float() - (target - noise).float()).pow(2).mean(-1)
+        errors = (predicted.float() - (target - noise).float()).pow(2)
+        return (errors if channel_weights is None else errors * channel_weights).mean(-1)
 
     def guided_velocity(self, noisy: torch.Tensor, t: torch.Tensor, condition: torch.Tensor, history: torch.Tensor,
                         cfg_strength: float, text_free_condition: torch.Tensor | None = None,

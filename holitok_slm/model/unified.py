@@ -595,8 +595,12 @@ class UnifiedModel(nn.Module):
                                                    for t in (target, condition, history, weights))
             if frame_text is not None:
                 frame_text = frame_text.repeat(draws, 1, 1)
+        channel_weights = None
+        if self.config.pitch_channels and flow.pitch_weight != 1.0:
+            channel_weights = torch.ones(target.shape[-1], device=target.device)
+            channel_weights[-self.config.pitch_channels:] = flow.pitch_weight
         frame_errors = self.dit.flow_matching_errors(target, condition, history, flow.time_mu, flow.time_sigma,
-                                                     flow.cfg_dropout, frame_text)
+                                                     flow.cfg_dropout, frame_text, channel_weights)
         weights = weights.to(frame_errors.dtype)
         return (frame_errors * weights).sum() / weights.sum(), count, regression_loss
 

@@ -67,6 +67,10 @@ class HoliTokConfig:
     # decoder_head "istft": F0 and voicing from a pitch tracker as extra latent channels after the learnt ones, and
     # voiced frames drawn on a harmonic comb at that F0 (pitch_latents.py says why and the layout).
     pitch_latents: bool = False
+    # pitch_latents: unvoiced head frames within this many frames of a voiced one are drawn on the comb too, at the
+    # nearest voiced frame's F0. The tracker calls the frames where voicing starts and stops unvoiced, and those are
+    # where the resynthesis lost most PESQ (docs/learning.md sections 36-37); 0 = the tracker's voicing as it is.
+    pitch_voicing_dilation: int = 0
     # Likewise for the encoder: "waveform" starts with the 12-channel conv stem at 48 kHz; "stft" starts with a fixed
     # causal DFT every frontend_hop samples (stft_frontend.py), then the downsample_rates ladder.
     encoder_frontend: str = "waveform"
@@ -122,6 +126,13 @@ class HoliTokConfig:
                                    or self.sample_rate % 16000):
             problems.append("pitch_latents needs decoder_head 'istft' (whole head frames per latent frame) and a "
                             "sample rate that is a multiple of 16 kHz (the pitch tracker's rate)")
+        if self.pitch_voicing_dilation < 0 or (self.pitch_voicing_dilation and not self.pitch_latents):
+            problems.append(f"pitch_voicing_dilation must be >= 0 and needs pitch_latents, got "
+                            f"{self.pitch_voicing_dilation} with pitch_latents={self.pitch_latents}")
+        elif self.pitch_voicing_dilation > self.num_decoder_lookahead * self.hop_size // max(1, self.istft_hop):
+            # a stream widens each frame from the frames conv_pre's lookahead keeps queued (decoder.py)
+            problems.append(f"pitch_voicing_dilation {self.pitch_voicing_dilation} is more than the decoder's "
+                            f"lookahead ({self.num_decoder_lookahead} latent frames) holds")
         if self.harmonic_mix not in ("add", "voicing"):
             problems.append(f"harmonic_mix {self.harmonic_mix!r} is unknown (expected 'add' or 'voicing')")
         elif self.harmonic_mix != "add" and self.decoder_head != "harmonic":
@@ -195,6 +206,8 @@ class HoliTokConfig:
             del d["istft_phase"]
         if not self.pitch_latents:
             del d["pitch_latents"]
+        if not self.pitch_voicing_dilation:
+            del d["pitch_voicing_dilation"]
         return {**extra, **d}
 
     @classmethod

@@ -10,6 +10,7 @@ from .config import HoliTokConfig
 from .harmonic_head import HarmonicISTFTHead
 from .istft_head import ISTFTHead
 from .layers import Conv1d, ConvTranspose1d, inference_layout
+from .pitch_latents import widen_voicing
 
 
 class AMPBlock1(nn.Module):
@@ -43,6 +44,7 @@ class Decoder(nn.Module):
         self.conv_pre = Conv1d(config.latent_dim, config.upsample_initial_channel, 2 * lookahead + 1,
                                lookahead=lookahead)
         self.num_kernels = len(config.resblock_kernel_sizes)
+        self.voicing_dilation = config.pitch_voicing_dilation
         self.ups = nn.ModuleList()
         self.resblocks = nn.ModuleList()
         channels = config.upsample_initial_channel
@@ -81,6 +83,8 @@ class Decoder(nn.Module):
         out = self.head if hasattr(self, "head") else self.conv_post
         x = self.activation_post(x)
         if track is not None:
+            if self.voicing_dilation:
+                track = widen_voicing(*track, self.voicing_dilation)
             return self._finish(out(x, track))
         if not with_pitch and log2_f0 is None:
             return self._finish(out(x))
@@ -105,7 +109,24 @@ class Decoder(nn.Module):
         # conv_pre holds frames back for its lookahead; the track waits in the queue for the frames that come out
         frames = x.shape[-1]
         state[(self, "track")] = tuple(part[:, frames:] for part in queue)
-        return self._finish(out.step(x, state, tuple(part[:, :frames] for part in queue)))
+        track = tuple(part[:, :frames] for part in queue)
+        if self.voicing_dilation:
+            track = self._widened(state, queue, frames)
+        return self._finish(out.step(x, state, track))
+
+    def _widened(self, state: dict, queue: tuple[Tensor, Tensor], frames: int) -> tuple[Tensor, Tensor]:
+        """The next `frames` of the queued track, voicing widened as the whole-signal pass widens it: with the
+        `voicing_dilation` frames drawn before them (kept in the state) and those after them (still queued: conv_pre's
+        lookahead keeps more than that queued until the flush, where the signal ends as offline)."""
+        width = self.voicing_dilation
+        before = state.get((self, "track_before"))
+        if before is None:
+            before = tuple(part[:, :0] for part in queue)
+        seen = tuple(torch.cat([kept, part[:, :frames + width]], -1) for kept, part in zip(before, queue))
+        lead = before[0].shape[-1]
+        state[(self, "track_before")] = tuple(part[:, max(0, lead + frames - width): lead + frames] for part in seen)
+        widened = widen_voicing(*seen, width)
+        return tuple(part[:, lead: lead + frames] for part in widened)
 
     def _queue_track(self, state: dict, track: tuple[Tensor, Tensor] | None) -> None:
         if track is None:

@@ -87,6 +87,25 @@ def from_channels(channels: Tensor) -> tuple[Tensor, Tensor]:
     return log2_f0.clamp(math.log2(40.0), math.log2(1000.0)), v.reshape(b, -1) > 0
 
 
+def widen_voicing(log2_f0: Tensor, voiced: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """[B, N] track -> the same with each unvoiced frame within `width` frames of a voiced one voiced, at the nearest
+    voiced frame's F0 (the earlier one on a tie). Frames beyond either end count as unvoiced: a stream passes the
+    `width` frames on each side of the ones it draws (decoder.py)."""
+    f0, wide = log2_f0.clone(), voiced.clone()
+    for distance in range(1, width + 1):
+        for shift in (distance, -distance):  # the earlier neighbour first
+            source = torch.roll(voiced, shift, -1)
+            source_f0 = torch.roll(log2_f0, shift, -1)
+            if shift > 0:
+                source[..., :shift] = False
+            else:
+                source[..., shift:] = False
+            take = source & ~wide
+            f0 = torch.where(take, source_f0, f0)
+            wide = wide | take
+    return f0, wide
+
+
 def comb_and_phase(log2_f0: Tensor, running: Tensor, n_fft: int, hop: int, sample_rate: int
                    ) -> tuple[Tensor, Tensor, Tensor]:
     """Per head frame [B, F] log2 F0 and the fundamental's phase at the first frame's start [B] (float64, radians)
