@@ -109,9 +109,8 @@ class Decoder(nn.Module):
         # conv_pre holds frames back for its lookahead; the track waits in the queue for the frames that come out
         frames = x.shape[-1]
         state[(self, "track")] = tuple(part[:, frames:] for part in queue)
-        track = tuple(part[:, :frames] for part in queue)
-        if self.voicing_dilation:
-            track = self._widened(state, queue, frames)
+        track = (self._widened(state, queue, frames) if self.voicing_dilation
+                 else tuple(part[:, :frames] for part in queue))
         return self._finish(out.step(x, state, track))
 
     def _widened(self, state: dict, queue: tuple[Tensor, Tensor], frames: int) -> tuple[Tensor, Tensor]:
