@@ -140,7 +140,8 @@ class FlowConfig:
     pace_weight: float = 1.0
     # Weight of the pitch channels (UnifiedConfig.pitch_channels) in the flow loss, each learnt channel weighing 1
     # (not in the paper, which has no pitch channels). The decoder renders them literally where it smooths what the
-    # learnt channels get wrong, and 8 of 72 channels are otherwise 11 % of the loss (docs/learning.md section 37).
+    # learnt channels get wrong, and 8 of 72 channels are otherwise 11 % of the loss. Measured at 4: a rougher
+    # contour and worse TTS (docs/learning.md section 37), so the default stays 1.
     pitch_weight: float = 1.0
 
 
