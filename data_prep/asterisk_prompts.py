@@ -1,8 +1,10 @@
-"""A real-speech test set from Debian's asterisk prompts (one US female speaker, 8 kHz telephone audio): material
-outside the synthetic corpus, laid out as a corpus folder that `python -m eval.report --splits unseen` scores.
+"""A real-speech test set from Debian's asterisk prompts (one US female speaker, 8 kHz telephone audio, or 16 kHz
+with --wideband): material outside the synthetic corpus, laid out as a corpus folder that `python -m eval.report
+--splits unseen` scores.
 
     apt-get install asterisk-core-sounds-en-wav asterisk-core-sounds-en   # the recordings and their transcripts
     python -m data_prep.asterisk_prompts --out outputs/real/asterisk [--text_tokenizer weights/demo/unified/text_tokenizer]
+    apt-get install asterisk-core-sounds-en-g722   # the same prompts at 16 kHz, for --wideband
     python -m eval.report --corpus outputs/real/asterisk --splits unseen --per_unseen_voice 20 ...
 
 Kept: prompts whose transcript has at least --min_words words and no digits, tone tags or symbols (the models read
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import soundfile as sf
 
+from .asterisk_voices import G722_RATE, decode_g722
 from .manifest import ManifestRecord, write_manifest
 
 SOUNDS = Path("/usr/share/asterisk/sounds/en")
@@ -41,12 +44,13 @@ def read_transcripts(path: Path) -> dict[str, str]:
     return out
 
 
-def select_prompts(transcripts: dict[str, str], sounds: Path, min_words: int = 3, text_tokenizer=None) -> list[dict]:
-    """The prompts that can be scored: a recording exists, the text is plain words (PLAIN_TEXT), >= min_words words,
-    and every character is one the text tokenizer spells (when one is given)."""
+def select_prompts(transcripts: dict[str, str], sounds: Path, min_words: int = 3, text_tokenizer=None,
+                   suffix: str = ".wav") -> list[dict]:
+    """The prompts that can be scored: a recording (NAME + suffix) exists, the text is plain words (PLAIN_TEXT),
+    >= min_words words, and every character is one the text tokenizer spells (when one is given)."""
     kept = []
     for name, text in transcripts.items():
-        wav = sounds / f"{name}.wav"
+        wav = sounds / f"{name}{suffix}"
         if not wav.is_file() or not PLAIN_TEXT.fullmatch(text) or len(text.split()) < min_words:
             continue
         if text_tokenizer is not None and text_tokenizer.unknown_characters(text):
@@ -56,20 +60,29 @@ def select_prompts(transcripts: dict[str, str], sounds: Path, min_words: int = 3
 
 
 def build(out: str | Path, sounds: Path = SOUNDS, transcripts: Path = TRANSCRIPTS, min_words: int = 3,
-          text_tokenizer=None, limit: int | None = None) -> dict:
-    """Writes OUT/test_unseen_voice.jsonl and OUT/corpus.json; returns the summary."""
+          text_tokenizer=None, limit: int | None = None, wideband: bool = False) -> dict:
+    """Writes OUT/test_unseen_voice.jsonl and OUT/corpus.json; returns the summary. `wideband` reads the 16 kHz G.722
+    recordings (asterisk-core-sounds-en-g722) instead of the 8 kHz wav ones, decoded to OUT/audio."""
+    package = "asterisk-core-sounds-en-g722" if wideband else "asterisk-core-sounds-en-wav"
     if not transcripts.is_file() or not sounds.is_dir():
-        raise FileNotFoundError(f"{transcripts} or {sounds} is missing: apt-get install asterisk-core-sounds-en-wav "
+        raise FileNotFoundError(f"{transcripts} or {sounds} is missing: apt-get install {package} "
                                 "asterisk-core-sounds-en (or pass --sounds / --transcripts)")
-    prompts = select_prompts(read_transcripts(transcripts), sounds, min_words, text_tokenizer)[:limit]
+    prompts = select_prompts(read_transcripts(transcripts), sounds, min_words, text_tokenizer,
+                             ".g722" if wideband else ".wav")[:limit]
     if len(prompts) < 2:
         raise ValueError(f"only {len(prompts)} prompt(s) kept; a report needs two (one prompts the other)")
     out = Path(out)
+    if wideband:
+        for p in prompts:
+            wav = out / "audio" / f"{p['name']}.wav"
+            wav.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(wav), decode_g722(p["wav"]), G722_RATE, subtype="PCM_16")
+            p["wav"] = wav
     records = [ManifestRecord(id=p["name"].replace("/", "-"), audio=str(p["wav"].resolve()),
                               duration=round(sf.info(str(p["wav"])).duration, 4), text=p["text"], language="en",
                               speaker=SPEAKER) for p in prompts]
     write_manifest(records, out / "test_unseen_voice.jsonl")
-    summary = {"source": f"{sounds} + {transcripts} (Debian asterisk-core-sounds-en)", "speaker": SPEAKER,
+    summary = {"source": f"{sounds} + {transcripts} (Debian {package})", "speaker": SPEAKER,
                "min_words": min_words, "splits": {"test_unseen_voice": {
                    "utterances": len(records), "hours": round(sum(r.duration for r in records) / 3600, 4)}}}
     (out / "corpus.json").write_text(json.dumps(summary, indent=2))
@@ -84,13 +97,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min_words", type=int, default=3)
     parser.add_argument("--limit", type=int, help="keep at most this many prompts (file order)")
     parser.add_argument("--text_tokenizer", help="a model's text_tokenizer folder: keep texts it can spell")
+    parser.add_argument("--wideband", action="store_true",
+                        help="the 16 kHz G.722 recordings (asterisk-core-sounds-en-g722) instead of the 8 kHz wav ones")
     args = parser.parse_args(argv)
     tokenizer = None
     if args.text_tokenizer:
         from holitok_slm.text_tokenizer import TextTokenizer
 
         tokenizer = TextTokenizer.load(args.text_tokenizer)
-    summary = build(args.out, args.sounds, args.transcripts, args.min_words, tokenizer, args.limit)
+    summary = build(args.out, args.sounds, args.transcripts, args.min_words, tokenizer, args.limit, args.wideband)
     print(json.dumps(summary, indent=2))
 
 
