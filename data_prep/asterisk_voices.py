@@ -120,9 +120,9 @@ def build(out: str | Path, voices: dict[str, str] = VOICES, sounds: Path = SOUND
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--voices", nargs="+", choices=sorted(VOICES), default=sorted(VOICES))
     parser.add_argument("--out", required=True)
     parser.add_argument("--sounds", type=Path, default=SOUNDS, help="the folder holding the speakers' folders")
-    parser.add_argument("--voices", nargs="+", choices=sorted(VOICES), default=sorted(VOICES))
     parser.add_argument("--min_seconds", type=float, default=1.0, help="shorter recordings are left out")
     parser.add_argument("--mix", dest="corpus_train", help="a corpus' train.jsonl to mix the human recordings into")
     parser.add_argument("--share", type=float, default=0.25, help="the human recordings' share of the mix")
