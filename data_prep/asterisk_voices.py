@@ -6,9 +6,9 @@ and optionally mixed into a corpus' training manifest at a chosen share.
         asterisk-prompt-it-menardi-wav
     python -m data_prep.asterisk_voices --out outputs/human --mix outputs/corpus/train.jsonl --share 0.25
 
-Every corpus voice is a synthesiser; these recordings are the only other human speech Debian ships (~100 min). The
-text of the prompts is not English, so they serve the tokenizer, whose decoder reads no text, and not the unified
-model. Allison Smith, who speaks the English test prompts, also recorded the Spanish set: her folders are refused.
+Every corpus voice is a synthesiser; these are the other human voices Debian ships as wav or G.722 (~95 min; two more
+sets come as GSM only and are left out). The text of the prompts is not English, so they serve the tokenizer, whose
+decoder reads no text, and not the unified model. Allison Smith, who speaks the English test prompts, also recorded the Spanish set: her folders are refused.
 G.722 files (16 kHz wideband) are decoded with the `G722` package (PyPI `g722`); wav files are read where they lie.
 """
 from __future__ import annotations
@@ -77,9 +77,9 @@ def collect(out: Path, voices: dict[str, str], sounds: Path = SOUNDS, min_second
             duration = sf.info(str(wav)).duration
             if duration < min_seconds:
                 continue
+            # No text: the decoder reads none, and latent extraction skips an empty transcript with its reason.
             records.append(ManifestRecord(id=f"{speaker}-{str(name).replace('/', '-')}", audio=str(wav.resolve()),
-                                          duration=round(duration, 4), text="", language=language, speaker=speaker,
-                                          task="tts"))
+                                          duration=round(duration, 4), text="", language=language, speaker=speaker))
     return records
 
 
