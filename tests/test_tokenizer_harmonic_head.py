@@ -60,11 +60,16 @@ def test_streaming_the_harmonic_decoder_equals_one_offline_pass():
     latents = torch.randn(2, 8, 13, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         offline = model.forward_decode(latents)
+        peak = offline.abs().max()
         for cuts in ([1, 2, 7], [5], [3, 4, 11, 12]):
             stream = model.stream_decoder()
             edges = [0, *cuts, latents.shape[-1]]
             parts = [stream.step(latents[..., a:b]) for a, b in zip(edges[:-1], edges[1:])] + [stream.flush()]
-            assert (torch.cat(parts, -1) - offline).abs().max() <= 1e-5
+            # The pulse train's peaks are as tall as its harmonic count and as steep as its square, so the float32
+            # rounding of chunked convolutions (1e-7 of the features) shows up at ~3e-3 of the output's peak on
+            # this AVX-512 machine (earlier machines kept it under 1e-5 absolute); a phase not carried across chunks
+            # gives ~1.0 (measured by dropping the carried phase after every chunk).
+            assert (torch.cat(parts, -1) - offline).abs().max() <= 1e-2 * peak
         audio, pitch = model.forward_decode(latents, with_pitch=True)
     assert torch.equal(audio, offline) and pitch.shape == (2, 2, 13 * 4)
     with pytest.raises(ValueError, match="need decoder_head 'harmonic'"):
