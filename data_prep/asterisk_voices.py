@@ -8,8 +8,9 @@ and optionally mixed into a corpus' training manifest at a chosen share.
 
 Every corpus voice is a synthesiser; these are the other human voices Debian ships as wav or G.722 (~95 min; two more
 sets come as GSM only and are left out). The text of the prompts is not English, so they serve the tokenizer, whose
-decoder reads no text, and not the unified model. Allison Smith, who speaks the English test prompts, also recorded the Spanish set: her folders are refused.
-G.722 files (16 kHz wideband) are decoded with the `G722` package (PyPI `g722`); wav files are read where they lie.
+decoder reads no text, and not the unified model. Allison Smith, who speaks the English test prompts, also recorded
+the Spanish set: her folders are refused. G.722 files (16 kHz wideband) are decoded with the `G722` package (PyPI
+`g722`); wav files are read where they lie.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def decode_g722(path: str | Path) -> np.ndarray:
     try:
         import G722
     except ImportError as err:
-        raise ImportError("decoding .g722 needs the G722 module: pip install g722 (or pip install -e .[train])") from err
+        raise ImportError("decoding .g722 needs the G722 module: pip install g722 (in the train extra)") from err
     codec = G722.G722(G722_RATE, G722_BITRATE, use_numpy=False)
     data = Path(path).read_bytes()
     if not data:

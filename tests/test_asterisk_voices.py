@@ -56,8 +56,8 @@ def test_voices_are_decoded_filtered_and_mixed(tmp_path):
                              speaker="synth") for i in range(30)]
     write_manifest(corpus, tmp_path / "corpus" / "train.jsonl")
     voices = {"asterisk_june_fr": "fr_CA_f_June", "asterisk_menardi_it": "it_IT_f_Menardi"}
-    summary = asterisk_voices.build(tmp_path / "human", voices, sounds, corpus_train=tmp_path / "corpus" / "train.jsonl",
-                                    share=0.25)
+    summary = asterisk_voices.build(tmp_path / "human", voices, sounds,
+                                    corpus_train=tmp_path / "corpus" / "train.jsonl", share=0.25)
     records = read_manifest(tmp_path / "human" / "train.jsonl")
     assert sorted(r.id for r in records) == ["asterisk_june_fr-digits-1", "asterisk_june_fr-long",
                                              "asterisk_menardi_it-ciao"]
